@@ -1,0 +1,38 @@
+"""Error types shared by every layer.
+
+User errors (a bad spec, bad input data, a refused budget) are distinct from internal bugs, so an
+orchestrator can tell "fix your input" from "report this to the maintainers". Messages name keys and
+columns, never values or counts taken from the data.
+"""
+
+from __future__ import annotations
+
+
+class DPReleaseError(Exception):
+    """Base class of every error dprelease raises on purpose."""
+
+    exit_code = 1
+
+
+class SpecError(DPReleaseError, ValueError):
+    """The release specification is invalid; the message names the offending key."""
+
+    exit_code = 2
+
+
+class InputDataError(DPReleaseError, ValueError):
+    """The input microdata does not match the specification (column, type, nulls, ...)."""
+
+    exit_code = 3
+
+
+class BudgetError(DPReleaseError, ValueError):
+    """The requested privacy budget cannot be spent (would exceed a declared limit)."""
+
+    exit_code = 4
+
+
+class InternalError(DPReleaseError, RuntimeError):
+    """A broken invariant inside dprelease: this is probably a bug, please report it."""
+
+    exit_code = 5

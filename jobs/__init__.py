@@ -1,0 +1,1 @@
+"""Entry points: read the spec, run the release on Spark, write tables and the manifest."""

@@ -1,0 +1,60 @@
+"""Python API for notebooks: the released tables as DataFrames, without writing anything.
+
+>>> from jobs.api import release_dataframes
+>>> result = release_dataframes("conf/demo.yaml", spark)      # doctest: +SKIP
+>>> result.tables["persons_by_state_age_sex"].show()           # doctest: +SKIP
+
+Each call draws fresh noise and spends the spec's budget again: the API keeps no ledger, so
+publish from one call only. Within a call, noise is keyed to the cells, so evaluating a returned
+DataFrame several times shows the same values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs.config import load_spec
+from jobs.io import read_input
+from jobs.runner import public_keys
+from pipelines import input_checks
+from pipelines.plan import ReleasePlan, plan_release
+from pipelines.release import Secrets, release_table
+from pipelines.report import privacy_report
+from pipelines.spec import ReleaseSpec
+
+
+@dataclass(frozen=True)
+class Release:
+    tables: dict[str, DataFrame]
+    plan: ReleasePlan
+    privacy: dict[str, Any]
+    """The manifest's privacy section: budget split, mechanisms, noise scales, intervals."""
+
+
+def release_dataframes(
+    spec: ReleaseSpec | str | Path, spark: SparkSession, input_df: DataFrame | None = None
+) -> Release:
+    """Plan, check and compute every table of ``spec``; returns lazy DataFrames."""
+    if not isinstance(spec, ReleaseSpec):
+        spec = load_spec(spec)
+    plan = plan_release(spec)
+    df = input_df if input_df is not None else read_input(spark, spec.input)
+    input_checks.check_schema(df, spec)
+    input_checks.check_values(df, spec)
+    secrets = Secrets.new()
+    tables = {
+        t.table.name: release_table(
+            df,
+            t,
+            spec.input.privacy_unit,
+            secrets,
+            public_keys(spark, spec, t.table, df),
+            spec.output.nonnegative_counts,
+        )
+        for t in plan.tables
+    }
+    return Release(tables, plan, privacy_report(plan))

@@ -1,0 +1,132 @@
+"""The ``dprelease`` console command.
+
+Exit codes (for schedulers): 0 released or already released; 2 spec error; 3 invalid input;
+4 budget refused; 5 runtime failure. Messages never hold data values or counts; Spark's own
+exception text (which can quote data) is only shown when DPRELEASE_SHOW_ERRORS=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+import zipfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from dp_ops.errors import DPReleaseError
+
+EXIT_OK, EXIT_RUNTIME = 0, 5
+ROOT = Path(__file__).resolve().parent.parent
+
+log = logging.getLogger("dprelease")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dprelease", description="Differentially private table releases on Spark."
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a release from a YAML spec")
+    run.add_argument("spec", nargs="?", help="release spec (YAML)")
+    run.add_argument(
+        "--config", dest="config", help="same as the positional spec (spark-submit style)"
+    )
+    run.add_argument("--input", help="override input.path")
+    run.add_argument("--output", help="override output.path")
+    run.add_argument(
+        "--release-id", help="idempotency key: a release id that exists is not run again"
+    )
+    run.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
+    run.add_argument("--spark-profile", help="YAML file of Spark settings (conf/spark/*.yaml)")
+
+    gen = sub.add_parser(
+        "generate-demo", help="write deterministic synthetic census-style microdata"
+    )
+    gen.add_argument("--rows", type=int, default=200_000)
+    gen.add_argument("--output", required=True)
+    gen.add_argument("--partitions", type=int)
+    gen.add_argument("--master")
+    gen.add_argument("--spark-profile")
+
+    pkg = sub.add_parser(
+        "package", help="zip dp_ops, pipelines and jobs for spark-submit --py-files"
+    )
+    pkg.add_argument("--output", default="dist/dprelease-pyfiles.zip")
+    return p
+
+
+def _run(args: argparse.Namespace) -> int:
+    from jobs.config import load_spec
+    from jobs.runner import run_release
+    from jobs.session import get_session
+
+    spec_path = args.config or args.spec
+    if not spec_path:
+        raise SystemExit("dprelease run: give the spec path (or --config PATH)")
+    spec = load_spec(spec_path, input_path=args.input, output_path=args.output)
+    spark = get_session(args.master, args.spark_profile)
+    outcome = run_release(spark, spec, args.release_id)
+    if outcome.already_released:
+        print(f"release {outcome.release_id} already exists at {outcome.path}; nothing done")
+    else:
+        print(f"release {outcome.release_id} written to {outcome.path}")
+        for name, path in outcome.tables.items():
+            print(f"  {name}: {path}")
+        print(f"  manifest: {outcome.path / 'manifest.json'}")
+    return EXIT_OK
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from jobs.session import get_session
+    from pipelines.demo_data import demo_microdata
+
+    spark = get_session(args.master, args.spark_profile, app="dprelease-demo-data")
+    start = time.monotonic()
+    demo_microdata(spark, args.rows, args.partitions).write.mode("overwrite").parquet(args.output)
+    print(f"wrote {args.rows} demo rows to {args.output} in {time.monotonic() - start:.1f} s")
+    return EXIT_OK
+
+
+def _package(args: argparse.Namespace) -> int:
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
+        for pkg in ("dp_ops", "pipelines", "jobs"):
+            for f in sorted((ROOT / pkg).rglob("*.py")):
+                z.write(f, f.relative_to(ROOT))
+    print(f"wrote {out}: pass it to spark-submit with --py-files {out}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    for noisy in ("py4j", "great_expectations"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return {"run": _run, "generate-demo": _generate, "package": _package}[args.command](args)
+    except DPReleaseError as exc:
+        print(f"dprelease: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except Exception as exc:
+        if os.environ.get("DPRELEASE_SHOW_ERRORS") == "1":
+            raise
+        print(
+            f"dprelease: runtime failure ({type(exc).__name__}); nothing was published. Spark's "
+            "message may quote data, so it is hidden: rerun with DPRELEASE_SHOW_ERRORS=1 on a "
+            "private console to see it.",
+            file=sys.stderr,
+        )
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())

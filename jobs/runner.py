@@ -1,0 +1,216 @@
+"""Run a release end to end: plan, check, bound, aggregate, select, noise, write, commit.
+
+Order matters for privacy and for operators:
+
+1. the plan (budget split, noise scales, thresholds) is computed from the spec alone;
+2. an existing release id is detected before any data is read (no second spend);
+3. the input is checked (schema, nulls, NaN/inf, empty) before any noise is drawn;
+4. each table is computed and written to a private staging directory, then the manifest;
+5. one rename publishes the release.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import secrets as pysecrets
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+from pyspark.sql import DataFrame, SparkSession
+
+from jobs import writer
+from jobs.config import spec_hash
+from jobs.io import input_fingerprint, read_input, read_table
+from pipelines import input_checks
+from pipelines.partitions import cast_keys, cross_product_keys, inline_keys
+from pipelines.plan import ReleasePlan, plan_release
+from pipelines.release import Secrets, release_table
+from pipelines.report import privacy_report
+from pipelines.spec import PublicPartitions, ReleaseSpec, TableSpec
+
+log = logging.getLogger("dprelease")
+
+
+@dataclass
+class Outcome:
+    release_id: str
+    path: Path
+    already_released: bool = False
+    tables: dict[str, Path] = field(default_factory=dict)
+
+
+@contextmanager
+def stage(name: str) -> Iterator[None]:
+    start = time.monotonic()
+    log.info("stage %s: started", name)
+    yield
+    log.info("stage %s: done in %.1f s", name, time.monotonic() - start)
+
+
+def new_release_id() -> str:
+    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{now}-{pysecrets.token_hex(3)}"
+
+
+def public_keys(
+    spark: SparkSession, spec: ReleaseSpec, table: TableSpec, df: DataFrame
+) -> DataFrame | None:
+    p = table.partitions
+    if not isinstance(p, PublicPartitions) or not table.dimensions:
+        return None
+    if p.source == "cross_product":
+        domains = [(d, spec.domain(d) or ()) for d in table.dimensions]
+        return cross_product_keys(spark, domains, df.schema)
+    if p.source == "inline":
+        return inline_keys(spark, table.dimensions, p.rows, df.schema)
+    keys = read_table(spark, p.path or "", p.format, what=f"table {table.name!r} partitions.path")
+    return cast_keys(keys, df.schema, table.dimensions)
+
+
+def versions(spark: SparkSession) -> dict[str, str]:
+    try:
+        own = metadata.version("dprelease")
+    except metadata.PackageNotFoundError:
+        own = "unknown"
+    return {
+        "dprelease": own,
+        "spark": spark.version,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "pyarrow": pa.__version__,
+    }
+
+
+def _fingerprint_key() -> tuple[bytes, bool]:
+    env = os.environ.get("DPRELEASE_FINGERPRINT_KEY")
+    if env:
+        return bytes.fromhex(env), False
+    return os.urandom(32), True
+
+
+def _write_private_report(output: str, release_id: str, report: dict[str, Any]) -> Path:
+    """Operator-only run report, beside the staging area, owner-only permissions."""
+    private = writer.local_path(output) / ".private"
+    private.mkdir(parents=True, exist_ok=True)
+    os.chmod(private, 0o700)
+    path = private / f"{release_id}.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(report, fh, indent=2)
+    return path
+
+
+def write_table(df: DataFrame, path: Path, fmt: str) -> None:
+    w = df.write.mode("errorifexists")
+    if fmt == "csv":
+        w.option("header", "true").csv(str(path))
+    else:
+        w.parquet(str(path))
+
+
+def run_release(
+    spark: SparkSession,
+    spec: ReleaseSpec,
+    release_id: str | None = None,
+    input_df: DataFrame | None = None,
+) -> Outcome:
+    """Run the release described by ``spec``; see the module docstring for the order of steps."""
+    rid = release_id or new_release_id()
+    writer.local_path(spec.output.path)  # fail early on an unsupported output location
+    with stage("plan"):
+        plan: ReleasePlan = plan_release(spec)
+    final = writer.release_dir(spec.output.path, rid)
+    if writer.is_released(spec.output.path, rid):
+        log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
+        return Outcome(rid, final, already_released=True)
+    log.info(
+        "release %s: epsilon %.6g, delta %.3g over %d table(s)",
+        rid,
+        float(plan.epsilon),
+        float(plan.delta),
+        len(plan.tables),
+    )
+    with stage("read and check input"):
+        df = input_df if input_df is not None else read_input(spark, spec.input)
+        input_checks.check_schema(df, spec)
+        input_checks.check_values(df, spec)
+    secrets = Secrets.new()
+    fp_key, fp_generated = _fingerprint_key()
+    outcome = Outcome(rid, final)
+    released_cells: dict[str, int] = {}
+    timings: dict[str, float] = {}
+    with writer.staged_release(spec.output.path, rid) as staging:
+        for tplan in plan.tables:
+            name = tplan.table.name
+            start = time.monotonic()
+            with stage(f"table {name}: bound, aggregate, select, noise, write"):
+                keys = public_keys(spark, spec, tplan.table, df)
+                released = release_table(
+                    df,
+                    tplan,
+                    spec.input.privacy_unit,
+                    secrets,
+                    keys,
+                    spec.output.nonnegative_counts,
+                )
+                write_table(released, staging / name, spec.output.format)
+            timings[name] = round(time.monotonic() - start, 3)
+            reread = read_table(
+                spark, str(staging / name), spec.output.format, what="staged output"
+            )
+            released_cells[name] = reread.count()  # safe: size of the released (noisy) table
+            outcome.tables[name] = final / name
+        manifest = build_manifest(spark, spec, plan, rid, released_cells, df, fp_key)
+        writer.write_manifest(staging, manifest)
+    report = {"release_id": rid, "stage_seconds": timings}
+    if fp_generated:
+        report["fingerprint_key_hex"] = fp_key.hex()
+    _write_private_report(spec.output.path, rid, report)
+    log.info("release %s committed at %s", rid, final)
+    return outcome
+
+
+def build_manifest(
+    spark: SparkSession,
+    spec: ReleaseSpec,
+    plan: ReleasePlan,
+    rid: str,
+    released_cells: dict[str, int],
+    df: DataFrame,
+    fp_key: bytes,
+) -> dict[str, Any]:
+    privacy = privacy_report(plan)
+    for entry in privacy["tables"]:
+        entry["released_cells"] = released_cells[entry["name"]]
+        entry["path"] = entry["name"]
+        entry["format"] = spec.output.format
+    return {
+        "manifest_version": 1,
+        "release_id": rid,
+        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "spec_sha256": spec_hash(spec),
+        "input_fingerprint": {
+            "method": "HMAC-SHA256, operator-held key, over input file names, sizes, mtimes",
+            "value": input_fingerprint(df, spec.input, fp_key),
+        },
+        "privacy_unit": spec.input.privacy_unit,
+        "budget": {k: privacy[k] for k in ("declared", "spent", "composition")},
+        "tables": privacy["tables"],
+        "notes": [
+            "Intervals cover the noise added to the bounded aggregate, "
+            "not bias from bounding or clamping.",
+            "Counts clamped at zero and means are post-processed; their intervals are approximate.",
+        ],
+        "versions": versions(spark),
+    }

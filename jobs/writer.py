@@ -1,0 +1,78 @@
+"""Atomic release directories: staging, then one rename; the manifest is written last.
+
+Layout: ``<output>/<release-id>/<table>/`` (Parquet or CSV) and
+``<output>/<release-id>/manifest.json``.
+Everything is first written to ``<output>/.staging/<release-id>-<random>/`` and the directory is
+renamed into place in one step, so a crash never leaves a half-written release visible. A release
+id that already exists is never written again.
+
+The output must be a local (or ``file://``) path: the commit relies on an atomic directory rename.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from dp_ops.errors import SpecError
+
+STAGING = ".staging"
+MANIFEST = "manifest.json"
+
+
+def local_path(path: str) -> Path:
+    if path.startswith("file://"):
+        return Path(path[len("file://") :])
+    if "://" in path:
+        raise SpecError(
+            f"output.path: {path!r} is not a local path; this version commits releases with an "
+            "atomic directory rename on a local or shared POSIX file system"
+        )
+    return Path(path)
+
+
+def release_dir(output: str, release_id: str) -> Path:
+    return local_path(output) / release_id
+
+
+def is_released(output: str, release_id: str) -> bool:
+    return (release_dir(output, release_id) / MANIFEST).exists()
+
+
+@contextmanager
+def staged_release(output: str, release_id: str) -> Iterator[Path]:
+    """Yield a private staging directory; on normal exit it becomes ``<output>/<release-id>``."""
+    root = local_path(output)
+    staging_root = root / STAGING
+    staging_root.mkdir(parents=True, exist_ok=True)
+    os.chmod(staging_root, 0o700)
+    staging = staging_root / f"{release_id}-{uuid.uuid4().hex[:12]}"
+    staging.mkdir(mode=0o700)
+    try:
+        yield staging
+        if not (staging / MANIFEST).exists():
+            raise RuntimeError("internal: the manifest must be written before the commit")
+        os.chmod(staging, 0o755)
+        final = root / release_id
+        try:
+            os.rename(staging, final)
+        except OSError:
+            raise SpecError(
+                f"release id {release_id!r}: {str(final)!r} already exists and was not made by a "
+                "completed release; move it away or choose another release id"
+            ) from None
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def write_manifest(staging: Path, manifest: dict[str, Any]) -> None:
+    tmp = staging / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    os.replace(tmp, staging / MANIFEST)

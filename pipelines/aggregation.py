@@ -1,0 +1,32 @@
+"""Aggregation per partition of the bounded contributions.
+
+Input: one row per kept ``(unit, partition)`` from :func:`pipelines.bounding.bound_contributions`.
+Output: one row per partition present in the data,
+``(dims..., count, privacy_unit_count, s_<col>...)``: exact integers, not yet private.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from pipelines.bounding import ROWS, ValueColumn
+
+COUNT = "count"
+UNITS = "privacy_unit_count"
+
+
+def aggregate_partitions(
+    bounded: DataFrame, dims: Sequence[str], values: Sequence[ValueColumn]
+) -> DataFrame:
+    sums = [F.sum(v.sum_name).alias(v.sum_name) for v in values]
+    aggs = [F.sum(ROWS).alias(COUNT), F.count(F.lit(1)).alias(UNITS), *sums]
+    if dims:
+        return bounded.groupBy(*dims).agg(*aggs)
+    return bounded.agg(*aggs)
+
+
+def measure_columns(values: Sequence[ValueColumn]) -> list[str]:
+    return [COUNT, UNITS, *[v.sum_name for v in values]]

@@ -1,0 +1,120 @@
+"""Which partitions a table releases: public keys, or keys selected privately from the data.
+
+Public keys are given, never read from the microdata: a cross product of declared domains, an
+inline list, or a file that :mod:`jobs` reads. Every public key is released (cells absent from the
+data get zeros, then noise) and data cells outside the public keys are dropped.
+
+Declared keys are checked against the input's column types in Python and turned into literals,
+so building them starts no Spark job and no Python worker.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from dp_ops.errors import SpecError
+
+INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+
+
+def convert_key(value: Any, dtype: T.DataType, where: str) -> Any:
+    """A declared key value as the Python value of the input column's type, or a SpecError."""
+
+    def bad() -> SpecError:
+        return SpecError(
+            f"{where}: {value!r} is not a valid {dtype.simpleString()} key for this input"
+        )
+
+    if value is None:
+        raise bad()
+    if isinstance(dtype, T.StringType):
+        if isinstance(value, bool | list | dict):
+            raise bad()
+        return str(value)
+    if isinstance(dtype, INTEGRAL):
+        if isinstance(value, bool):
+            raise bad()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            return int(value)
+        raise bad()
+    if isinstance(dtype, T.BooleanType):
+        if isinstance(value, bool):
+            return value
+        raise bad()
+    if isinstance(dtype, T.DateType):
+        if isinstance(value, dt.date):
+            return value
+        try:
+            return dt.date.fromisoformat(str(value))
+        except ValueError:
+            raise bad() from None
+    raise bad()
+
+
+def _literal(value: Any, dtype: T.DataType) -> Column:
+    return F.lit(value).cast(dtype)
+
+
+def cross_product_keys(
+    spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
+) -> DataFrame:
+    """All combinations of the declared domains, typed like the input's dimension columns."""
+    keys = spark.range(1).select()
+    for name, values in domains:
+        dtype = schema[name].dataType
+        typed = [convert_key(v, dtype, f"domains.{name}") for v in values]
+        one = spark.range(1).select(
+            F.explode(F.array(*[_literal(v, dtype) for v in typed])).alias(name)
+        )
+        keys = keys.crossJoin(one)
+    return keys
+
+
+def inline_keys(
+    spark: SparkSession, dims: Sequence[str], rows: Sequence[Sequence[Any]], schema: T.StructType
+) -> DataFrame:
+    structs = []
+    for i, row in enumerate(rows):
+        fields = []
+        for d, v in zip(dims, row, strict=True):
+            dtype = schema[d].dataType
+            fields.append(_literal(convert_key(v, dtype, f"partitions.keys[{i}]"), dtype).alias(d))
+        structs.append(F.struct(*fields))
+    exploded = spark.range(1).select(F.explode(F.array(*structs)).alias("k"))
+    return exploded.select(*[F.col(f"k.{d}").alias(d) for d in dims]).dropDuplicates(list(dims))
+
+
+def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> DataFrame:
+    """Public keys from a file, cast to the input's types; a key that does not fit is an error."""
+    missing = [d for d in dims if d not in keys.columns]
+    if missing:
+        raise SpecError(f"public partitions: column {missing[0]!r} is missing from the key file")
+    cast = keys.select(*[F.col(d).cast(schema[d].dataType).alias(d) for d in dims])
+    flags = [F.max((F.col(d).isNull()).cast("int")).alias(d) for d in dims]
+    bad = cast.agg(*flags).first()  # safe: flags over the public key file only
+    for d in dims:
+        if bad is not None and bad[d]:
+            raise SpecError(
+                f"public partitions: a key of {d!r} is empty or does not convert to the input's "
+                f"type {schema[d].dataType.simpleString()}"
+            )
+    return cast.dropDuplicates(list(dims))
+
+
+def join_public(
+    aggregated: DataFrame, keys: DataFrame, dims: Sequence[str], measures: Sequence[str]
+) -> DataFrame:
+    """Every public key once, with its aggregates (zero where the data has no such cell)."""
+    filled = [F.coalesce(F.col(m), F.lit(0)).cast("long").alias(m) for m in measures]
+    if not dims:
+        return aggregated.select(*filled)
+    joined = F.broadcast(keys).join(aggregated, on=list(dims), how="left")
+    return joined.select(*dims, *filled)

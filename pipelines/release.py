@@ -1,0 +1,97 @@
+"""One table of a release, as a chain of DataFrame transformations.
+
+``microdata -> bound_contributions -> aggregate_partitions -> public join | pre-threshold
+-> add_noise (measurements and selection statistic) -> keep selected -> finalize``.
+
+The result is lazy; because noise is keyed (see :mod:`pipelines.noise`), evaluating it twice gives
+the same released values.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from dp_ops.keyed_stream import new_key
+from pipelines.aggregation import UNITS, aggregate_partitions, measure_columns
+from pipelines.bounding import bound_contributions
+from pipelines.noise import NoiseJob, add_noise
+from pipelines.partitions import join_public
+from pipelines.plan import TablePlan
+from pipelines.postprocess import finalize
+
+SELECT = "_select"
+
+
+@dataclass(frozen=True, repr=False)
+class Secrets:
+    """Per-release secrets from the OS CSPRNG: the noise key and the bounding salt. Never logged."""
+
+    key: bytes
+    salt: tuple[int, int, int, int]
+
+    @classmethod
+    def new(cls) -> Secrets:
+        salt = struct.unpack("<4q", os.urandom(32))
+        return cls(key=new_key(), salt=(salt[0], salt[1], salt[2], salt[3]))
+
+    def __repr__(self) -> str:
+        return "Secrets(<hidden>)"
+
+
+def bounded_aggregates(
+    df: DataFrame, plan: TablePlan, unit: str, salt: tuple[int, int, int, int]
+) -> DataFrame:
+    """Exact aggregates of the bounded data per partition present in the data (not private)."""
+    t = plan.table
+    return df.transform(
+        bound_contributions,
+        unit,
+        t.dimensions,
+        plan.values,
+        t.bounds.max_partitions,
+        t.bounds.max_rows_per_partition,
+        salt,
+    ).transform(aggregate_partitions, t.dimensions, plan.values)
+
+
+def release_table(
+    df: DataFrame,
+    plan: TablePlan,
+    unit: str,
+    secrets: Secrets,
+    public_keys: DataFrame | None,
+    nonnegative: bool = True,
+    add_noise_: bool = True,
+) -> DataFrame:
+    """The released table: ``(dims..., metrics...)``.
+
+    ``add_noise_=False`` is a test mode only: bounding, selection by the exact count and
+    aggregation without noise, so tests can compare exactly. The jobs never set it.
+    """
+    dims = list(plan.table.dimensions)
+    measures = measure_columns(plan.values)
+    cells = bounded_aggregates(df, plan, unit, secrets.salt)
+    jobs = [NoiseJob(m, f"{plan.table.name}/{m.column}") for m in plan.measurements]
+    sel = plan.selection
+    if sel is None:
+        if public_keys is None and dims:
+            raise ValueError(
+                f"table {plan.table.name!r} has public partitions but no key DataFrame"
+            )
+        cells = (
+            join_public(cells, public_keys, dims, measures) if public_keys is not None else cells
+        )
+    else:
+        cells = cells.where(F.col(UNITS) >= sel.pre_threshold).withColumn(
+            SELECT, F.col(UNITS) - F.lit(sel.pre_threshold - 1)
+        )
+        jobs.append(NoiseJob(sel.noise, f"{plan.table.name}/{SELECT}"))
+    noisy = add_noise(cells, dims, jobs, secrets.key) if add_noise_ else cells
+    if sel is not None:
+        noisy = noisy.where(F.col(SELECT) >= sel.threshold).drop(SELECT)
+    return finalize(noisy, plan, nonnegative)

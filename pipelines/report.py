@@ -1,0 +1,130 @@
+"""The privacy section of the manifest, built from the plan alone (no data, no counts)."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+from typing import Any
+
+from dp_ops.selection import normal_ppf
+from pipelines.plan import NoiseParams, ReleasePlan, TablePlan
+from pipelines.spec import PrivatePartitions
+
+
+def _num(x: Fraction) -> float:
+    return float(x)
+
+
+def noise_report(n: NoiseParams, confidence: float) -> dict[str, Any]:
+    sd, sd_exact = n.sd()
+    half, half_exact = n.halfwidth(1 - confidence)
+    out: dict[str, Any] = {
+        "mechanism": n.mechanism,
+        "epsilon": _num(n.epsilon),
+        "rho": _num(n.rho),
+        "sensitivity": {
+            "per_partition": n.sensitivity.per_partition,
+            "max_partitions": n.sensitivity.partitions,
+        },
+        "noise_parameter": {
+            "name": "scale" if n.mechanism == "discrete_laplace" else "sigma_squared",
+            "value": _num(n.parameter),
+            "exact": f"{n.parameter.numerator}/{n.parameter.denominator}",
+            "units": "grid steps" if n.unit != 1.0 else "released units",
+        },
+        "standard_deviation": sd * n.unit,
+        "interval": {
+            "confidence": confidence,
+            "half_width": half * n.unit,
+            "exact": half_exact and sd_exact,
+        },
+    }
+    if n.unit != 1.0:
+        out["granularity"] = n.unit
+    return out
+
+
+def _sum_report(t: TablePlan, column: str, confidence: float) -> dict[str, Any]:
+    v = next(x for x in t.values if x.column == column)
+    out = noise_report(t.noise_for(v.sum_name), confidence)
+    if v.center == 0:
+        return out
+    # released sum = (centered sum + center * count) * granularity: two independent noises
+    sd_sum, _ = t.noise_for(v.sum_name).sd()
+    sd_count, _ = t.noise_for("count").sd()
+    sd = math.sqrt(sd_sum**2 + (v.center * sd_count) ** 2) * v.granularity
+    z = normal_ppf(1 - (1 - confidence) / 2)
+    out["centered_at"] = v.center * v.granularity
+    out["standard_deviation"] = sd
+    out["interval"] = {"confidence": confidence, "half_width": z * sd, "exact": False}
+    out["mechanism"] = f"{out['mechanism']} on the centered sum, plus center x noisy count"
+    return out
+
+
+def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
+    metrics = []
+    for m in t.table.metrics:
+        entry: dict[str, Any] = {"name": m.output_name, "kind": m.kind}
+        if m.column is not None:
+            entry["column"] = m.column
+            entry["clamp"] = [m.lower, m.upper]
+        if m.kind == "mean":
+            entry["mechanism"] = (
+                "post-processing: noisy sum / max(noisy count, 1), clamped to bounds"
+            )
+            entry["derived_from"] = ["count", f"sum_{m.column}"]
+        else:
+            column = {"count": "count", "privacy_unit_count": "privacy_unit_count"}.get(
+                m.kind, f"s_{m.column}"
+            )
+            entry.update(noise_report(t.noise_for(column), confidence))
+        metrics.append(entry)
+    p = t.table.partitions
+    partitions: dict[str, Any]
+    if isinstance(p, PrivatePartitions) and t.selection is not None:
+        s = t.selection
+        partitions = {
+            "type": "private",
+            "statistic": "distinct privacy units per partition, after bounding",
+            "threshold": s.threshold,
+            "pre_threshold": s.pre_threshold,
+            "rule": (
+                "released iff units >= pre_threshold and "
+                "units - pre_threshold + 1 + noise >= threshold"
+            ),
+            "epsilon": _num(s.epsilon),
+            "delta": _num(s.delta),
+            **{k: v for k, v in noise_report(s.noise, confidence).items() if k not in ("epsilon",)},
+        }
+    else:
+        partitions = {"type": "public", "source": getattr(p, "source", "inline")}
+    return {
+        "name": t.table.name,
+        "dimensions": list(t.table.dimensions),
+        "bounds": {
+            "max_partitions": t.table.bounds.max_partitions,
+            "max_rows_per_partition": t.table.bounds.max_rows_per_partition,
+        },
+        "budget": {
+            "epsilon": _num(t.epsilon),
+            "delta": _num(t.delta),
+            "noise_family": t.family,
+            "measurement_epsilon": _num(t.measurement_epsilon),
+            "measurement_delta": _num(t.measurement_delta),
+            "measurement_rho": _num(sum((m.rho for m in t.measurements), Fraction(0))),
+        },
+        "partitions": partitions,
+        "metrics": metrics,
+    }
+
+
+def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
+    conf = plan.spec.output.confidence
+    return {
+        "declared": {"epsilon": plan.spec.budget.epsilon, "delta": plan.spec.budget.delta},
+        "spent": {"epsilon": _num(plan.epsilon), "delta": _num(plan.delta)},
+        "composition": (
+            "sequential over tables and selection; zCDP within a Gaussian table's measurements"
+        ),
+        "tables": [table_report(t, conf) for t in plan.tables],
+    }

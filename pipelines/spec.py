@@ -1,0 +1,399 @@
+"""The release specification: frozen, typed, validated objects built from a plain mapping.
+
+``parse_spec(mapping)`` turns the YAML document (already loaded by :mod:`jobs.config`) into a
+:class:`ReleaseSpec`, or raises :class:`~dp_ops.errors.SpecError` naming the offending key, for
+example ``tables[1].metrics[0].lower``. Unknown keys are errors too: a typo must not silently
+fall back to a default that spends budget differently.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from dp_ops.errors import SpecError
+from dp_ops.fixed_point import default_granularity
+
+NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
+MetricKind = Literal["count", "privacy_unit_count", "sum", "mean"]
+METRIC_KINDS: tuple[str, ...] = ("count", "privacy_unit_count", "sum", "mean")
+NoiseFamily = Literal["auto", "laplace", "gaussian"]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    path: str
+    """Where the microdata is (a file or a directory of Parquet/CSV files)."""
+    format: Literal["parquet", "csv"]
+    privacy_unit: str
+    """Column identifying a privacy unit (a person). Everything one unit contributes is bounded."""
+    csv_header: bool = True
+
+
+@dataclass(frozen=True)
+class BudgetSpec:
+    epsilon: float
+    """Total epsilon of the release. Noise scales as 1/epsilon."""
+    delta: float = 0.0
+    """Total delta. 0 means pure DP (Laplace noise, public partitions only)."""
+
+
+@dataclass(frozen=True)
+class BoundsSpec:
+    max_partitions: int
+    """L0: partitions one unit may contribute to. A unit in more loses random extra partitions;
+    noise on every cell grows with L0 (linearly for Laplace, with its square root for Gaussian)."""
+    max_rows_per_partition: int
+    """Linf: rows one unit may contribute to one partition. Extra rows are dropped at random;
+    count and sum noise grow linearly with it."""
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    kind: str
+    column: str | None = None
+    lower: float | None = None
+    """Public lower clamping bound (never computed from the data); values below are raised to it."""
+    upper: float | None = None
+    """Public upper clamping bound; sum noise grows with max(|lower|, |upper|)."""
+    granularity: float | None = None
+    """Fixed-point grid step of sums; values round to it. Coarser: less precision, same privacy."""
+
+    @property
+    def output_name(self) -> str:
+        return self.kind if self.column is None else f"{self.kind}_{self.column}"
+
+
+@dataclass(frozen=True)
+class PublicPartitions:
+    source: Literal["cross_product", "inline", "file"]
+    rows: tuple[tuple[Any, ...], ...] = ()
+    path: str | None = None
+    format: Literal["parquet", "csv"] = "csv"
+
+
+@dataclass(frozen=True)
+class PrivatePartitions:
+    mechanism: Literal["laplace", "gaussian"] = "laplace"
+    """Noise on the distinct-unit count that decides which partitions are released."""
+    pre_threshold: int = 1
+    """Partitions with fewer distinct units than this are never released (free of budget)."""
+    weight: float = 1.0
+    """Share of the table's budget spent on selection, relative to weight 1 for each measurement."""
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    dimensions: tuple[str, ...]
+    partitions: PublicPartitions | PrivatePartitions
+    bounds: BoundsSpec
+    metrics: tuple[MetricSpec, ...]
+    weight: float = 1.0
+    """Share of the release budget for this table, relative to the other tables' weights."""
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    path: str
+    format: Literal["parquet", "csv"] = "parquet"
+    confidence: float = 0.95
+    """Confidence level of the interval half-widths written to the manifest."""
+    nonnegative_counts: bool = True
+    """Clamp released counts at zero (post-processing: free, but biases small cells upwards)."""
+
+
+@dataclass(frozen=True)
+class ReleaseSpec:
+    input: InputSpec
+    budget: BudgetSpec
+    output: OutputSpec
+    tables: tuple[TableSpec, ...]
+    noise: NoiseFamily = "auto"
+    """laplace, gaussian, or auto: per table, the family with the smaller noise."""
+    domains: tuple[tuple[str, tuple[Any, ...]], ...] = field(default=())
+    """Public domains of dimension columns, used for cross-product partitions."""
+
+    def domain(self, column: str) -> tuple[Any, ...] | None:
+        return dict(self.domains).get(column)
+
+
+# --------------------------------------------------------------------------------------------
+# Parsing
+
+
+def _fail(where: str, message: str) -> SpecError:
+    return SpecError(f"{where}: {message}")
+
+
+def _mapping(value: Any, where: str) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise _fail(where, "must be a mapping of keys to values")
+    return value
+
+
+def _only(value: Mapping[str, Any], allowed: Sequence[str], where: str) -> None:
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise _fail(f"{where}.{unknown[0]}", f"unknown key; allowed keys are {', '.join(allowed)}")
+
+
+def _required(value: Mapping[str, Any], key: str, where: str) -> Any:
+    if key not in value or value[key] is None:
+        raise _fail(f"{where}.{key}", "is required")
+    return value[key]
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(where, f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise _fail(where, f"must be finite, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise _fail(where, f"must be a whole number >= 1, got {value!r}")
+    return value
+
+
+def _name(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not NAME.match(value):
+        raise _fail(where, f"must be a name of letters, digits, '_' or '-', got {value!r}")
+    return value
+
+
+def _column(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise _fail(where, f"must be a column name, got {value!r}")
+    return value
+
+
+def _choice(value: Any, choices: Sequence[str], where: str) -> Any:
+    if value not in choices:
+        raise _fail(where, f"must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def parse_input(raw: Any, where: str = "input") -> InputSpec:
+    m = _mapping(raw, where)
+    _only(m, ("path", "format", "privacy_unit", "csv_header"), where)
+    fmt = _choice(m.get("format", "parquet"), ("parquet", "csv"), f"{where}.format")
+    header = m.get("csv_header", True)
+    if not isinstance(header, bool):
+        raise _fail(f"{where}.csv_header", "must be true or false")
+    return InputSpec(
+        path=_column(_required(m, "path", where), f"{where}.path"),
+        format=fmt,
+        privacy_unit=_column(_required(m, "privacy_unit", where), f"{where}.privacy_unit"),
+        csv_header=header,
+    )
+
+
+def parse_budget(raw: Any, where: str = "budget") -> BudgetSpec:
+    m = _mapping(raw, where)
+    _only(m, ("epsilon", "delta"), where)
+    epsilon = _number(_required(m, "epsilon", where), f"{where}.epsilon")
+    if epsilon <= 0:
+        raise _fail(f"{where}.epsilon", f"must be > 0, got {epsilon!r}")
+    delta = _number(m.get("delta", 0.0), f"{where}.delta")
+    if not 0 <= delta < 1:
+        raise _fail(f"{where}.delta", f"must lie in [0, 1), got {delta!r}")
+    return BudgetSpec(epsilon=epsilon, delta=delta)
+
+
+def parse_metric(raw: Any, where: str) -> MetricSpec:
+    if isinstance(raw, str):
+        _choice(raw, ("count", "privacy_unit_count"), where)
+        return MetricSpec(kind=raw)
+    m = _mapping(raw, where)
+    kinds = [k for k in m if k in METRIC_KINDS]
+    if len(kinds) != 1:
+        raise _fail(where, f"must name exactly one metric of {', '.join(METRIC_KINDS)}")
+    kind = kinds[0]
+    if kind in ("count", "privacy_unit_count"):
+        _only(m, (kind,), where)
+        return MetricSpec(kind=kind)
+    _only(m, (kind, "lower", "upper", "granularity"), where)
+    column = _column(m[kind], f"{where}.{kind}")
+    lower = _number(_required(m, "lower", where), f"{where}.lower")
+    upper = _number(_required(m, "upper", where), f"{where}.upper")
+    if lower > upper:
+        raise _fail(f"{where}.lower", f"must not exceed upper ({lower!r} > {upper!r})")
+    granularity = m.get("granularity")
+    if granularity is None:
+        granularity = default_granularity(lower, upper)
+    granularity = _number(granularity, f"{where}.granularity")
+    if granularity <= 0:
+        raise _fail(f"{where}.granularity", "must be > 0")
+    return MetricSpec(kind=kind, column=column, lower=lower, upper=upper, granularity=granularity)
+
+
+def parse_partitions(raw: Any, where: str) -> PublicPartitions | PrivatePartitions:
+    m = _mapping(raw, where)
+    kind = _choice(m.get("type"), ("public", "private"), f"{where}.type")
+    if kind == "private":
+        _only(m, ("type", "mechanism", "pre_threshold", "weight"), where)
+        weight = _number(m.get("weight", 1.0), f"{where}.weight")
+        if weight <= 0:
+            raise _fail(f"{where}.weight", "must be > 0")
+        return PrivatePartitions(
+            mechanism=_choice(
+                m.get("mechanism", "laplace"), ("laplace", "gaussian"), f"{where}.mechanism"
+            ),
+            pre_threshold=_positive_int(m.get("pre_threshold", 1), f"{where}.pre_threshold"),
+            weight=weight,
+        )
+    _only(m, ("type", "keys", "path", "format"), where)
+    if "path" in m:
+        return PublicPartitions(
+            source="file",
+            path=_column(m["path"], f"{where}.path"),
+            format=_choice(m.get("format", "csv"), ("parquet", "csv"), f"{where}.format"),
+        )
+    keys = m.get("keys", "cross_product")
+    if keys == "cross_product":
+        return PublicPartitions(source="cross_product")
+    if not isinstance(keys, list) or not keys:
+        raise _fail(f"{where}.keys", "must be 'cross_product' or a non-empty list of key rows")
+    rows = []
+    for i, row in enumerate(keys):
+        items = row if isinstance(row, list) else [row]
+        rows.append(tuple(items))
+        if any(isinstance(v, list | dict) or v is None for v in items):
+            raise _fail(f"{where}.keys[{i}]", "must hold one plain value per dimension")
+    return PublicPartitions(source="inline", rows=tuple(rows))
+
+
+def parse_table(raw: Any, where: str) -> TableSpec:
+    m = _mapping(raw, where)
+    _only(m, ("name", "dimensions", "partitions", "bounds", "metrics", "weight"), where)
+    name = _name(_required(m, "name", where), f"{where}.name")
+    dims_raw = m.get("dimensions", [])
+    if not isinstance(dims_raw, list):
+        raise _fail(f"{where}.dimensions", "must be a list of column names")
+    dims = tuple(_column(d, f"{where}.dimensions[{i}]") for i, d in enumerate(dims_raw))
+    if len(set(dims)) != len(dims):
+        raise _fail(f"{where}.dimensions", "lists a column twice")
+    partitions = parse_partitions(_required(m, "partitions", where), f"{where}.partitions")
+    if isinstance(partitions, PrivatePartitions) and not dims:
+        raise _fail(f"{where}.partitions", "private selection needs at least one dimension")
+    b = _mapping(_required(m, "bounds", where), f"{where}.bounds")
+    _only(b, ("max_partitions", "max_rows_per_partition"), f"{where}.bounds")
+    bounds = BoundsSpec(
+        max_partitions=_positive_int(
+            _required(b, "max_partitions", f"{where}.bounds"), f"{where}.bounds.max_partitions"
+        ),
+        max_rows_per_partition=_positive_int(
+            _required(b, "max_rows_per_partition", f"{where}.bounds"),
+            f"{where}.bounds.max_rows_per_partition",
+        ),
+    )
+    metrics_raw = _required(m, "metrics", where)
+    if not isinstance(metrics_raw, list) or not metrics_raw:
+        raise _fail(f"{where}.metrics", "must be a non-empty list")
+    metrics = tuple(parse_metric(x, f"{where}.metrics[{i}]") for i, x in enumerate(metrics_raw))
+    names = [x.output_name for x in metrics]
+    if len(set(names)) != len(names):
+        raise _fail(f"{where}.metrics", "lists the same metric twice")
+    for i, metric in enumerate(metrics):
+        if metric.column is not None and metric.column in dims:
+            raise _fail(f"{where}.metrics[{i}]", f"column {metric.column!r} is also a dimension")
+        same = [x for x in metrics if x.column == metric.column and x.column is not None]
+        if any(
+            (x.lower, x.upper, x.granularity) != (metric.lower, metric.upper, metric.granularity)
+            for x in same
+        ):
+            raise _fail(
+                f"{where}.metrics[{i}]", f"sum and mean of {metric.column!r} need the same bounds"
+            )
+    weight = _number(m.get("weight", 1.0), f"{where}.weight")
+    if weight <= 0:
+        raise _fail(f"{where}.weight", "must be > 0")
+    return TableSpec(
+        name=name,
+        dimensions=dims,
+        partitions=partitions,
+        bounds=bounds,
+        metrics=metrics,
+        weight=weight,
+    )
+
+
+def parse_output(raw: Any, where: str = "output") -> OutputSpec:
+    m = _mapping(raw, where)
+    _only(m, ("path", "format", "confidence", "nonnegative_counts"), where)
+    confidence = _number(m.get("confidence", 0.95), f"{where}.confidence")
+    if not 0 < confidence < 1:
+        raise _fail(f"{where}.confidence", "must lie in (0, 1)")
+    nonneg = m.get("nonnegative_counts", True)
+    if not isinstance(nonneg, bool):
+        raise _fail(f"{where}.nonnegative_counts", "must be true or false")
+    return OutputSpec(
+        path=_column(_required(m, "path", where), f"{where}.path"),
+        format=_choice(m.get("format", "parquet"), ("parquet", "csv"), f"{where}.format"),
+        confidence=confidence,
+        nonnegative_counts=nonneg,
+    )
+
+
+def parse_spec(raw: Any) -> ReleaseSpec:
+    """Validate a loaded YAML document into a :class:`ReleaseSpec` (raises ``SpecError``)."""
+    m = _mapping(raw, "spec")
+    _only(m, ("input", "budget", "output", "tables", "noise", "domains"), "spec")
+    domains_raw = _mapping(m.get("domains", {}) or {}, "domains")
+    domains = []
+    for col, values in domains_raw.items():
+        if not isinstance(values, list) or not values:
+            raise _fail(f"domains.{col}", "must be a non-empty list of values")
+        if len(set(map(repr, values))) != len(values):
+            raise _fail(f"domains.{col}", "lists a value twice")
+        domains.append((str(col), tuple(values)))
+    tables_raw = _required(m, "tables", "spec")
+    if not isinstance(tables_raw, list) or not tables_raw:
+        raise _fail("tables", "must be a non-empty list")
+    tables = tuple(parse_table(t, f"tables[{i}]") for i, t in enumerate(tables_raw))
+    if len({t.name for t in tables}) != len(tables):
+        raise _fail("tables", "two tables share a name")
+    spec = ReleaseSpec(
+        input=parse_input(_required(m, "input", "spec")),
+        budget=parse_budget(_required(m, "budget", "spec")),
+        output=parse_output(_required(m, "output", "spec")),
+        tables=tables,
+        noise=_choice(m.get("noise", "auto"), ("auto", "laplace", "gaussian"), "noise"),
+        domains=tuple(domains),
+    )
+    _check_cross_references(spec)
+    return spec
+
+
+def _check_cross_references(spec: ReleaseSpec) -> None:
+    for i, table in enumerate(spec.tables):
+        where = f"tables[{i}]"
+        if spec.input.privacy_unit in table.dimensions:
+            raise _fail(f"{where}.dimensions", "must not contain the privacy unit column")
+        p = table.partitions
+        if isinstance(p, PrivatePartitions) and spec.budget.delta == 0:
+            raise _fail(
+                f"{where}.partitions",
+                "private selection needs budget.delta > 0 (or use public keys)",
+            )
+        if isinstance(p, PublicPartitions) and p.source == "cross_product":
+            for d in table.dimensions:
+                if spec.domain(d) is None:
+                    raise _fail(
+                        f"{where}.partitions", f"cross_product needs domains.{d} to be declared"
+                    )
+        if isinstance(p, PublicPartitions) and p.source == "inline":
+            for j, row in enumerate(p.rows):
+                if len(row) != len(table.dimensions):
+                    raise _fail(
+                        f"{where}.partitions.keys[{j}]",
+                        f"needs {len(table.dimensions)} values, one per dimension",
+                    )
+    if spec.noise == "gaussian" and spec.budget.delta == 0:
+        raise _fail("noise", "gaussian noise needs budget.delta > 0")
