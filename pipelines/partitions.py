@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
-from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -59,10 +59,6 @@ def convert_key(value: Any, dtype: T.DataType, where: str) -> Any:
     raise bad()
 
 
-def _literal(value: Any, dtype: T.DataType) -> Column:
-    return F.lit(value).cast(dtype)
-
-
 def cross_product_keys(
     spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
 ) -> DataFrame:
@@ -71,25 +67,27 @@ def cross_product_keys(
     for name, values in domains:
         dtype = schema[name].dataType
         typed = [convert_key(v, dtype, f"domains.{name}") for v in values]
-        one = spark.range(1).select(
-            F.explode(F.array(*[_literal(v, dtype) for v in typed])).alias(name)
-        )
-        keys = keys.crossJoin(one)
+        array = F.lit(typed).cast(T.ArrayType(dtype))  # one literal, however long the domain
+        keys = keys.crossJoin(spark.range(1).select(F.explode(array).alias(name)))
     return keys
 
 
 def inline_keys(
     spark: SparkSession, dims: Sequence[str], rows: Sequence[Sequence[Any]], schema: T.StructType
 ) -> DataFrame:
-    structs = []
-    for i, row in enumerate(rows):
-        fields = []
-        for d, v in zip(dims, row, strict=True):
-            dtype = schema[d].dataType
-            fields.append(_literal(convert_key(v, dtype, f"partitions.keys[{i}]"), dtype).alias(d))
-        structs.append(F.struct(*fields))
-    exploded = spark.range(1).select(F.explode(F.array(*structs)).alias("k"))
-    return exploded.select(*[F.col(f"k.{d}").alias(d) for d in dims]).dropDuplicates(list(dims))
+    columns = {
+        d: [
+            convert_key(row[j], schema[d].dataType, f"partitions.keys[{i}]")
+            for i, row in enumerate(rows)
+        ]
+        for j, d in enumerate(dims)
+    }
+    arrays = [
+        F.lit(values).cast(T.ArrayType(schema[d].dataType)).alias(d)
+        for d, values in columns.items()
+    ]
+    zipped = spark.range(1).select(F.explode(F.arrays_zip(*arrays)).alias("k"))
+    return zipped.select(*[F.col(f"k.{d}").alias(d) for d in dims]).dropDuplicates(list(dims))
 
 
 def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> DataFrame:

@@ -1,0 +1,72 @@
+"""One local SparkSession for the whole run, tuned for 2 cores (see the README's test notes)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[Any]:
+    from pyspark.sql import SparkSession
+
+    session = (
+        SparkSession.builder.master("local[2]")
+        .appName("dprelease-tests")
+        .config("spark.sql.shuffle.partitions", "2")
+        .config("spark.default.parallelism", "2")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.driver.bindAddress", "127.0.0.1")
+        .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.driver.memory", "2g")
+        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def demo_path(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """20,000 rows of demo microdata written once for the session."""
+    from pipelines.demo_data import demo_microdata
+
+    path = str(tmp_path_factory.mktemp("demo") / "microdata")
+    demo_microdata(spark, 20_000, partitions=2).write.parquet(path)
+    return path
+
+
+def base_spec(**overrides: Any) -> dict[str, Any]:
+    """A small valid spec document; tests change one key at a time."""
+    doc: dict[str, Any] = {
+        "input": {"path": "unused", "format": "parquet", "privacy_unit": "pid"},
+        "budget": {"epsilon": 1.0, "delta": 1e-6},
+        "output": {"path": "unused"},
+        "domains": {"g": ["a", "b", "c"]},
+        "tables": [
+            {
+                "name": "t",
+                "dimensions": ["g"],
+                "partitions": {"type": "public", "keys": "cross_product"},
+                "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                "metrics": ["count", {"sum": "v", "lower": 0, "upper": 10}],
+            }
+        ],
+    }
+    doc.update(overrides)
+    return doc

@@ -1,0 +1,115 @@
+"""Thresholds, accounting, accuracy and sensitivities against published test vectors."""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+import pytest
+
+from dp_ops import accounting, accuracy, selection
+from dp_ops.fixed_point import default_granularity, grid_bounds
+from dp_ops.keyed_stream import KeyedStreams, new_key
+from dp_ops.rational import laplace_scale, round_up
+from dp_ops.samplers import discrete_gaussian, discrete_laplace
+from dp_ops.sensitivity import count_sensitivity, sum_sensitivity, unit_count_sensitivity
+
+VECTORS = [  # epsilon, delta, L0, Laplace T, Gaussian T  (shared/reference dp-correctness 2.5)
+    (1.0, 1e-5, 1, 11.819778, 18.159683),
+    (1.0, 1e-5, 5, 63.146061, 42.291092),
+    (0.5, 1e-8, 3, 113.956875, 104.638759),
+]
+
+
+@pytest.mark.parametrize(("eps", "delta", "l0", "lap", "gauss"), VECTORS)
+def test_threshold_vectors(eps: float, delta: float, l0: int, lap: float, gauss: float) -> None:
+    assert selection.laplace_threshold(eps, delta, l0) == pytest.approx(lap, abs=1e-6)
+    assert selection.gaussian_threshold(eps, delta, l0) == pytest.approx(gauss, rel=1e-3)
+
+
+def test_pre_threshold_shifts_the_laplace_threshold() -> None:
+    assert selection.laplace_threshold(1, 1e-5, 1, pre_threshold=10) == pytest.approx(
+        20.819778, abs=1e-6
+    )
+
+
+@pytest.mark.parametrize("scale", [1.0, 2.0, 6.5])
+def test_discrete_laplace_threshold_is_the_smallest_that_keeps_delta(scale: float) -> None:
+    s = round_up(scale)
+    d = selection.adjusted_delta(1e-5, 2)
+    t = selection.discrete_laplace_threshold(s, d)
+    # a partition with a single unit passes iff 1 + Z >= t, i.e. Z >= t - 1
+    assert (
+        selection.discrete_laplace_tail(s, t - 1) <= d < selection.discrete_laplace_tail(s, t - 2)
+    )
+
+
+def test_discrete_gaussian_threshold_bounds_the_tail() -> None:
+    v = round_up(16.0)
+    d = selection.adjusted_delta(1e-6, 1)
+    t = selection.discrete_gaussian_threshold(v, d)
+    assert selection.discrete_gaussian_tail_bound(v, t - 1) <= d
+    assert selection.discrete_gaussian_tail_bound(v, t - 2) > d
+    # the bound really bounds the exact tail (summed pmf)
+    xs = np.arange(0, 400)
+    w = np.exp(-(xs.astype(float) ** 2) / 32.0)
+    norm = w[0] + 2 * w[1:].sum()
+    exact = w[t - 1 :].sum() / norm
+    assert exact <= selection.discrete_gaussian_tail_bound(v, t - 1)
+
+
+@pytest.mark.parametrize(
+    ("rho", "delta", "eps"),
+    [(2.556, 1e-10, 17.143), (0.07, 1e-10, 2.387), (2.63, 1e-10, 17.431), (0.125, 1e-6, 2.419)],
+)
+def test_zcdp_conversion_vectors(rho: float, delta: float, eps: float) -> None:
+    assert accounting.zcdp_epsilon(rho, delta) == pytest.approx(eps, abs=1e-3)
+    assert accounting.zcdp_delta(rho, accounting.zcdp_epsilon(rho, delta)) <= delta * (1 + 1e-9)
+
+
+def test_zcdp_rho_is_a_safe_inverse() -> None:
+    rho = accounting.zcdp_rho(1.0, 1e-5)
+    assert accounting.zcdp_epsilon(float(rho), 1e-5) <= 1.0
+    assert accounting.zcdp_epsilon(float(rho) * 1.01, 1e-5) > 1.0
+
+
+def test_split_is_exact() -> None:
+    parts = accounting.split(Fraction(1), [1, 1, 1])
+    assert sum(parts) == 1 and parts[0] == Fraction(1, 3)
+    with pytest.raises(ValueError, match="positive"):
+        accounting.split(Fraction(1), [1, 0])
+
+
+def test_accuracy_matches_closed_forms_and_samples() -> None:
+    assert accuracy.discrete_laplace_sd(Fraction(1)) == pytest.approx(1.3570, abs=1e-4)
+    assert accuracy.discrete_laplace_halfwidth(Fraction(2), 0.05) == 6
+    assert accuracy.discrete_gaussian_halfwidth(Fraction(4), 0.05) == (4, True)
+    sd, exact = accuracy.discrete_gaussian_sd(Fraction(100))
+    assert exact and sd == pytest.approx(10.0, rel=1e-6)
+    ids = np.random.default_rng(9).integers(0, 2**63, size=(40_000, 2), dtype=np.uint64)
+    key = new_key()
+    lap = discrete_laplace(KeyedStreams(key, ids), laplace_scale(1, 0.5))
+    h = accuracy.discrete_laplace_halfwidth(laplace_scale(1, 0.5), 0.05)
+    q = math.exp(-1 / float(laplace_scale(1, 0.5)))
+    tail = 2 * q ** (h + 1) / (1 + q)  # exact P(|Z| > h): at most 5%, and h is the smallest such
+    assert tail <= 0.05 < 2 * q**h / (1 + q)
+    assert abs(np.mean(np.abs(lap) > h) - tail) < 5 * math.sqrt(tail / len(lap))
+    gau = discrete_gaussian(KeyedStreams(key, ids), round_up(25.0))
+    hg, _ = accuracy.discrete_gaussian_halfwidth(round_up(25.0), 0.05)
+    assert np.mean(np.abs(gau) > hg) <= 0.05 + 0.01
+    big, exact_big = accuracy.discrete_gaussian_halfwidth(round_up(1e6), 0.05)
+    assert not exact_big and big >= 1.96 * 1000
+
+
+def test_sensitivities_follow_the_bounds() -> None:
+    assert count_sensitivity(3, 2).l1 == 6 and count_sensitivity(3, 2).l2_squared == 12
+    assert unit_count_sensitivity(4).l1 == 4 and unit_count_sensitivity(4).l2_squared == 4
+    s = sum_sensitivity(2, 3, -5, 10)
+    assert s.per_partition == 30 and s.l1 == 60
+
+
+def test_fixed_point_grid() -> None:
+    g = default_granularity(0, 250_000)
+    assert g == 2.0 and math.log2(g).is_integer()
+    assert grid_bounds(-1.5, 3.0, 1.0) == (-2, 3)

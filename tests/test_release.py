@@ -1,0 +1,134 @@
+"""Release semantics on Spark: partitions, exactness without noise, keyed noise, accuracy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from chispa import assert_df_equality
+from pyspark.sql import functions as F
+
+from jobs.runner import public_keys
+from pipelines.plan import plan_release
+from pipelines.release import Secrets, release_table
+from pipelines.report import privacy_report
+from pipelines.spec import parse_spec
+from tests.conftest import base_spec
+from tests.stats import variance_z, z_critical
+
+ROWS = [(1, "a", 2.0), (1, "a", 4.0), (2, "a", 6.0), (3, "b", 100.0), (4, "z", 1.0)]
+
+
+def small(spark: Any) -> Any:
+    return spark.createDataFrame(ROWS, "pid long, g string, v double")
+
+
+def release(
+    spark: Any, doc: dict[str, Any], df: Any, noise: bool = True, secrets: Secrets | None = None
+) -> Any:
+    spec = parse_spec(doc)
+    plan = plan_release(spec)
+    t = plan.tables[0]
+    keys = public_keys(spark, spec, t.table, df)
+    return release_table(
+        df, t, "pid", secrets or Secrets.new(), keys, spec.output.nonnegative_counts, noise
+    )
+
+
+def test_public_keys_release_absent_cells_and_drop_unknown_ones_exactly_without_noise(
+    spark: Any,
+) -> None:
+    doc = base_spec()
+    doc["tables"][0]["metrics"] = [
+        "count",
+        "privacy_unit_count",
+        {"sum": "v", "lower": 0, "upper": 10},
+        {"mean": "v", "lower": 0, "upper": 10},
+    ]
+    doc["tables"][0]["bounds"] = {"max_partitions": 1, "max_rows_per_partition": 2}
+    got = release(spark, doc, small(spark), noise=False)
+    expected = spark.createDataFrame(
+        [("a", 3, 2, 12.0, 4.0), ("b", 1, 1, 10.0, 10.0), ("c", 0, 0, 0.0, 5.0)],
+        "g string, count long, privacy_unit_count long, sum_v double, mean_v double",
+    )
+    # 'z' is not a public key and is dropped; 'c' has no data and is released (zero sums; the
+    # mean of an empty cell is the centre of the bounds)
+    assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_private_selection_releases_only_keys_that_clear_the_threshold(spark: Any) -> None:
+    big = spark.range(3000).select(
+        F.col("id").alias("pid"), F.lit("big").alias("g"), F.lit(1.0).alias("v")
+    )
+    lonely = spark.createDataFrame(
+        [(10_000 + i, f"rare{i}", 1.0) for i in range(50)], "pid long, g string, v double"
+    )
+    doc = base_spec()
+    doc["tables"][0]["partitions"] = {"type": "private"}
+    got = release(spark, doc, big.unionByName(lonely))
+    keys = {r["g"] for r in got.select("g").collect()}  # safe: released table
+    assert keys == {"big"}  # single-unit partitions pass with probability <= delta_adj each
+    no_noise = {
+        r["g"]
+        for r in release(spark, doc, big.unionByName(lonely), noise=False).select("g").collect()
+    }
+    assert no_noise == {"big"}
+
+
+def test_pre_threshold_never_releases_small_partitions(spark: Any) -> None:
+    df = spark.range(40).select(
+        F.col("id").alias("pid"),
+        F.when(F.col("id") < 30, "a").otherwise("b").alias("g"),
+        F.lit(1.0).alias("v"),
+    )
+    doc = base_spec(budget={"epsilon": 1000.0, "delta": 0.5})
+    doc["tables"][0]["partitions"] = {"type": "private", "pre_threshold": 15}
+    got = {r["g"] for r in release(spark, doc, df).select("g").collect()}  # safe: released table
+    assert got == {"a"}  # 'b' has 10 units < 15: never released, whatever the noise
+
+
+def test_noise_is_drawn_once_recomputation_and_repartitioning_give_the_same_values(
+    spark: Any,
+) -> None:
+    df = spark.range(5000).select(
+        (F.col("id") % 1700).alias("pid"),
+        (F.col("id") % 3).cast("string").alias("g"),
+        F.lit(3.0).alias("v"),
+    )
+    doc = base_spec(domains={"g": ["0", "1", "2", "3"]})
+    secrets = Secrets.new()
+    first = release(spark, doc, df, secrets=secrets)
+    again = release(spark, doc, df.repartition(5), secrets=secrets)
+    a = sorted(tuple(r) for r in first.collect())  # safe: released table
+    b = sorted(tuple(r) for r in first.collect())  # a second action recomputes every task
+    c = sorted(tuple(r) for r in again.collect())
+    assert a == b == c
+    fresh = sorted(tuple(r) for r in release(spark, doc, df).collect())
+    assert fresh != a  # a new release key draws new noise
+
+
+def test_released_noise_matches_the_manifest_standard_deviation(spark: Any) -> None:
+    cells = 6000  # one unit per public cell: released - 1 is one noise draw per cell
+    df = spark.range(cells).select(
+        F.col("id").alias("pid"), F.col("id").cast("string").alias("g"), F.lit(1.0).alias("v")
+    )
+    for noise, kurtosis in (("laplace", 6.0), ("gaussian", 3.0)):
+        doc = base_spec(
+            noise=noise,
+            domains={"g": [str(i) for i in range(cells)]},
+            output={"path": "unused", "nonnegative_counts": False},
+            budget={"epsilon": 0.5, "delta": 1e-6},
+        )
+        doc["tables"][0]["metrics"] = ["count"]
+        released = (
+            release(spark, doc, df).select("count").toPandas()["count"].to_numpy()
+        )  # safe: test
+        claimed = privacy_report(plan_release(parse_spec(doc)))["tables"][0]["metrics"][0][
+            "standard_deviation"
+        ]
+        errors = released - 1
+        z = z_critical()
+        assert abs(variance_z(errors, claimed**2, kurtosis)) < z, noise
+        for wrong in (0.7 * claimed, 1.3 * claimed):  # controls: a 30% scale error is rejected
+            assert abs(variance_z(errors, wrong**2, kurtosis)) > z, (noise, wrong)
+        assert np.issubdtype(released.dtype, np.integer)
