@@ -1,0 +1,165 @@
+"""The demo job end to end: console command, spark-submit, manifest, idempotence, crash safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from jobs import runner, writer
+from jobs.api import release_dataframes
+from jobs.cli import main
+from jobs.config import load_spec
+from tests.conftest import ROOT
+
+DEMO = ROOT / "conf" / "demo.yaml"
+
+
+def test_demo_release_writes_tables_and_a_manifest_that_matches_the_spec(
+    demo_path: str, tmp_path: Path, spark: Any, capsys: Any
+) -> None:
+    out = tmp_path / "out"
+    args = ["run", str(DEMO), "--input", demo_path, "--output", str(out), "--release-id", "demo-a"]
+    assert main(args) == 0
+    assert "release demo-a written to" in capsys.readouterr().out
+    release = out / "demo-a"
+    manifest = json.loads((release / "manifest.json").read_text())
+    spec = load_spec(DEMO, input_path=demo_path, output_path=str(out))
+    assert manifest["budget"]["declared"] == {"epsilon": 1.0, "delta": 1e-6}
+    assert manifest["budget"]["spent"]["epsilon"] == pytest.approx(1.0)
+    assert manifest["budget"]["spent"]["delta"] <= 1e-6
+    assert {"dprelease", "spark", "python"} <= set(manifest["versions"])
+    assert len(manifest["spec_sha256"]) == 64 and len(manifest["input_fingerprint"]["value"]) == 64
+    by_name = {t["name"]: t for t in manifest["tables"]}
+    state = by_name["persons_by_state_age_sex"]
+    assert state["released_cells"] == 20 * 7 * 2  # every public cell, present in the data or not
+    eps_state = Fraction(2, 3)  # weight 2 of 3
+    assert state["budget"]["epsilon"] == pytest.approx(float(eps_state))
+    units = next(m for m in state["metrics"] if m["name"] == "privacy_unit_count")
+    if (
+        units["mechanism"] == "discrete_laplace"
+    ):  # L0 = 2, three measurements share the table's epsilon
+        assert units["noise_parameter"]["value"] == pytest.approx(
+            2 / float(eps_state / 3), rel=1e-6
+        )
+        assert units["sensitivity"] == {"per_partition": 1, "max_partitions": 2}
+    county = by_name["persons_by_county"]
+    assert county["partitions"]["type"] == "private" and county["partitions"]["threshold"] > 1
+    tables = {t.name: spark.read.parquet(str(release / t.name)) for t in spec.tables}
+    assert tables["persons_by_state_age_sex"].columns == [
+        "state",
+        "age_group",
+        "sex",
+        "privacy_unit_count",
+        "count",
+        "mean_income",
+    ]
+    assert tables["persons_by_state_age_sex"].count() == state["released_cells"]
+    assert tables["persons_by_county"].count() == county["released_cells"]
+    # the same release id again: nothing is recomputed, nothing spent, nothing rewritten
+    before = (release / "manifest.json").stat().st_mtime_ns
+    assert main(args) == 0
+    assert "already exists" in capsys.readouterr().out
+    assert (release / "manifest.json").stat().st_mtime_ns == before
+    private = out / ".private"
+    assert oct(private.stat().st_mode & 0o777) == "0o700"
+
+
+def test_a_crash_before_the_commit_leaves_nothing_visible(
+    demo_path: str, tmp_path: Path, spark: Any, monkeypatch: Any
+) -> None:
+    spec = load_spec(DEMO, input_path=demo_path, output_path=str(tmp_path / "out"))
+
+    def boom(*_: Any) -> None:
+        raise RuntimeError("simulated crash while writing the manifest")
+
+    monkeypatch.setattr(writer, "write_manifest", boom)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        runner.run_release(spark, spec, "crashy")
+    assert not (tmp_path / "out" / "crashy").exists()
+    assert not any((tmp_path / "out" / ".staging").iterdir())
+    monkeypatch.undo()
+    outcome = runner.run_release(spark, spec, "crashy")  # a rerun completes
+    assert (outcome.path / "manifest.json").exists()
+
+
+def test_python_api_returns_lazy_tables_with_stable_noise(demo_path: str, spark: Any) -> None:
+    spec = load_spec(DEMO, input_path=demo_path, output_path="unused")
+    result = release_dataframes(spec, spark)
+    table = result.tables["persons_by_state_age_sex"]
+    first = sorted(tuple(r) for r in table.collect())  # safe: released table
+    assert first == sorted(tuple(r) for r in table.collect())
+    assert result.privacy["spent"]["epsilon"] == pytest.approx(1.0)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = venv_bin + os.pathsep + env.get("PATH", "")
+    env["PYSPARK_PYTHON"] = sys.executable
+    env["SPARK_LOCAL_IP"] = "127.0.0.1"
+    return env
+
+
+@pytest.mark.integration
+def test_console_command_runs_the_demo(demo_path: str, tmp_path: Path) -> None:
+    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
+    assert exe, "the dprelease console script is installed with the project"
+    cmd = [
+        exe,
+        "run",
+        str(DEMO),
+        "--input",
+        demo_path,
+        "--output",
+        str(tmp_path),
+        "--release-id",
+        "cli",
+        "--master",
+        "local[2]",
+        "--spark-profile",
+        str(ROOT / "conf" / "spark" / "local.yaml"),
+    ]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (tmp_path / "cli" / "manifest.json").exists()
+    assert "stage table persons_by_county" in done.stderr  # progress with elapsed times
+
+
+@pytest.mark.integration
+def test_spark_submit_runs_the_demo(demo_path: str, tmp_path: Path) -> None:
+    submit = Path(sys.executable).parent / "spark-submit"
+    cmd = [
+        str(submit),
+        "--master",
+        "local[2]",
+        "--conf",
+        "spark.ui.enabled=false",
+        "--conf",
+        f"spark.pyspark.python={sys.executable}",
+        str(ROOT / "jobs" / "release.py"),
+        "--config",
+        str(DEMO),
+        "--input",
+        demo_path,
+        "--output",
+        str(tmp_path),
+        "--release-id",
+        "submitted",
+    ]
+    done = subprocess.run(
+        cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=str(tmp_path)
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    manifest = json.loads((tmp_path / "submitted" / "manifest.json").read_text())
+    assert [t["name"] for t in manifest["tables"]] == [
+        "persons_by_state_age_sex",
+        "persons_by_county",
+    ]
