@@ -31,6 +31,11 @@ def load_profile(path: str | Path | None) -> dict[str, str]:
     return {str(k): str(v) for k, v in (doc.get("conf") or {}).items()}
 
 
+def _under_spark_submit() -> bool:
+    """spark-submit starts Python with a gateway to its JVM; its --master must then win."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ or bool(os.environ.get("SPARK_ENV_LOADED"))
+
+
 def get_session(
     master: str | None = None, profile: str | Path | None = None, app: str = "dprelease"
 ) -> SparkSession:
@@ -39,7 +44,7 @@ def get_session(
     builder = SparkSession.builder.appName(app)
     if master:
         builder = builder.master(master)
-    elif "SPARK_MASTER" not in os.environ and not os.environ.get("SPARK_ENV_LOADED"):
+    elif not _under_spark_submit():
         builder = builder.master(os.environ.get("DPRELEASE_MASTER", "local[*]"))
     for key, value in {**DEFAULTS, **load_profile(profile)}.items():
         builder = builder.config(key, value)

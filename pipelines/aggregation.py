@@ -1,6 +1,6 @@
-"""Aggregation per partition of the bounded contributions.
+"""Aggregation per partition of the bounded rows.
 
-Input: one row per kept ``(unit, partition)`` from :func:`pipelines.bounding.bound_contributions`.
+Input: the kept rows from :func:`pipelines.bounding.bound_contributions`.
 Output: one row per partition present in the data,
 ``(dims..., count, privacy_unit_count, s_<col>...)``: exact integers, not yet private.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.bounding import ROWS, ValueColumn
+from pipelines.bounding import FIRST, ValueColumn
 
 COUNT = "count"
 UNITS = "privacy_unit_count"
@@ -21,8 +21,8 @@ UNITS = "privacy_unit_count"
 def aggregate_partitions(
     bounded: DataFrame, dims: Sequence[str], values: Sequence[ValueColumn]
 ) -> DataFrame:
-    sums = [F.sum(v.sum_name).alias(v.sum_name) for v in values]
-    aggs = [F.sum(ROWS).alias(COUNT), F.count(F.lit(1)).alias(UNITS), *sums]
+    sums = [F.sum(v.grid_name).cast("long").alias(v.sum_name) for v in values]
+    aggs = [F.count(F.lit(1)).alias(COUNT), F.sum(FIRST).cast("long").alias(UNITS), *sums]
     if dims:
         return bounded.groupBy(*dims).agg(*aggs)
     return bounded.agg(*aggs)

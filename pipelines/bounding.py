@@ -1,17 +1,24 @@
 """Contribution bounding per privacy unit, chosen uniformly at random by a salted keyed hash.
 
-Shapes after each step (one row means ...):
+Output: the kept input rows, ``(unit, dims..., q_<col>..., first)``: at most ``L0`` partitions per
+unit, at most ``Linf`` rows per (unit, partition), values clamped and on the fixed-point grid;
+``first`` is 1 on exactly one kept row of each kept (unit, partition) pair (so summing it counts
+distinct units per partition).
 
-1. ``(unit, dims..., q_<col>...)``: one input row, values clamped and on the fixed-point grid;
-2. at most ``Linf`` rows per ``(unit, partition)``, the ones with the smallest salted hash;
-3. ``(unit, dims..., rows, s_<col>...)``: one row per ``(unit, partition)``;
-4. at most ``L0`` of those per unit, again the smallest salted hash of ``(unit, partition)``.
+How the rows are chosen: each (unit, partition) pair gets the priority
+``hash(salt_b, unit, partition)`` and each row ``hash(salt_a, unit, partition, values)``. A unit
+keeps its ``L0`` pairs of smallest priority, and in each its ``Linf`` rows of smallest priority.
+The priorities are functions of the unit's own rows only (so the sensitivity holds), uniform over
+them given the secret per-run salt, and the same if Spark recomputes a task (so a retry cannot keep
+another sample). L0 ranks distinct pairs, so partitions with many rows are not favoured.
+Duplicate rows tie, but they are interchangeable.
 
-The hash covers the unit, the partition and the row's values, seeded with a secret per-run salt:
-the choice is a function of the unit's own rows only (so the sensitivity holds), uniform over
-them, and identical if Spark recomputes a task (so a retry cannot keep a different sample).
-Duplicate rows tie, but they are interchangeable. L0 is taken over distinct partitions after the
-per-partition aggregation, so heavy partitions are not favoured.
+Two physical plans, the same choice:
+
+* ``L0 = Linf = 1``: one hash aggregation per unit, ``min_by(row, (pair priority, row priority))``,
+  with map-side partial aggregation and no sort;
+* otherwise: one shuffle by unit and one sort by (unit, pair priority, partition, row priority)
+  that serves both rankings (``row_number`` within the pair, ``dense_rank`` of pairs in the unit).
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-ROWS = "rows"
+FIRST = "first"
 
 
 @dataclass(frozen=True)
@@ -69,26 +76,33 @@ def bound_contributions(
     max_rows: int,
     salt: tuple[int, int, int, int],
 ) -> DataFrame:
-    """Bounded per-(unit, partition) contributions: ``(unit, dims..., rows, s_<col>...)``.
+    """Kept rows ``(unit, dims..., q_<col>..., first)``; see the module docstring.
 
-    ``salt`` is four secret 64-bit integers for this run (see :func:`new_salt`), never logged.
+    ``salt`` is four secret 64-bit integers for this run, never logged.
     """
-    keys = [unit, *dims]
-    rows = df.select(
-        *[F.col(k) for k in keys], *[v.grid_value().alias(v.grid_name) for v in values]
+    keys = [F.col(unit), *[F.col(d) for d in dims]]
+    grid = [v.grid_value().alias(v.grid_name) for v in values]
+    rows = df.select(*keys, *grid)
+    q_cols = [F.col(v.grid_name) for v in values]
+    pair_prio = _salted_hash(salt[2:], keys)
+    row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
+    out_cols = [unit, *dims, *[v.grid_name for v in values]]
+    if max_partitions == 1 and max_rows == 1:
+        payload = F.struct(*[F.col(c) for c in out_cols[1:]]) if len(out_cols) > 1 else F.lit(0)
+        chosen = rows.groupBy(unit).agg(
+            F.min_by(payload, F.struct(pair_prio.alias("p"), row_prio.alias("r"))).alias("_kept")
+        )
+        fields = [F.col(f"_kept.{c}").alias(c) for c in out_cols[1:]]
+        return chosen.select(F.col(unit), *fields, F.lit(1).alias(FIRST))
+    ranked = (
+        rows.repartition(unit)
+        .withColumn("_pp", pair_prio)
+        .withColumn("_rp", row_prio)
+        .withColumn(
+            "_ri", F.row_number().over(Window.partitionBy(unit, "_pp", *dims).orderBy("_rp"))
+        )
+        .where(F.col("_ri") <= max_rows)
+        .withColumn("_pi", F.dense_rank().over(Window.partitionBy(unit).orderBy("_pp", *dims)))
+        .where(F.col("_pi") <= max_partitions)
     )
-    prio_row = _salted_hash(salt[:2], [F.col(c) for c in rows.columns])
-    by_pair = Window.partitionBy(*keys).orderBy(prio_row)
-    kept_rows = rows.withColumn("_rank", F.row_number().over(by_pair)).where(
-        F.col("_rank") <= max_rows
-    )
-    pairs = kept_rows.groupBy(*keys).agg(
-        F.count(F.lit(1)).alias(ROWS), *[F.sum(v.grid_name).alias(v.sum_name) for v in values]
-    )
-    prio_pair = _salted_hash(salt[2:], [F.col(k) for k in keys])
-    by_unit = Window.partitionBy(unit).orderBy(prio_pair)
-    return (
-        pairs.withColumn("_rank", F.row_number().over(by_unit))
-        .where(F.col("_rank") <= max_partitions)
-        .drop("_rank")
-    )
+    return ranked.select(*out_cols, (F.col("_ri") == 1).cast("int").alias(FIRST))

@@ -108,11 +108,14 @@ def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> Dat
 
 
 def join_public(
-    aggregated: DataFrame, keys: DataFrame, dims: Sequence[str], measures: Sequence[str]
+    aggregated: DataFrame, keys: DataFrame | None, dims: Sequence[str], measures: Sequence[str]
 ) -> DataFrame:
-    """Every public key once, with its aggregates (zero where the data has no such cell)."""
+    """Every public key once, with its aggregates (zero where the data has no such cell).
+
+    Without dimensions the table is one total cell: ``aggregated`` has exactly one row.
+    """
     filled = [F.coalesce(F.col(m), F.lit(0)).cast("long").alias(m) for m in measures]
-    if not dims:
+    if not dims or keys is None:
         return aggregated.select(*filled)
     joined = F.broadcast(keys).join(aggregated, on=list(dims), how="left")
     return joined.select(*dims, *filled)

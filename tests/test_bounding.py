@@ -17,6 +17,16 @@ from tests.stats import ALPHA
 SALT = (11, 22, 33, 44)
 
 
+def pairs(kept: Any) -> Any:
+    """Kept rows -> one row per (unit, partition): rows kept, sum kept, one first-row flag."""
+    cols = [c for c in kept.columns if c.startswith("q_")]
+    return kept.groupBy("pid", "g").agg(
+        F.count("*").alias("rows"),
+        F.sum("first").alias("firsts"),
+        *[F.sum(c).alias("s_" + c[2:]) for c in cols],
+    )
+
+
 def test_bounds_hold_for_every_unit_including_a_heavy_one(spark: Any) -> None:
     heavy = spark.range(100_000).select(
         F.lit(-1).alias("pid"), (F.col("id") % 7).alias("g"), F.lit(5.0).alias("v")
@@ -26,7 +36,8 @@ def test_bounds_hold_for_every_unit_including_a_heavy_one(spark: Any) -> None:
     )
     df = heavy.unionByName(light)
     value = ValueColumn("v", 0.0, 3.0, 1.0)
-    out = bound_contributions(df, "pid", ["g"], [value], max_partitions=2, max_rows=3, salt=SALT)
+    kept = bound_contributions(df, "pid", ["g"], [value], max_partitions=2, max_rows=3, salt=SALT)
+    out = pairs(kept)
     per_unit = out.groupBy("pid").agg(
         F.count("*").alias("parts"), F.max("rows").alias("rows"), F.max("s_v").alias("s")
     )
@@ -59,11 +70,13 @@ def test_the_choice_is_the_same_for_any_shuffle_layout(spark: Any) -> None:
         (F.col("id") % 9).cast("double").alias("v"),
     )
     value = ValueColumn("v", 0.0, 8.0, 1.0)
-    a = bound_contributions(df, "pid", ["g"], [value], 3, 2, SALT)
-    b = bound_contributions(df.repartition(7), "pid", ["g"], [value], 3, 2, SALT)
-    assert_df_equality(a, b, ignore_row_order=True)
-    c = bound_contributions(df, "pid", ["g"], [value], 3, 2, (1, 2, 3, 4))
-    assert a.exceptAll(c).count() > 0  # another salt: another sample
+    for l0, linf in ((3, 2), (1, 1)):
+        a = bound_contributions(df, "pid", ["g"], [value], l0, linf, SALT)
+        b = bound_contributions(df.repartition(7), "pid", ["g"], [value], l0, linf, SALT)
+        assert_df_equality(a, b, ignore_row_order=True)
+        c = bound_contributions(df, "pid", ["g"], [value], l0, linf, (1, 2, 3, 4))
+        assert a.exceptAll(c).count() > 0  # another salt: another sample
+        assert pairs(a).where("firsts != 1").count() == 0  # one first-row flag per kept pair
 
 
 def _subset_counts(kept: list[tuple[int, ...]], n: int, k: int) -> np.ndarray:
@@ -78,12 +91,29 @@ def _uniform_pvalue(counts: np.ndarray) -> float:
     return float(stats.chisquare(counts).pvalue)
 
 
+def test_the_single_row_plan_picks_a_uniform_partition_then_a_uniform_row(spark: Any) -> None:
+    units, parts = 12_000, 4  # partition j of a unit holds j + 1 rows: uniform pairs, not rows
+    rows = [(u, j, float(2**r)) for u in range(units) for j in range(parts) for r in range(j + 1)]
+    df = spark.createDataFrame(rows, "pid long, g long, v double")
+    value = ValueColumn("v", 0.0, 8.0, 1.0)
+    kept = (
+        bound_contributions(df, "pid", ["g"], [value], 1, 1, SALT).select("g", "q_v").toPandas()
+    )  # safe: test
+    assert len(kept) == units
+    by_part = kept.groupby("g").size().reindex(range(parts), fill_value=0).to_numpy()
+    assert _uniform_pvalue(by_part.astype(float)) > ALPHA
+    biased = np.array([1, 2, 3, 4]) * units / 10  # a row-weighted choice would look like this
+    assert _uniform_pvalue(biased) < ALPHA
+    last = kept[kept["g"] == parts - 1]["q_v"].value_counts().reindex([1, 2, 4, 8], fill_value=0)
+    assert _uniform_pvalue(last.to_numpy().astype(float)) > ALPHA  # uniform row inside the pair
+
+
 def test_l0_keeps_a_uniformly_random_set_of_partitions(spark: Any) -> None:
     units, parts, l0 = 12_000, 6, 2  # every unit is in 6 partitions and keeps 2: 15 possible sets
     df = spark.range(units * parts).select(
         (F.col("id") / parts).cast("long").alias("pid"), (F.col("id") % parts).alias("g")
     )
-    out = bound_contributions(df, "pid", ["g"], [], max_partitions=l0, max_rows=1, salt=SALT)
+    out = pairs(bound_contributions(df, "pid", ["g"], [], max_partitions=l0, max_rows=1, salt=SALT))
     kept = (
         out.groupBy("pid").agg(F.sort_array(F.collect_list("g")).alias("s")).collect()
     )  # safe: test data
@@ -103,7 +133,9 @@ def test_linf_keeps_a_uniformly_random_set_of_rows(spark: Any) -> None:
         F.pow(F.lit(2.0), F.col("id") % rows).alias("v"),
     )
     value = ValueColumn("v", 0.0, 64.0, 1.0)
-    out = bound_contributions(df, "pid", ["g"], [value], max_partitions=1, max_rows=linf, salt=SALT)
+    out = pairs(
+        bound_contributions(df, "pid", ["g"], [value], max_partitions=1, max_rows=linf, salt=SALT)
+    )
     sums = [r["s_v"] for r in out.select("s_v").collect()]  # safe: test data
     kept = [tuple(i for i in range(rows) if s >> i & 1) for s in sums]
     counts = _subset_counts(kept, rows, linf)

@@ -163,3 +163,13 @@ def test_spark_submit_runs_the_demo(demo_path: str, tmp_path: Path) -> None:
         "persons_by_state_age_sex",
         "persons_by_county",
     ]
+
+
+def test_package_zips_the_three_packages(tmp_path: Path, capsys: Any) -> None:
+    import zipfile
+
+    target = tmp_path / "py.zip"
+    assert main(["package", "--output", str(target)]) == 0
+    names = set(zipfile.ZipFile(target).namelist())
+    assert {"dp_ops/samplers.py", "pipelines/release.py", "jobs/cli.py"} <= names
+    assert not any(n.startswith("tests/") for n in names)

@@ -132,3 +132,15 @@ def test_released_noise_matches_the_manifest_standard_deviation(spark: Any) -> N
         for wrong in (0.7 * claimed, 1.3 * claimed):  # controls: a 30% scale error is rejected
             assert abs(variance_z(errors, wrong**2, kurtosis)) > z, (noise, wrong)
         assert np.issubdtype(released.dtype, np.integer)
+
+
+def test_a_table_without_dimensions_is_one_total_cell_even_on_no_matching_data(spark: Any) -> None:
+    doc = base_spec()
+    doc["tables"][0]["dimensions"] = []
+    got = release(spark, doc, small(spark), noise=False).collect()  # safe: test data
+    assert len(got) == 1 and got[0]["count"] == 4  # Linf = 1: one row per unit
+    empty = small(spark).where("pid < 0")
+    zero = release(spark, doc, empty, noise=False).collect()
+    assert len(zero) == 1 and zero[0]["count"] == 0
+    noisy = release(spark, doc, empty).collect()
+    assert len(noisy) == 1 and isinstance(noisy[0]["count"], int)
