@@ -15,8 +15,10 @@ Duplicate rows tie, but they are interchangeable.
 
 Two physical plans, the same choice:
 
-* ``L0 = Linf = 1``: one hash aggregation per unit, ``min_by(row, (pair priority, row priority))``,
-  with map-side partial aggregation and no sort;
+* ``L0 = Linf = 1``: one hash aggregation per unit, ``min_by(row, key)`` with map-side partial
+  aggregation and no sort. ``key`` packs the top 32 bits of the pair priority above the top 32
+  bits of the row priority, so it orders by pair first, then by row; priorities that tie in 32
+  bits (probability 2^-32 per pair of candidates) only perturb uniformity, never a bound;
 * otherwise: one shuffle by unit and one sort by (unit, pair priority, partition, row priority)
   that serves both rankings (``row_number`` within the pair, ``dense_rank`` of pairs in the unit).
 """
@@ -89,9 +91,10 @@ def bound_contributions(
     out_cols = [unit, *dims, *[v.grid_name for v in values]]
     if max_partitions == 1 and max_rows == 1:
         payload = F.struct(*[F.col(c) for c in out_cols[1:]]) if len(out_cols) > 1 else F.lit(0)
-        chosen = rows.groupBy(unit).agg(
-            F.min_by(payload, F.struct(pair_prio.alias("p"), row_prio.alias("r"))).alias("_kept")
+        key = F.shiftleft(F.shiftright(pair_prio, 32), 32).bitwiseOR(
+            F.shiftrightunsigned(row_prio, 32)
         )
+        chosen = rows.groupBy(unit).agg(F.min_by(payload, key).alias("_kept"))
         fields = [F.col(f"_kept.{c}").alias(c) for c in out_cols[1:]]
         return chosen.select(F.col(unit), *fields, F.lit(1).alias(FIRST))
     ranked = (
