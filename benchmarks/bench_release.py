@@ -54,7 +54,7 @@ def spec_doc() -> dict[str, object]:
             {
                 "name": "bench",
                 "dimensions": CELL,
-                "partitions": {"type": "private", "mechanism": "laplace"},
+                "partitions": {"type": "private", "strategy": "laplace"},
                 "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
                 "metrics": ["count", {"sum": "income", "lower": 0, "upper": UPPER}],
             }
@@ -98,6 +98,7 @@ def main() -> None:
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.driver.bindAddress", "127.0.0.1")
         .config("spark.driver.host", "127.0.0.1")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

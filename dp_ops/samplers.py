@@ -202,3 +202,20 @@ def _as_signed_ints(values: np.ndarray) -> np.ndarray:
     if len(values) == 0 or int(max(abs(int(v)) for v in values)) < _SAFE:
         return values.astype(np.int64)
     return values
+
+
+def bernoulli_table(
+    streams: KeyedStreams, index: np.ndarray, hi: np.ndarray, lo: np.ndarray
+) -> np.ndarray:
+    """Bernoulli(p[index]) per stream, with p given as 128-bit fractions ``(hi, lo) / 2^128``.
+
+    Indices past the end of the table mean probability 1.
+    """
+    rows = np.arange(len(streams))
+    inside = index < len(hi)
+    clipped = np.minimum(index, len(hi) - 1)
+    w1 = streams.next_words(rows)
+    w2 = streams.next_words(rows)
+    h, low = hi[clipped], lo[clipped]
+    below = (w1 < h) | ((w1 == h) & (w2 < low))
+    return np.asarray(np.where(inside, below, True), dtype=bool)

@@ -6,7 +6,8 @@ probability is ``delta_adj = 1 - (1 - delta)^(1/L0)`` and the union over a unit'
 ``delta``. ``pre_threshold`` (P) never releases partitions with fewer than P units and otherwise
 behaves as if the count were ``n - P + 1``; it costs no budget.
 
-Two families live here:
+Three mechanisms live here: Laplace and Gaussian thresholding, and the truncated geometric
+mechanism (keep with probability p(n), optimal for L0 = 1). For the first two:
 
 * the closed-form thresholds of Google's library for continuous noise (``laplace_threshold``,
   ``gaussian_threshold``), kept as the reference and checked against its test vectors;
@@ -18,7 +19,11 @@ Two families live here:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from decimal import ROUND_FLOOR, Decimal, getcontext
 from fractions import Fraction
+
+import numpy as np
 
 SQRT2 = math.sqrt(2.0)
 
@@ -135,3 +140,63 @@ def keep_probability_laplace(scale: Fraction, threshold: int, count: int) -> flo
     if k >= 1:
         return discrete_laplace_tail(scale, k)
     return 1 - discrete_laplace_tail(scale, 1 - k)
+
+
+# --------------------------------------------------------------------------------------------
+# Truncated geometric ("near-optimal") partition selection, Desfontaines et al. (PoPETs 2022).
+
+TG_ROUNDING_SLACK = 2.0**-120
+"""Keep probabilities are stored as 128-bit fractions (error < 2^-128 each); the mechanism is built
+with delta_adj reduced by this slack so the rounded mechanism still meets the declared delta."""
+
+
+def _tg_parameters(
+    epsilon: float, delta: float, max_partitions: int, pre_threshold: int
+) -> tuple[Decimal, Decimal, int, Decimal]:
+    getcontext().prec = 60
+    eps = Decimal(epsilon) / max_partitions
+    d = Decimal(adjusted_delta(delta, max_partitions)) - Decimal(TG_ROUNDING_SLACK)
+    em1 = eps.exp() - 1
+    tanh = ((eps / 2).exp() - (-eps / 2).exp()) / ((eps / 2).exp() + (-eps / 2).exp())
+    c1 = pre_threshold + int(((1 + tanh * (1 / d - 1)).ln() / eps).to_integral_value(ROUND_FLOOR))
+    return eps, d, c1, em1
+
+
+def truncated_geometric_probabilities(
+    epsilon: float, delta: float, max_partitions: int, pre_threshold: int = 1
+) -> list[Decimal]:
+    """Keep probability p(n) for n = 0, 1, ..., c2 + 1 (p = 1 beyond), to 60 significant digits."""
+    eps, d, c1, em1 = _tg_parameters(epsilon, delta, max_partitions, pre_threshold)
+
+    def lower(n: int) -> Decimal:
+        return d * ((eps * (n - pre_threshold + 1)).exp() - 1) / em1
+
+    p_c1 = lower(c1)
+    c2 = c1 + int(((1 + em1 / d * (1 - p_c1)).ln() / eps).to_integral_value(ROUND_FLOOR))
+    probs: list[Decimal] = []
+    for n in range(c2 + 2):
+        if n < pre_threshold:
+            p = Decimal(0)
+        elif n <= c1:
+            p = lower(n)
+        elif n <= c2:
+            p = p_c1 + (1 - p_c1 + d / em1) * (1 - (-(eps * (n - c1))).exp())
+        else:
+            p = Decimal(1)
+        probs.append(min(Decimal(1), max(Decimal(0), p)))
+    return probs
+
+
+def truncated_geometric_c1(
+    epsilon: float, delta: float, max_partitions: int, pre_threshold: int = 1
+) -> int:
+    return _tg_parameters(epsilon, delta, max_partitions, pre_threshold)[2]
+
+
+def fixed_point_128(probs: Sequence[Decimal]) -> tuple[np.ndarray, np.ndarray]:
+    """floor(p * 2^128) of each probability as (high, low) uint64 words; p = 1 maps to all ones."""
+    top = (1 << 128) - 1
+    values = [min(top, int(p * (1 << 128))) for p in probs]
+    hi = np.array([v >> 64 for v in values], dtype=np.uint64)
+    lo = np.array([v & ((1 << 64) - 1) for v in values], dtype=np.uint64)
+    return hi, lo

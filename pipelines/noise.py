@@ -20,8 +20,8 @@ from pyspark.sql import functions as F
 
 from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import KeyedStreams, ids_from_digests, label_id
-from dp_ops.samplers import discrete_gaussian, discrete_laplace
-from pipelines.plan import NoiseParams
+from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
+from pipelines.plan import NoiseParams, TruncatedGeometric
 
 CELL = "_cell"
 
@@ -33,6 +33,19 @@ class NoiseJob:
     params: NoiseParams
     label: str
 
+    @property
+    def column(self) -> str:
+        return self.params.column
+
+
+@dataclass(frozen=True)
+class KeepJob:
+    """Turn ``column`` (distinct units) into 1 if the truncated geometric keeps it, else 0."""
+
+    column: str
+    table: TruncatedGeometric
+    label: str
+
 
 def draw(params: NoiseParams, streams: KeyedStreams) -> np.ndarray:
     if params.mechanism == "discrete_laplace":
@@ -40,8 +53,23 @@ def draw(params: NoiseParams, streams: KeyedStreams) -> np.ndarray:
     return discrete_gaussian(streams, params.parameter)
 
 
+def _apply_job(job: NoiseJob | KeepJob, streams: KeyedStreams, true: np.ndarray) -> np.ndarray:
+    if isinstance(job, KeepJob):
+        hi = np.array(job.table.hi, dtype=np.uint64)
+        lo = np.array(job.table.lo, dtype=np.uint64)
+        kept: np.ndarray = bernoulli_table(streams, true, hi, lo).astype(np.int64)
+        return kept
+    noise = draw(job.params, streams)
+    if noise.dtype == object:
+        raise InternalError(
+            "noise exceeds the 64-bit range; lower the granularity or raise epsilon"
+        )
+    noisy: np.ndarray = true + noise
+    return noisy
+
+
 def _noise_batches(
-    key: bytes, jobs: Sequence[NoiseJob]
+    key: bytes, jobs: Sequence[NoiseJob | KeepJob]
 ) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     labels = [(job, label_id(job.label)) for job in jobs]
 
@@ -54,26 +82,22 @@ def _noise_batches(
                 name: batch.column(i) for i, name in enumerate(batch.schema.names) if name != CELL
             }
             for job, lid in labels:
-                noise = draw(job.params, KeyedStreams(key, base ^ lid))
-                true = columns[job.params.column].to_numpy(zero_copy_only=False).astype(np.int64)
-                if noise.dtype == object:
-                    raise InternalError(
-                        "noise exceeds the 64-bit range; lower the granularity or raise epsilon"
-                    )
-                columns[job.params.column] = pa.array(true + noise, type=pa.int64())
+                true = columns[job.column].to_numpy(zero_copy_only=False).astype(np.int64)
+                out = _apply_job(job, KeyedStreams(key, base ^ lid), true)
+                columns[job.column] = pa.array(out, type=pa.int64())
             yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
     return apply
 
 
 def add_noise(
-    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob], key: bytes
+    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob], key: bytes
 ) -> DataFrame:
     """``df`` with each job's column replaced by its noisy value (long); other columns kept."""
     identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
     with_cell = df.withColumn(CELL, F.unhex(F.sha2(identity, 256)))
     out_schema = df.schema
     for job in jobs:
-        if job.params.column not in df.columns:
-            raise InternalError(f"noise planned for a missing column {job.params.column!r}")
+        if job.column not in df.columns:
+            raise InternalError(f"noise planned for a missing column {job.column!r}")
     return with_cell.mapInArrow(_noise_batches(key, jobs), out_schema)

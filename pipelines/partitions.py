@@ -4,8 +4,8 @@ Public keys are given, never read from the microdata: a cross product of declare
 inline list, or a file that :mod:`jobs` reads. Every public key is released (cells absent from the
 data get zeros, then noise) and data cells outside the public keys are dropped.
 
-Declared keys are checked against the input's column types in Python and turned into literals,
-so building them starts no Spark job and no Python worker.
+Declared keys are checked against the input's column types in Python and sent to Spark as small
+Arrow tables, so building them starts no Spark job and no Python worker.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import datetime as dt
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -63,13 +64,23 @@ def cross_product_keys(
     spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
 ) -> DataFrame:
     """All combinations of the declared domains, typed like the input's dimension columns."""
-    keys = spark.range(1).select()
+    frames = []
     for name, values in domains:
         dtype = schema[name].dataType
-        typed = [convert_key(v, dtype, f"domains.{name}") for v in values]
-        array = F.lit(typed).cast(T.ArrayType(dtype))  # one literal, however long the domain
-        keys = keys.crossJoin(spark.range(1).select(F.explode(array).alias(name)))
+        typed = {name: [convert_key(v, dtype, f"domains.{name}") for v in values]}
+        frames.append(_local_frame(spark, typed, schema))
+    keys = frames[0]
+    for frame in frames[1:]:
+        keys = keys.crossJoin(frame)
     return keys
+
+
+def _local_frame(
+    spark: SparkSession, columns: dict[str, list[Any]], schema: T.StructType
+) -> DataFrame:
+    """A small driver-side table sent to Spark through Arrow (no Python workers)."""
+    fields = T.StructType([T.StructField(n, schema[n].dataType) for n in columns])
+    return spark.createDataFrame(pd.DataFrame(columns), fields)
 
 
 def inline_keys(
@@ -82,12 +93,7 @@ def inline_keys(
         ]
         for j, d in enumerate(dims)
     }
-    arrays = [
-        F.lit(values).cast(T.ArrayType(schema[d].dataType)).alias(d)
-        for d, values in columns.items()
-    ]
-    zipped = spark.range(1).select(F.explode(F.arrays_zip(*arrays)).alias("k"))
-    return zipped.select(*[F.col(f"k.{d}").alias(d) for d in dims]).dropDuplicates(list(dims))
+    return _local_frame(spark, columns, schema).dropDuplicates(list(dims))
 
 
 def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> DataFrame:

@@ -65,13 +65,62 @@ class NoiseParams:
 
 
 @dataclass(frozen=True)
+class TruncatedGeometric:
+    """Keep probabilities p(n), n = 0..len-1, as 128-bit fractions; p = 1 beyond the table."""
+
+    hi: tuple[int, ...]
+    lo: tuple[int, ...]
+
+    def keep_probability(self, n: int) -> float:
+        if n >= len(self.hi):
+            return 1.0
+        return (self.hi[n] * 2.0**64 + self.lo[n]) / 2.0**128
+
+
+@dataclass(frozen=True)
 class SelectionPlan:
-    noise: NoiseParams
+    strategy: str
+    """post_aggregation, laplace, gaussian or truncated_geometric."""
     threshold: int
-    """Keep a partition iff n >= pre_threshold and (n - pre_threshold + 1) + noise >= threshold."""
+    """Thresholding: keep iff n >= pre_threshold and (n - pre_threshold + 1) + noise >= threshold.
+    For post_aggregation the noise is the released privacy_unit_count's own."""
     pre_threshold: int
     epsilon: Fraction
+    """Epsilon spent by selection alone (0 for post_aggregation: it is inside the unit count's)."""
     delta: Fraction
+    noise: NoiseParams | None = None
+    """Noise of the separate selection count (laplace, gaussian)."""
+    table: TruncatedGeometric | None = None
+
+    def keep_probability(self, n: int, units_noise: NoiseParams | None = None) -> float:
+        """P(a partition with n distinct units is released): for reports and tests."""
+        if n < self.pre_threshold:
+            return 0.0
+        if self.table is not None:
+            return self.table.keep_probability(n)
+        noise = self.noise or units_noise
+        if noise is None:
+            raise InternalError("post_aggregation selection needs the unit count's noise")
+        k = self.threshold - (n - self.pre_threshold + 1)  # released iff Z >= k
+        return noise_tail(noise, k)
+
+    def units_for_even_odds(self, units_noise: NoiseParams | None = None) -> int:
+        """Smallest number of units with a keep probability of at least 1/2."""
+        n = self.pre_threshold
+        while self.keep_probability(n, units_noise) < 0.5:
+            n += 1
+        return n
+
+
+def noise_tail(noise: NoiseParams, k: int) -> float:
+    """P(Z >= k) for the noise (an upper bound for the discrete Gaussian's upper tail)."""
+    if noise.mechanism == "discrete_laplace":
+        if k >= 1:
+            return selection.discrete_laplace_tail(noise.parameter, k)
+        return 1 - selection.discrete_laplace_tail(noise.parameter, 1 - k)
+    if k >= 0:
+        return min(1.0, selection.discrete_gaussian_tail_bound(noise.parameter, k))
+    return 1 - min(1.0, selection.discrete_gaussian_tail_bound(noise.parameter, 1 - k))
 
 
 @dataclass(frozen=True)
@@ -83,6 +132,10 @@ class TablePlan:
     measurements: tuple[NoiseParams, ...]
     values: tuple[ValueColumn, ...]
     selection: SelectionPlan | None
+
+    @property
+    def units_noise(self) -> NoiseParams | None:
+        return next((m for m in self.measurements if m.column == UNITS), None)
 
     @property
     def measurement_epsilon(self) -> Fraction:
@@ -148,78 +201,114 @@ def _sensitivities(
 
 
 def _measurements(
-    family: Family, sens: list[tuple[str, Sensitivity, float]], epsilon: Fraction, delta: Fraction
+    family: Family,
+    sens: list[tuple[str, Sensitivity, float]],
+    epsilon: Fraction,
+    delta: Fraction,
+    weights: list[Fraction],
 ) -> tuple[NoiseParams, ...]:
-    k = len(sens)
+    """Noise for each measurement; epsilon (Laplace) or rho (Gaussian) split by ``weights``."""
     if family == "laplace":
-        eps_i = epsilon / k
+        shares = accounting.split(epsilon, weights)
         return tuple(
-            NoiseParams(
-                c, "discrete_laplace", laplace_scale(s.l1, eps_i), s, eps_i, Fraction(0), unit
-            )
-            for c, s, unit in sens
+            NoiseParams(c, "discrete_laplace", laplace_scale(s.l1, e), s, e, Fraction(0), unit)
+            for (c, s, unit), e in zip(sens, shares, strict=True)
         )
-    rho_i = accounting.zcdp_rho(float(epsilon), float(delta)) / k
+    rhos = accounting.split(accounting.zcdp_rho(float(epsilon), float(delta)), weights)
     return tuple(
         NoiseParams(
-            c,
-            "discrete_gaussian",
-            gaussian_variance(s.l2_squared, rho_i),
-            s,
-            Fraction(0),
-            rho_i,
-            unit,
+            c, "discrete_gaussian", gaussian_variance(s.l2_squared, r), s, Fraction(0), r, unit
         )
-        for c, s, unit in sens
+        for (c, s, unit), r in zip(sens, rhos, strict=True)
     )
 
 
-def _selection(
-    p: PrivatePartitions, l0: int, family_delta_share: Fraction, eps: Fraction, delta: Fraction
+def _threshold(noise: NoiseParams, delta: Fraction, l0: int) -> int:
+    d = selection.adjusted_delta(float(delta), l0)
+    if noise.mechanism == "discrete_laplace":
+        return selection.discrete_laplace_threshold(noise.parameter, d)
+    return selection.discrete_gaussian_threshold(noise.parameter, d)
+
+
+def _separate_selection(
+    strategy: str, p: PrivatePartitions, l0: int, eps: Fraction, delta: Fraction
 ) -> SelectionPlan:
+    """Selection with its own budget (eps, delta): Laplace, Gaussian or truncated geometric."""
     sens = unit_count_sensitivity(l0)
-    if p.mechanism == "laplace":
-        scale = laplace_scale(sens.l1, eps)
-        threshold = selection.discrete_laplace_threshold(
-            scale, selection.adjusted_delta(float(delta), l0)
+    if strategy == "truncated_geometric":
+        probs = selection.truncated_geometric_probabilities(
+            float(eps), float(delta), l0, p.pre_threshold
         )
-        noise = NoiseParams("_select", "discrete_laplace", scale, sens, eps, Fraction(0))
-    else:
-        delta_noise = delta * family_delta_share
-        rho = accounting.zcdp_rho(float(eps), float(delta_noise))
-        variance = gaussian_variance(sens.l2_squared, rho)
-        delta_thr = float(delta - delta_noise)
-        threshold = selection.discrete_gaussian_threshold(
-            variance, selection.adjusted_delta(delta_thr, l0)
+        hi, lo = selection.fixed_point_128(probs)
+        table = TruncatedGeometric(tuple(int(x) for x in hi), tuple(int(x) for x in lo))
+        return SelectionPlan(strategy, 1, p.pre_threshold, eps, delta, table=table)
+    if strategy == "laplace":
+        noise = NoiseParams(
+            "_select", "discrete_laplace", laplace_scale(sens.l1, eps), sens, eps, Fraction(0)
         )
-        noise = NoiseParams("_select", "discrete_gaussian", variance, sens, eps, rho)
-    return SelectionPlan(noise, threshold, p.pre_threshold, eps, delta)
+        return SelectionPlan(
+            strategy, _threshold(noise, delta, l0), p.pre_threshold, eps, delta, noise
+        )
+    delta_noise = delta / 2
+    rho = accounting.zcdp_rho(float(eps), float(delta_noise))
+    noise = NoiseParams(
+        "_select", "discrete_gaussian", gaussian_variance(sens.l2_squared, rho), sens, eps, rho
+    )
+    threshold = _threshold(noise, delta - delta_noise, l0)
+    return SelectionPlan(strategy, threshold, p.pre_threshold, eps, delta, noise)
 
 
-def plan_table(table: TableSpec, epsilon: Fraction, delta: Fraction, family: Family) -> TablePlan:
+def plan_table(
+    table: TableSpec,
+    epsilon: Fraction,
+    delta: Fraction,
+    family: Family,
+    strategy: str | None = None,
+) -> TablePlan:
+    """Plan one table at (epsilon, delta) with the given noise family and selection strategy."""
     values = value_columns(table)
     sens = _sensitivities(table, values)
     chosen = table.partitions if isinstance(table.partitions, PrivatePartitions) else None
-    private = chosen is not None
-    if chosen is not None:
-        w_sel = Fraction(chosen.weight)
-        eps_sel, eps_meas = accounting.split(epsilon, [w_sel, len(sens)])
-    else:
-        eps_sel, eps_meas = Fraction(0), epsilon
-    if family == "gaussian":
-        delta_sel = delta / 2 if private else Fraction(0)
-    else:
-        delta_sel = delta if private else Fraction(0)
+    if chosen is None:
+        weights = [Fraction(1)] * len(sens)
+        measurements = _measurements(
+            family, sens, epsilon, delta if family == "gaussian" else Fraction(0), weights
+        )
+        spent_delta = delta if family == "gaussian" else Fraction(0)
+        return TablePlan(table, epsilon, spent_delta, family, measurements, values, None)
+    strategy = strategy or chosen.strategy
+    if strategy == "auto":
+        return _auto_selection(table, epsilon, delta, family, chosen)
+    l0 = table.bounds.max_partitions
+    delta_sel = delta / 2 if family == "gaussian" else delta
     delta_meas = delta - delta_sel
-    if family == "gaussian" and delta_meas <= 0:
-        raise InternalError("gaussian measurements planned without delta")
-    measurements = _measurements(family, sens, eps_meas, delta_meas)
-    sel = None
-    if chosen is not None:
-        sel = _selection(chosen, table.bounds.max_partitions, Fraction(1, 2), eps_sel, delta_sel)
-    if family == "laplace" and not private:
-        delta = Fraction(0)  # nothing in this table uses delta: it is not spent
-    return TablePlan(table, eps_sel + eps_meas, delta, family, measurements, values, sel)
+    w_sel = Fraction(chosen.weight)
+    if strategy == "post_aggregation":
+        # the unit count carries the selection's weight too: one noisy count does both jobs
+        weights = [Fraction(1) + (w_sel if c == UNITS else 0) for c, _, _ in sens]
+        measurements = _measurements(family, sens, epsilon, delta_meas, weights)
+        units = next(m for m in measurements if m.column == UNITS)
+        sel = SelectionPlan(
+            strategy, _threshold(units, delta_sel, l0), chosen.pre_threshold, Fraction(0), delta_sel
+        )
+        return TablePlan(table, epsilon, delta, family, measurements, values, sel)
+    eps_sel, eps_meas = accounting.split(epsilon, [w_sel, len(sens)])
+    measurements = _measurements(family, sens, eps_meas, delta_meas, [Fraction(1)] * len(sens))
+    sel = _separate_selection(strategy, chosen, l0, eps_sel, delta_sel)
+    return TablePlan(table, epsilon, delta, family, measurements, values, sel)
+
+
+def _auto_selection(
+    table: TableSpec, epsilon: Fraction, delta: Fraction, family: Family, p: PrivatePartitions
+) -> TablePlan:
+    """post_aggregation when the table releases the unit count; else the fewest units to keep."""
+    if any(m.kind == "privacy_unit_count" for m in table.metrics):
+        return plan_table(table, epsilon, delta, family, "post_aggregation")
+    options = [
+        plan_table(table, epsilon, delta, family, s)
+        for s in ("truncated_geometric", "laplace", "gaussian")
+    ]
+    return min(options, key=lambda t: t.selection.units_for_even_odds() if t.selection else 0)
 
 
 def _relative_variance(plan: TablePlan) -> float:

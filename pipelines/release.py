@@ -1,7 +1,8 @@
 """One table of a release, as a chain of DataFrame transformations.
 
 ``microdata -> bound_contributions -> aggregate_partitions -> public join | pre-threshold
--> add_noise (measurements and selection statistic) -> keep selected -> finalize``.
+-> add_noise (measurements, and the selection statistic unless the released unit count is it)
+-> keep selected -> finalize``.
 
 The result is lazy; because noise is keyed (see :mod:`pipelines.noise`), evaluating it twice gives
 the same released values.
@@ -19,7 +20,7 @@ from pyspark.sql import functions as F
 from dp_ops.keyed_stream import new_key
 from pipelines.aggregation import UNITS, aggregate_partitions, measure_columns
 from pipelines.bounding import bound_contributions
-from pipelines.noise import NoiseJob, add_noise
+from pipelines.noise import KeepJob, NoiseJob, add_noise
 from pipelines.partitions import join_public
 from pipelines.plan import TablePlan
 from pipelines.postprocess import finalize
@@ -76,22 +77,26 @@ def release_table(
     dims = list(plan.table.dimensions)
     measures = measure_columns(plan.values)
     cells = bounded_aggregates(df, plan, unit, secrets.salt)
-    jobs = [NoiseJob(m, f"{plan.table.name}/{m.column}") for m in plan.measurements]
+    name = plan.table.name
+    jobs: list[NoiseJob | KeepJob] = [NoiseJob(m, f"{name}/{m.column}") for m in plan.measurements]
     sel = plan.selection
     if sel is None:
         if public_keys is None and dims:
-            raise ValueError(
-                f"table {plan.table.name!r} has public partitions but no key DataFrame"
-            )
-        cells = (
-            join_public(cells, public_keys, dims, measures) if public_keys is not None else cells
-        )
+            raise ValueError(f"table {name!r} has public partitions but no key DataFrame")
+        cells = join_public(cells, public_keys, dims, measures)
     else:
-        cells = cells.where(F.col(UNITS) >= sel.pre_threshold).withColumn(
-            SELECT, F.col(UNITS) - F.lit(sel.pre_threshold - 1)
-        )
-        jobs.append(NoiseJob(sel.noise, f"{plan.table.name}/{SELECT}"))
+        cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
+        shifted = F.col(UNITS) - F.lit(sel.pre_threshold - 1)
+        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
+            cells = cells.withColumn(SELECT, F.col(UNITS))
+            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
+        elif sel.noise is not None:  # thresholding of a separate noisy count
+            cells = cells.withColumn(SELECT, shifted)
+            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
     noisy = add_noise(cells, dims, jobs, secrets.key) if add_noise_ else cells
     if sel is not None:
-        noisy = noisy.where(F.col(SELECT) >= sel.threshold).drop(SELECT)
+        if sel.strategy == "post_aggregation":  # the released unit count decides
+            noisy = noisy.where(F.col(UNITS) - F.lit(sel.pre_threshold - 1) >= sel.threshold)
+        else:
+            noisy = noisy.where(F.col(SELECT) >= sel.threshold).drop(SELECT)
     return finalize(noisy, plan, nonnegative)

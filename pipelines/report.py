@@ -6,6 +6,7 @@ import math
 from fractions import Fraction
 from typing import Any
 
+from dp_ops import selection
 from dp_ops.selection import normal_ppf
 from pipelines.plan import NoiseParams, ReleasePlan, TablePlan
 from pipelines.spec import PrivatePartitions
@@ -61,6 +62,36 @@ def _sum_report(t: TablePlan, column: str, confidence: float) -> dict[str, Any]:
     return out
 
 
+def selection_report(t: TablePlan, confidence: float) -> dict[str, Any]:
+    s = t.selection
+    if s is None:
+        return {"type": "public"}
+    out: dict[str, Any] = {
+        "type": "private",
+        "strategy": s.strategy,
+        "statistic": "distinct privacy units per partition, after bounding",
+        "pre_threshold": s.pre_threshold,
+        "epsilon": _num(s.epsilon),
+        "delta": _num(s.delta),
+        "units_for_even_odds": s.units_for_even_odds(t.units_noise),
+    }
+    if s.strategy == "truncated_geometric":
+        out["rule"] = "released with probability p(units); p = 0 below pre_threshold"
+        out["delta_rounding_slack"] = selection.TG_ROUNDING_SLACK
+        return out
+    out["threshold"] = s.threshold
+    out["rule"] = (
+        "released iff units >= pre_threshold and units - pre_threshold + 1 + noise >= threshold"
+    )
+    if s.strategy == "post_aggregation":
+        out["noise"] = "the released privacy_unit_count's own noise (no separate budget)"
+    elif s.noise is not None:
+        out["noise"] = {
+            k: v for k, v in noise_report(s.noise, confidence).items() if k != "epsilon"
+        }
+    return out
+
+
 def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
     metrics = []
     for m in t.table.metrics:
@@ -73,29 +104,15 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
                 "post-processing: noisy sum / max(noisy count, 1), clamped to bounds"
             )
             entry["derived_from"] = ["count", f"sum_{m.column}"]
+        elif m.kind == "sum":
+            entry.update(_sum_report(t, m.column or "", confidence))
         else:
-            column = {"count": "count", "privacy_unit_count": "privacy_unit_count"}.get(
-                m.kind, f"s_{m.column}"
-            )
-            entry.update(noise_report(t.noise_for(column), confidence))
+            entry.update(noise_report(t.noise_for(m.kind), confidence))
         metrics.append(entry)
     p = t.table.partitions
     partitions: dict[str, Any]
     if isinstance(p, PrivatePartitions) and t.selection is not None:
-        s = t.selection
-        partitions = {
-            "type": "private",
-            "statistic": "distinct privacy units per partition, after bounding",
-            "threshold": s.threshold,
-            "pre_threshold": s.pre_threshold,
-            "rule": (
-                "released iff units >= pre_threshold and "
-                "units - pre_threshold + 1 + noise >= threshold"
-            ),
-            "epsilon": _num(s.epsilon),
-            "delta": _num(s.delta),
-            **{k: v for k, v in noise_report(s.noise, confidence).items() if k not in ("epsilon",)},
-        }
+        partitions = selection_report(t, confidence)
     else:
         partitions = {"type": "public", "source": getattr(p, "source", "inline")}
     return {

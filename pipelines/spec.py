@@ -75,10 +75,17 @@ class PublicPartitions:
     format: Literal["parquet", "csv"] = "csv"
 
 
+SELECTION_STRATEGIES = ("auto", "post_aggregation", "laplace", "gaussian", "truncated_geometric")
+
+
 @dataclass(frozen=True)
 class PrivatePartitions:
-    mechanism: Literal["laplace", "gaussian"] = "laplace"
-    """Noise on the distinct-unit count that decides which partitions are released."""
+    strategy: str = "auto"
+    """How partitions are selected. ``post_aggregation``: the released noisy distinct-unit count is
+    also the selection statistic (needs ``privacy_unit_count``; no budget is split off);
+    ``laplace`` / ``gaussian``: thresholding of a separate noisy count; ``truncated_geometric``:
+    keep with the optimal probability p(n). ``auto``: post_aggregation when the table releases
+    ``privacy_unit_count``, else whichever keeps partitions from the fewest units."""
     pre_threshold: int = 1
     """Partitions with fewer distinct units than this are never released (free of budget)."""
     weight: float = 1.0
@@ -237,14 +244,12 @@ def parse_partitions(raw: Any, where: str) -> PublicPartitions | PrivatePartitio
     m = _mapping(raw, where)
     kind = _choice(m.get("type"), ("public", "private"), f"{where}.type")
     if kind == "private":
-        _only(m, ("type", "mechanism", "pre_threshold", "weight"), where)
+        _only(m, ("type", "strategy", "pre_threshold", "weight"), where)
         weight = _number(m.get("weight", 1.0), f"{where}.weight")
         if weight <= 0:
             raise _fail(f"{where}.weight", "must be > 0")
         return PrivatePartitions(
-            mechanism=_choice(
-                m.get("mechanism", "laplace"), ("laplace", "gaussian"), f"{where}.mechanism"
-            ),
+            strategy=_choice(m.get("strategy", "auto"), SELECTION_STRATEGIES, f"{where}.strategy"),
             pre_threshold=_positive_int(m.get("pre_threshold", 1), f"{where}.pre_threshold"),
             weight=weight,
         )
@@ -377,6 +382,15 @@ def _check_cross_references(spec: ReleaseSpec) -> None:
         if spec.input.privacy_unit in table.dimensions:
             raise _fail(f"{where}.dimensions", "must not contain the privacy unit column")
         p = table.partitions
+        if (
+            isinstance(p, PrivatePartitions)
+            and p.strategy == "post_aggregation"
+            and not any(m.kind == "privacy_unit_count" for m in table.metrics)
+        ):
+            raise _fail(
+                f"{where}.partitions.strategy",
+                "post_aggregation needs the privacy_unit_count metric",
+            )
         if isinstance(p, PrivatePartitions) and spec.budget.delta == 0:
             raise _fail(
                 f"{where}.partitions",

@@ -28,6 +28,24 @@ def test_threshold_vectors(eps: float, delta: float, l0: int, lap: float, gauss:
     assert selection.gaussian_threshold(eps, delta, l0) == pytest.approx(gauss, rel=1e-3)
 
 
+TG_VECTORS = [  # epsilon, delta, L0, c1, p(n) for n = 1, 2, 5, 10, 20, 40
+    (1.0, 1e-5, 1, 11, (1.000e-5, 3.718e-5, 8.579e-4, 1.282e-1, 9.999e-1, 1.0)),
+    (1.0, 1e-5, 5, 55, (2.000e-6, 4.443e-6, 1.552e-5, 5.771e-5, 4.842e-4, 2.692e-2)),
+    (0.5, 1e-8, 3, 103, (3.333e-9, 7.271e-9, 2.391e-8, 7.893e-8, 4.968e-7, 1.442e-5)),
+]
+
+
+@pytest.mark.parametrize(("eps", "delta", "l0", "c1", "probs"), TG_VECTORS)
+def test_truncated_geometric_vectors(
+    eps: float, delta: float, l0: int, c1: int, probs: tuple[float, ...]
+) -> None:
+    assert selection.truncated_geometric_c1(eps, delta, l0) == c1
+    table = selection.truncated_geometric_probabilities(eps, delta, l0)
+    for n, expected in zip((1, 2, 5, 10, 20, 40), probs, strict=True):
+        got = float(table[n]) if n < len(table) else 1.0
+        assert got == pytest.approx(expected, rel=2e-3, abs=1e-4 if expected > 0.9 else 0)
+
+
 def test_pre_threshold_shifts_the_laplace_threshold() -> None:
     assert selection.laplace_threshold(1, 1e-5, 1, pre_threshold=10) == pytest.approx(
         20.819778, abs=1e-6

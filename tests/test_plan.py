@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from dp_ops import accounting
+from dp_ops.errors import SpecError
 from pipelines.plan import plan_release
 from pipelines.spec import parse_spec
 from tests.conftest import base_spec
@@ -93,3 +94,63 @@ def test_auto_picks_laplace_for_a_single_low_l0_measurement() -> None:
     plan = plan_release(spec_with("auto", 1e-6, False, ["count"]))
     assert plan.tables[0].family == "laplace"
     assert plan.tables[0].delta == 0
+
+
+def _private_plan(strategy: str, metrics: list[Any], l0: int = 1) -> Any:
+    doc = base_spec(budget={"epsilon": 1.0, "delta": 1e-6}, noise="laplace")
+    t = doc["tables"][0]
+    t["partitions"] = {"type": "private", "strategy": strategy}
+    t["metrics"] = metrics
+    t["bounds"] = {"max_partitions": l0, "max_rows_per_partition": 1}
+    return plan_release(parse_spec(doc)).tables[0]
+
+
+@pytest.mark.parametrize("l0", [1, 5])
+def test_auto_selection_gives_the_lowest_error_and_keeps_the_most_partitions(l0: int) -> None:
+    metrics = ["privacy_unit_count", "count"]
+    auto = _private_plan("auto", metrics, l0)
+    assert auto.selection.strategy == "post_aggregation"
+    auto_sd = auto.noise_for("privacy_unit_count").sd()[0]
+    auto_n50 = auto.selection.units_for_even_odds(auto.units_noise)
+    for strategy in ("laplace", "gaussian", "truncated_geometric"):
+        other = _private_plan(strategy, metrics, l0)
+        assert auto_sd < other.noise_for("privacy_unit_count").sd()[0], strategy
+        assert auto_n50 <= other.selection.units_for_even_odds(other.units_noise), strategy
+    # without a released unit count, auto takes the strategy that needs the fewest units
+    plain = _private_plan("auto", ["count"], l0)
+    best = min(
+        _private_plan(s, ["count"], l0).selection.units_for_even_odds()
+        for s in ("laplace", "gaussian", "truncated_geometric")
+    )
+    assert plain.selection.units_for_even_odds() == best
+
+
+@pytest.mark.parametrize(
+    "strategy", ["post_aggregation", "laplace", "gaussian", "truncated_geometric"]
+)
+@pytest.mark.parametrize("noise", ["laplace", "gaussian"])
+def test_every_selection_strategy_spends_exactly_the_table_budget(
+    strategy: str, noise: str
+) -> None:
+    doc = base_spec(budget={"epsilon": 1.5, "delta": 1e-6}, noise=noise)
+    t = doc["tables"][0]
+    t["partitions"] = {"type": "private", "strategy": strategy, "weight": 2}
+    t["metrics"] = ["privacy_unit_count", {"mean": "v", "lower": 0, "upper": 5}]
+    plan = plan_release(parse_spec(doc))
+    tp = plan.tables[0]
+    assert plan.epsilon == Fraction(1.5) and plan.delta == Fraction(1e-6)
+    if noise == "laplace":
+        assert sum(m.epsilon for m in tp.measurements) + tp.selection.epsilon == tp.epsilon
+    assert tp.selection.strategy == strategy
+    if strategy == "post_aggregation":
+        assert tp.selection.epsilon == 0  # inside the unit count's own budget
+        shares = [m.epsilon or m.rho for m in tp.measurements]
+        units = tp.noise_for("privacy_unit_count")
+        assert (units.epsilon or units.rho) == 3 * min(shares)  # weight 1 + selection weight 2
+
+
+def test_post_aggregation_needs_the_unit_count() -> None:
+    doc = base_spec()
+    doc["tables"][0]["partitions"] = {"type": "private", "strategy": "post_aggregation"}
+    with pytest.raises(SpecError, match="post_aggregation needs the privacy_unit_count metric"):
+        parse_spec(doc)
