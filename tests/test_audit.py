@@ -13,8 +13,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from dp_ops import accounting
 from dp_ops.keyed_stream import KeyedStreams, new_key
-from dp_ops.rational import laplace_scale
+from dp_ops.rational import gaussian_variance, laplace_scale
 from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
 from dp_ops.selection import truncated_geometric_probabilities
 from pipelines.plan import NoiseParams, SelectionPlan, TruncatedGeometric, plan_release
@@ -97,18 +98,37 @@ def test_keep_rate_test_catches_an_off_by_one_threshold() -> None:
     assert not lo <= kept <= hi
 
 
-def test_truncated_geometric_epsilon_lower_bound_and_control() -> None:
-    sel, _ = _selection_plan("truncated_geometric")
-    assert sel.table is not None
+@pytest.mark.parametrize("strategy", ["truncated_geometric", "laplace"])
+def test_selection_epsilon_lower_bound_and_control(strategy: str) -> None:
+    sel, units = _selection_plan(strategy)
+    claim = float(sel.epsilon)
     n = 400_000
-    c = 10  # neighbours: 10 vs 11 units (ratio e^epsilon in the geometric regime)
-    a = _simulate_keep(sel, None, c + 1, n).astype(float)
-    b = _simulate_keep(sel, None, c, n).astype(float)
-    assert epsilon_lower_bound(a, b, [0.5], delta=1e-5) <= 1.0
-    doubled = _selection_plan("truncated_geometric", eps=2.2)[0]  # planted bug: twice the epsilon
-    a2 = _simulate_keep(doubled, None, c + 1, n).astype(float)
-    b2 = _simulate_keep(doubled, None, c, n).astype(float)
-    assert epsilon_lower_bound(a2, b2, [0.5], delta=1e-5) > 1.0
+    c = sel.units_for_even_odds(units) - 1  # neighbours c vs c + 1 units, where keep rates move
+    a = _simulate_keep(sel, units, c + 1, n).astype(float)
+    b = _simulate_keep(sel, units, c, n).astype(float)
+    assert epsilon_lower_bound(a, b, [0.5], delta=float(sel.delta)) <= claim
+    loose = _selection_plan(strategy, eps=4.0)[
+        0
+    ]  # planted bug: selection built with 4x the epsilon
+    c2 = loose.units_for_even_odds(units) - 1
+    a2 = _simulate_keep(loose, units, c2 + 1, n).astype(float)
+    b2 = _simulate_keep(loose, units, c2, n).astype(float)
+    assert epsilon_lower_bound(a2, b2, [0.5], delta=float(sel.delta)) > claim
+
+
+def test_discrete_gaussian_epsilon_lower_bound_and_control() -> None:
+    rho, delta = 0.125, 1e-3  # sigma = 2 for sensitivity 1
+    claim = accounting.zcdp_epsilon(rho, delta)
+    n = 400_000
+    variance = gaussian_variance(1, rho)
+    cuts = list(range(0, 9))
+    d0 = discrete_gaussian(streams(n), variance)
+    d1 = 1 + discrete_gaussian(streams(n), variance)
+    assert epsilon_lower_bound(d1, d0, cuts, delta=delta) <= claim
+    bad = gaussian_variance(1, 4 * rho)  # planted bug: sigma halved
+    b0 = discrete_gaussian(streams(n), bad)
+    b1 = 1 + discrete_gaussian(streams(n), bad)
+    assert epsilon_lower_bound(b1, b0, cuts, delta=delta) > claim
 
 
 def test_whole_pipeline_replicates_stay_within_the_claimed_epsilon(spark: Any) -> None:

@@ -173,3 +173,34 @@ def test_package_zips_the_three_packages(tmp_path: Path, capsys: Any) -> None:
     names = set(zipfile.ZipFile(target).namelist())
     assert {"dp_ops/samplers.py", "pipelines/release.py", "jobs/cli.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
+
+
+def test_csv_input_keys_file_and_csv_output(tmp_path: Path, spark: Any, capsys: Any) -> None:
+    import yaml
+
+    data = tmp_path / "in.csv"
+    data.write_text("pid,g,v\n1,a,2.5\n2,a,3.0\n3,b,1.0\n4,zz,9.0\n")
+    keys = tmp_path / "keys.csv"
+    keys.write_text("g\na\nb\nc\n")
+    doc = {
+        "input": {"path": str(data), "format": "csv", "privacy_unit": "pid"},
+        "budget": {"epsilon": 1.0},
+        "output": {"path": str(tmp_path / "out"), "format": "csv"},
+        "tables": [
+            {
+                "name": "by_g",
+                "dimensions": ["g"],
+                "partitions": {"type": "public", "path": str(keys), "format": "csv"},
+                "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                "metrics": ["count", {"sum": "v", "lower": 0, "upper": 5}],
+            }
+        ],
+    }
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["run", str(spec), "--release-id", "csv1"]) == 0, capsys.readouterr().err
+    out = spark.read.option("header", "true").csv(str(tmp_path / "out" / "csv1" / "by_g"))
+    assert sorted(r["g"] for r in out.collect()) == ["a", "b", "c"]  # safe: released table
+    assert out.columns == ["g", "count", "sum_v"]
+    manifest = json.loads((tmp_path / "out" / "csv1" / "manifest.json").read_text())
+    assert manifest["tables"][0]["format"] == "csv" and manifest["tables"][0]["released_cells"] == 3
