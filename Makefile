@@ -32,6 +32,8 @@ test: lint
 	$(BIN)/pytest
 
 bench: setup
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/python benchmarks/bench_samplers.py --draws 1000000
 	$(BIN)/python benchmarks/bench_release.py --rows 1000000 10000000
 
 clean:

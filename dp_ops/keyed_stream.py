@@ -12,6 +12,10 @@ function. Two consequences:
 The key comes from the operating system's CSPRNG (:func:`new_key`) and must never be logged.
 Cell identities are 128-bit values (the first half of a SHA-256 of the cell's canonical key);
 the chance that two cells of one release collide is below 2^-60 even at 10^9 cells.
+
+Words are produced ahead, ``BLOCK_WORDS`` per stream in one AES call, and handed out by position;
+a stream that runs out is refilled with its next counters, so the words it receives are the same
+however they are buffered.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from dp_ops.errors import InternalError
 
 KEY_BYTES = 32
+BLOCK_WORDS = 16  # words encrypted ahead per stream (8 AES blocks)
 _U64 = np.uint64
 
 
@@ -60,38 +65,39 @@ class KeyedStreams:
             raise InternalError("stream key must be 32 bytes")
         if ids.ndim != 2 or ids.shape[1] != 2:
             raise InternalError("stream ids must have shape (n, 2)")
-        self._key = key
+        self._cipher = Cipher(algorithms.AES(key), modes.ECB())
         self._ids = ids.astype(_U64, copy=True)
-        self._block = np.zeros(len(ids), dtype=_U64)  # next block counter per row
-        self._spare = np.zeros(len(ids), dtype=_U64)  # second word of the last block
-        self._has_spare = np.zeros(len(ids), dtype=bool)
+        n = len(ids)
+        self._buffer = np.empty((BLOCK_WORDS, n), dtype=_U64)  # position-major: rounds read rows
+        self._pos = np.full(n, BLOCK_WORDS, dtype=np.intp)  # empty: filled on first use
+        self._refills = np.zeros(n, dtype=_U64)  # how many buffers each row consumed
+        if n:
+            self._fill(np.arange(n))
 
     def __len__(self) -> int:
         return len(self._ids)
 
-    def _encrypt(self, rows: np.ndarray) -> np.ndarray:
-        plain = np.empty((len(rows), 2), dtype="<u8")
-        plain[:, 0] = self._ids[rows, 0]
+    def _fill(self, rows: np.ndarray) -> None:
+        blocks = BLOCK_WORDS // 2
+        plain = np.empty((len(rows), blocks, 2), dtype="<u8")
+        plain[:, :, 0] = self._ids[rows, 0][:, None]
+        counters = self._refills[rows][:, None] * _U64(blocks) + np.arange(blocks, dtype=_U64)
         with np.errstate(over="ignore"):
-            plain[:, 1] = self._ids[rows, 1] + self._block[rows]
-        self._block[rows] += _U64(1)
-        encryptor = Cipher(algorithms.AES(self._key), modes.ECB()).encryptor()
+            plain[:, :, 1] = self._ids[rows, 1][:, None] + counters
+        encryptor = self._cipher.encryptor()
         cipher = encryptor.update(plain.tobytes()) + encryptor.finalize()
-        return np.frombuffer(cipher, dtype="<u8").reshape(len(rows), 2)
+        self._buffer[:, rows] = np.frombuffer(cipher, dtype="<u8").reshape(len(rows), BLOCK_WORDS).T
+        self._refills[rows] += _U64(1)
+        self._pos[rows] = 0
 
     def next_words(self, rows: np.ndarray) -> np.ndarray:
         """One uniformly random uint64 for each row index in ``rows`` (distinct indices)."""
         rows = np.asarray(rows, dtype=np.intp)
-        out = np.empty(len(rows), dtype=_U64)
-        spare = self._has_spare[rows]
-        if spare.any():
-            take = rows[spare]
-            out[spare] = self._spare[take]
-            self._has_spare[take] = False
-        need = rows[~spare]
-        if len(need):
-            blocks = self._encrypt(need)
-            out[~spare] = blocks[:, 0]
-            self._spare[need] = blocks[:, 1]
-            self._has_spare[need] = True
+        pos = self._pos[rows]
+        empty = pos >= BLOCK_WORDS
+        if empty.any():
+            self._fill(rows[empty])
+            pos = self._pos[rows]
+        self._pos[rows] = pos + 1
+        out: np.ndarray = self._buffer[pos, rows]
         return out

@@ -41,6 +41,8 @@ def uniform_below(streams: KeyedStreams, rows: np.ndarray, n: np.ndarray) -> np.
     if n.dtype == object and len(n) and int(max(n)) >= _SAFE:
         return _uniform_below_big(streams, rows, n)
     n64 = n.astype(_U64)
+    if len(n64) and int(n64.max()) < (1 << 32):
+        return _uniform_below_32(streams, rows, n64)
     out = np.empty(len(rows), dtype=np.int64)
     # Accept words w >= (2^64 mod n): the accepted range has a length divisible by n.
     with np.errstate(over="ignore"):
@@ -50,6 +52,31 @@ def uniform_below(streams: KeyedStreams, rows: np.ndarray, n: np.ndarray) -> np.
         words = streams.next_words(rows[todo])
         ok = words >= reject_below[todo]
         out[todo[ok]] = (words[ok] % n64[todo[ok]]).astype(np.int64)
+        todo = todo[~ok]
+    return out
+
+
+def _uniform_below_32(streams: KeyedStreams, rows: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Lemire's nearly divisionless method for bounds below 2^32 (exactly uniform).
+
+    ``m = x * n`` for a uniform 32-bit ``x``; ``m >> 32`` is uniform on [0, n) once the rare
+    ``m mod 2^32 < (2^32 - n) mod n`` cases are rejected; the modulo is only computed for them.
+    """
+    out = np.empty(len(rows), dtype=np.int64)
+    todo = np.arange(len(rows))
+    low_mask = _U64(0xFFFFFFFF)
+    while len(todo):
+        words = streams.next_words(rows[todo])
+        bound = n[todo]
+        m = (words & low_mask) * bound
+        low = m & low_mask
+        ok = low >= bound  # certainly accepted
+        maybe = ~ok
+        if maybe.any():
+            b = bound[maybe]
+            threshold = ((_U64(1) << _U64(32)) - b) % b
+            ok[maybe] = low[maybe] >= threshold
+        out[todo[ok]] = (m[ok] >> _U64(32)).astype(np.int64)
         todo = todo[~ok]
     return out
 
