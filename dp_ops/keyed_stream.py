@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from dp_ops.errors import InternalError
 
 KEY_BYTES = 32
-BLOCK_WORDS = 16  # words encrypted ahead per stream (8 AES blocks)
+BLOCK_WORDS = 8  # words encrypted ahead per stream (4 AES blocks)
 _U64 = np.uint64
 
 

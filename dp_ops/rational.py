@@ -2,8 +2,9 @@
 
 The samplers take their scale as an exact fraction. Requested scales come from floats (epsilon,
 bounds), so they are converted with :class:`fractions.Fraction` (exact for a float) and rounded
-**up** onto a grid of ``1/2^20``: the noise is never smaller than requested, and the privacy spent
-is never larger than allocated.
+**up** to a relative precision of ``2^-20`` (the denominator is a power of two chosen so the
+numerator has about 20 bits): the noise is never smaller than requested, the privacy spent is never
+larger than allocated, and the samplers' integers stay small enough for 64-bit arithmetic.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from fractions import Fraction
 
 Rational = Fraction
 
-GRID_BITS = 20
+RELATIVE_BITS = 20
 
 
-def round_up(value: float | Fraction, grid_bits: int = GRID_BITS) -> Fraction:
-    """The smallest multiple of ``2^-grid_bits`` that is >= ``value`` (which must be > 0)."""
+def round_up(value: float | Fraction, relative_bits: int = RELATIVE_BITS) -> Fraction:
+    """The smallest multiple of ``2^-k`` that is >= ``value`` (> 0), with ``k >= 0`` chosen so
+    the result is within a factor ``1 + 2^-relative_bits`` of ``value``."""
     exact = Fraction(value)
     if exact <= 0:
         raise ValueError("a noise scale must be positive")
-    denominator = 1 << grid_bits
+    magnitude = math.floor(math.log2(exact.numerator) - math.log2(exact.denominator))
+    bits = max(0, relative_bits - magnitude)
+    denominator = 1 << bits
     return Fraction(math.ceil(exact * denominator), denominator)
 
 

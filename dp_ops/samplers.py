@@ -211,18 +211,30 @@ def discrete_gaussian(streams: KeyedStreams, variance: Rational) -> np.ndarray:
     n2, d2 = variance.numerator, variance.denominator
     t = isqrt(n2 // d2) + 1
     rows_all = np.arange(len(streams))
-    out = np.zeros(len(rows_all), dtype=object)
+    out = np.zeros(len(rows_all), dtype=np.int64)
     todo = rows_all
+    den_value = 2 * n2 * d2 * t * t
     while len(todo):
-        y = _discrete_laplace_rows(streams, todo, t, 1).astype(object)
-        # gamma = (|y| t d2 - n2)^2 / (2 n2 d2 t^2), in exact integers
-        gap = np.abs(y) * (t * d2) - n2
-        num = gap * gap
-        den = np.full(len(todo), 2 * n2 * d2 * t * t, dtype=object)
+        y = _discrete_laplace_rows(streams, todo, t, 1)
+        # gamma = (|y| t d2 - n2)^2 / (2 n2 d2 t^2), in exact integers: int64 when it fits
+        if (
+            y.dtype != object
+            and den_value < _SAFE
+            and int(np.abs(y).max()) * t * d2 + n2 < (1 << 31)
+        ):
+            gap = np.abs(y) * (t * d2) - n2
+            num: np.ndarray = gap * gap
+            den = np.full(len(todo), den_value, dtype=np.int64)
+        else:
+            gap = np.abs(y.astype(object)) * (t * d2) - n2
+            num = gap * gap
+            den = np.full(len(todo), den_value, dtype=object)
         accept = bernoulli_exp(streams, todo, num, den)
+        if y.dtype == object and out.dtype != object:
+            out = out.astype(object)
         out[todo[accept]] = y[accept]
         todo = todo[~accept]
-    return _as_signed_ints(out)
+    return _as_signed_ints(out) if out.dtype == object else out
 
 
 def _as_signed_ints(values: np.ndarray) -> np.ndarray:

@@ -79,7 +79,7 @@ def test_noise_scales_follow_sensitivity_over_epsilon() -> None:
     eps_each = t.epsilon / 3
     count = t.noise_for("count")
     assert count.sensitivity.l1 == 6
-    assert count.parameter >= 6 / eps_each and count.parameter - 6 / eps_each < Fraction(1, 2**20)
+    assert 6 / eps_each <= count.parameter < 6 / eps_each * (1 + Fraction(1, 2**20))
     units = t.noise_for("privacy_unit_count")
     assert units.sensitivity.l1 == 2
     s = t.noise_for("s_v")

@@ -99,8 +99,12 @@ def test_bernoulli_exp_hits_its_probability() -> None:
 
 
 def test_scales_are_rounded_towards_more_noise() -> None:
+    exact = Rational(3) / Rational(0.7)
     s = laplace_scale(3, 0.7)
-    assert s >= Rational(3) / Rational(0.7) and s - Rational(3) / Rational(0.7) < Rational(1, 2**20)
+    assert exact <= s < exact * (1 + Rational(1, 2**20))
+    assert round_up(1e9).denominator == 1 and round_up(1e-3) < Rational(1, 1000) * (
+        1 + Rational(1, 2**20)
+    )
     v = gaussian_variance(2, 0.01)
     assert v >= Rational(2) / (2 * Rational(0.01))
     with pytest.raises(ValueError, match="positive"):
