@@ -8,7 +8,7 @@ granted for an (epsilon, delta) target is a lower bracket.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 
 
@@ -19,6 +19,23 @@ def split(total: Fraction, weights: Sequence[float | Fraction]) -> list[Fraction
         raise ValueError("budget weights must be positive")
     whole = sum(exact, Fraction(0))
     return [total * w / whole for w in exact]
+
+
+def _golden_min(f: Callable[[float], float], lo: float, hi: float, steps: int = 150) -> float:
+    """The smallest value of ``f`` found by golden-section search on ``[lo, hi]``."""
+    ratio = (math.sqrt(5) - 1) / 2
+    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
+    fa, fb = f(a), f(b)
+    for _ in range(steps):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - ratio * (hi - lo)
+            fa = f(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + ratio * (hi - lo)
+            fb = f(b)
+    return min(fa, fb)
 
 
 def _log_delta(rho: float, epsilon: float, alpha: float) -> float:
@@ -36,24 +53,8 @@ def zcdp_delta(rho: float, epsilon: float) -> float:
     """
     if rho <= 0:
         return 0.0
-    lo, hi = -30.0, 30.0
-    ratio = (math.sqrt(5) - 1) / 2
-
-    def f(x: float) -> float:
-        return _log_delta(rho, epsilon, 1 + math.exp(x))
-
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = f(a), f(b)
-    for _ in range(200):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = f(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = f(b)
-    return min(1.0, math.exp(min(fa, fb)))
+    best = _golden_min(lambda x: _log_delta(rho, epsilon, 1 + math.exp(x)), -30.0, 30.0, 200)
+    return min(1.0, math.exp(best))
 
 
 def _epsilon_at(rho: float, log_inv_delta: float, alpha: float) -> float:
@@ -74,25 +75,9 @@ def zcdp_epsilon(rho: float, delta: float) -> float:
     if not 0 < delta < 1:
         raise ValueError("delta must lie in (0, 1) to convert zCDP to (epsilon, delta)-DP")
     log_inv_delta = -math.log(delta)
-    ratio = (math.sqrt(5) - 1) / 2
-    lo, hi = -30.0, 30.0
-
-    def f(x: float) -> float:
-        return _epsilon_at(rho, log_inv_delta, 1 + math.exp(x))
-
-    a, b = hi - ratio * (hi - lo), lo + ratio * (hi - lo)
-    fa, fb = f(a), f(b)
-    for _ in range(150):
-        if fa < fb:
-            hi, b, fb = b, a, fa
-            a = hi - ratio * (hi - lo)
-            fa = f(a)
-        else:
-            lo, a, fa = a, b, fb
-            b = lo + ratio * (hi - lo)
-            fb = f(b)
+    best = _golden_min(lambda x: _epsilon_at(rho, log_inv_delta, 1 + math.exp(x)), -30.0, 30.0)
     simple = rho + 2 * math.sqrt(rho * log_inv_delta)  # Bun-Steinke bound, also valid
-    return min(fa, fb, simple)
+    return min(best, simple)
 
 
 def zcdp_rho(epsilon: float, delta: float) -> Fraction:
