@@ -43,6 +43,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
     run.add_argument("--spark-profile", help="YAML file of Spark settings (conf/spark/*.yaml)")
+    run.add_argument("--ledger", help="override ledger.path (the SQLite budget ledger)")
+
+    budget = sub.add_parser("budget", help="lifetime budgets of datasets in a ledger")
+    budget.add_argument("action", choices=["init", "show"])
+    budget.add_argument("dataset")
+    budget.add_argument("--ledger", required=True, help="the ledger file (SQLite)")
+    budget.add_argument("--epsilon", type=float, help="lifetime epsilon (init)")
+    budget.add_argument("--delta", type=float, default=0.0, help="lifetime delta (init)")
 
     gen = sub.add_parser(
         "generate-demo", help="write deterministic synthetic census-style microdata"
@@ -62,15 +70,19 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from jobs.config import load_spec
-    from jobs.runner import run_release
+    from jobs.runner import new_release_id, preflight, run_release
     from jobs.session import get_session
 
     spec_path = args.config or args.spec
     if not spec_path:
         raise SystemExit("dprelease run: give the spec path (or --config PATH)")
-    spec = load_spec(spec_path, input_path=args.input, output_path=args.output)
+    spec = load_spec(
+        spec_path, input_path=args.input, output_path=args.output, ledger_path=args.ledger
+    )
+    release_id = args.release_id or new_release_id()
+    preflight(spec, release_id)  # plan and ledger refusal before Spark starts
     spark = get_session(args.master, args.spark_profile)
-    outcome = run_release(spark, spec, args.release_id)
+    outcome = run_release(spark, spec, release_id)
     if outcome.already_released:
         print(f"release {outcome.release_id} already exists at {outcome.path}; nothing done")
     else:
@@ -89,6 +101,29 @@ def _generate(args: argparse.Namespace) -> int:
     start = time.monotonic()
     demo_microdata(spark, args.rows, args.partitions).write.mode("overwrite").parquet(args.output)
     print(f"wrote {args.rows} demo rows to {args.output} in {time.monotonic() - start:.1f} s")
+    return EXIT_OK
+
+
+def _budget(args: argparse.Namespace) -> int:
+    from fractions import Fraction
+
+    from dp_ops.errors import SpecError
+    from jobs.ledger import Budget, Ledger
+
+    ledger = Ledger(args.ledger)
+    if args.action == "init":
+        if args.epsilon is None:
+            raise SpecError("budget init: --epsilon is required")
+        ledger.init(args.dataset, Budget(Fraction(args.epsilon), Fraction(args.delta)))
+        print(f"dataset {args.dataset}: lifetime budget epsilon {args.epsilon}, delta {args.delta}")
+        return EXIT_OK
+    account = ledger.account(args.dataset)
+    print(f"dataset {account.dataset}")
+    print(f"  lifetime:  {account.lifetime}")
+    print(f"  spent:     {account.spent}")
+    print(f"  remaining: {account.remaining}")
+    for release_id, spent, at in account.releases:
+        print(f"  {at}  {release_id}: {spent}")
     return EXIT_OK
 
 
@@ -112,7 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("py4j", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"run": _run, "generate-demo": _generate, "package": _package}[args.command](args)
+        commands = {"run": _run, "generate-demo": _generate, "package": _package, "budget": _budget}
+        return commands[args.command](args)
     except DPReleaseError as exc:
         print(f"dprelease: error: {exc}", file=sys.stderr)
         return exc.exit_code

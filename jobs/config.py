@@ -29,10 +29,17 @@ def load_document(path: str | Path) -> dict[str, Any]:
 
 
 def load_spec(
-    path: str | Path, input_path: str | None = None, output_path: str | None = None
+    path: str | Path,
+    input_path: str | None = None,
+    output_path: str | None = None,
+    ledger_path: str | None = None,
 ) -> ReleaseSpec:
-    """Parse the YAML spec at ``path``; ``input_path``/``output_path`` override the spec's paths."""
+    """Parse the YAML spec at ``path``; the other arguments override the spec's paths."""
     spec = parse_spec(load_document(path))
+    if ledger_path:
+        if spec.ledger is None:
+            raise SpecError("--ledger needs a 'ledger: {dataset: ...}' section in the spec")
+        spec = dataclasses.replace(spec, ledger=dataclasses.replace(spec.ledger, path=ledger_path))
     if input_path:
         spec = dataclasses.replace(spec, input=dataclasses.replace(spec.input, path=input_path))
     if output_path:

@@ -3,8 +3,10 @@
 Order matters for privacy and for operators:
 
 1. the plan (budget split, noise scales, thresholds) is computed from the spec alone;
-2. an existing release id is detected before any data is read (no second spend);
-3. the input is checked (schema, nulls, NaN/inf, empty) before any noise is drawn;
+2. an existing release id is detected, and the ledger refuses a release that does not fit the
+   dataset's remaining budget, before any data is read;
+3. the input is checked (schema, nulls, NaN/inf, empty), then the ledger is charged, before any
+   noise is drawn (a retry with the same release id is not charged again);
 4. each table is computed and written to a private staging directory, then the manifest;
 5. one rename publishes the release.
 """
@@ -32,6 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
+from jobs.ledger import Budget, Ledger
 from pipelines import input_checks
 from pipelines.partitions import cast_keys, cross_product_keys, inline_keys
 from pipelines.plan import ReleasePlan, plan_release
@@ -119,6 +122,21 @@ def write_table(df: DataFrame, path: Path, fmt: str) -> None:
         w.parquet(str(path))
 
 
+def preflight(spec: ReleaseSpec, release_id: str) -> tuple[ReleasePlan, bool]:
+    """Plan the release and check the ledger, without Spark: (plan, already released?).
+
+    Raises BudgetError when the release does not fit the dataset's remaining budget.
+    """
+    writer.local_path(spec.output.path)  # fail early on an unsupported output location
+    plan = plan_release(spec)
+    if writer.is_released(spec.output.path, release_id):
+        return plan, True
+    if spec.ledger is not None:
+        request = Budget(plan.epsilon, plan.delta)
+        Ledger(spec.ledger.path).check(spec.ledger.dataset, release_id, request)
+    return plan, False
+
+
 def run_release(
     spark: SparkSession,
     spec: ReleaseSpec,
@@ -127,11 +145,10 @@ def run_release(
 ) -> Outcome:
     """Run the release described by ``spec``; see the module docstring for the order of steps."""
     rid = release_id or new_release_id()
-    writer.local_path(spec.output.path)  # fail early on an unsupported output location
     with stage("plan"):
-        plan: ReleasePlan = plan_release(spec)
+        plan, done = preflight(spec, rid)
     final = writer.release_dir(spec.output.path, rid)
-    if writer.is_released(spec.output.path, rid):
+    if done:
         log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
         return Outcome(rid, final, already_released=True)
     log.info(
@@ -145,6 +162,11 @@ def run_release(
         df = input_df if input_df is not None else read_input(spark, spec.input)
         input_checks.check_schema(df, spec)
         input_checks.check_values(df, spec)
+    if spec.ledger is not None:
+        charged = Ledger(spec.ledger.path).charge(
+            spec.ledger.dataset, rid, Budget(plan.epsilon, plan.delta), spec_hash(spec)
+        )
+        log.info("ledger: release %s %s", rid, "charged" if charged else "was already charged")
     secrets = Secrets.new()
     fp_key, fp_generated = _fingerprint_key()
     outcome = Outcome(rid, final)
@@ -205,6 +227,7 @@ def build_manifest(
             "value": input_fingerprint(df, spec.input, fp_key),
         },
         "privacy_unit": spec.input.privacy_unit,
+        "ledger": {"dataset": spec.ledger.dataset} if spec.ledger else None,
         "budget": {k: privacy[k] for k in ("declared", "spent", "composition")},
         "tables": privacy["tables"],
         "notes": [

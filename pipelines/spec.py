@@ -114,6 +114,14 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
+class LedgerSpec:
+    dataset: str
+    """The dataset whose lifetime budget this release is charged against."""
+    path: str
+    """The ledger file (SQLite); every release of the dataset must use the same file."""
+
+
+@dataclass(frozen=True)
 class ReleaseSpec:
     input: InputSpec
     budget: BudgetSpec
@@ -123,6 +131,8 @@ class ReleaseSpec:
     """laplace, gaussian, or auto: per table, the family with the smaller noise."""
     domains: tuple[tuple[str, tuple[Any, ...]], ...] = field(default=())
     """Public domains of dimension columns, used for cross-product partitions."""
+    ledger: LedgerSpec | None = None
+    """Charge the release against a dataset's lifetime budget (recommended for production)."""
 
     def domain(self, column: str) -> tuple[Any, ...] | None:
         return dict(self.domains).get(column)
@@ -346,10 +356,19 @@ def parse_output(raw: Any, where: str = "output") -> OutputSpec:
     )
 
 
+def parse_ledger(raw: Any, where: str = "ledger") -> LedgerSpec:
+    m = _mapping(raw, where)
+    _only(m, ("dataset", "path"), where)
+    return LedgerSpec(
+        dataset=_name(_required(m, "dataset", where), f"{where}.dataset"),
+        path=_column(_required(m, "path", where), f"{where}.path"),
+    )
+
+
 def parse_spec(raw: Any) -> ReleaseSpec:
     """Validate a loaded YAML document into a :class:`ReleaseSpec` (raises ``SpecError``)."""
     m = _mapping(raw, "spec")
-    _only(m, ("input", "budget", "output", "tables", "noise", "domains"), "spec")
+    _only(m, ("input", "budget", "output", "tables", "noise", "domains", "ledger"), "spec")
     domains_raw = _mapping(m.get("domains", {}) or {}, "domains")
     domains = []
     for col, values in domains_raw.items():
@@ -371,6 +390,7 @@ def parse_spec(raw: Any) -> ReleaseSpec:
         tables=tables,
         noise=_choice(m.get("noise", "auto"), ("auto", "laplace", "gaussian"), "noise"),
         domains=tuple(domains),
+        ledger=parse_ledger(m["ledger"]) if m.get("ledger") is not None else None,
     )
     _check_cross_references(spec)
     return spec

@@ -72,10 +72,19 @@ def test_demo_release_writes_tables_and_a_manifest_that_matches_the_spec(
     assert oct(private.stat().st_mode & 0o777) == "0o700"
 
 
-def test_a_crash_before_the_commit_leaves_nothing_visible(
+def test_a_crash_before_the_commit_leaves_nothing_visible_and_keeps_the_charge(
     demo_path: str, tmp_path: Path, spark: Any, monkeypatch: Any
 ) -> None:
+    import dataclasses
+    from fractions import Fraction
+
+    from jobs.ledger import Budget, Ledger
+    from pipelines.spec import LedgerSpec
+
     spec = load_spec(DEMO, input_path=demo_path, output_path=str(tmp_path / "out"))
+    ledger = Ledger(tmp_path / "ledger.sqlite")
+    ledger.init("demo", Budget(Fraction(5), Fraction(1, 10**5)))
+    spec = dataclasses.replace(spec, ledger=LedgerSpec("demo", str(ledger.path)))
 
     def boom(*_: Any) -> None:
         raise RuntimeError("simulated crash while writing the manifest")
@@ -85,9 +94,12 @@ def test_a_crash_before_the_commit_leaves_nothing_visible(
         runner.run_release(spark, spec, "crashy")
     assert not (tmp_path / "out" / "crashy").exists()
     assert not any((tmp_path / "out" / ".staging").iterdir())
+    assert [r for r, _, _ in ledger.account("demo").releases] == ["crashy"]  # conservative
     monkeypatch.undo()
-    outcome = runner.run_release(spark, spec, "crashy")  # a rerun completes
+    outcome = runner.run_release(spark, spec, "crashy")  # a rerun completes ...
     assert (outcome.path / "manifest.json").exists()
+    account = ledger.account("demo")
+    assert len(account.releases) == 1 and account.spent.epsilon == Fraction(1)  # ... uncharged
 
 
 def test_python_api_returns_lazy_tables_with_stable_noise(demo_path: str, spark: Any) -> None:

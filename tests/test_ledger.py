@@ -1,0 +1,135 @@
+"""The budget ledger: exact sums, refusal before work, no double charge, concurrency, crashes."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import sqlite3
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dp_ops.errors import BudgetError
+from jobs.cli import main
+from jobs.ledger import Budget, Ledger
+from tests.conftest import base_spec
+
+
+def third() -> Budget:
+    return Budget(Fraction(1, 3), Fraction(0))
+
+
+def test_sums_are_exact_and_an_overspend_is_refused_with_the_figures(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.init("persons", Budget(Fraction(1), Fraction(1, 10**6)))
+    for i in range(3):
+        assert ledger.charge("persons", f"r{i}", third(), "h")
+    account = ledger.account("persons")
+    assert account.spent.epsilon == 1 and account.remaining.epsilon == 0  # exactly, no rounding
+    with pytest.raises(
+        BudgetError, match=r"requests epsilon 0\.333333.*remaining epsilon 0.*lifetime epsilon 1"
+    ):
+        ledger.charge("persons", "r3", third(), "h")
+    assert len(ledger.account("persons").releases) == 3
+
+
+def test_a_retried_release_is_not_charged_twice(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.init("d", Budget(Fraction(1), Fraction(0)))
+    assert ledger.charge("d", "2026-11-22", third(), "h") is True
+    assert ledger.charge("d", "2026-11-22", third(), "h") is False
+    assert ledger.account("d").spent.epsilon == Fraction(1, 3)
+
+
+def test_unknown_dataset_and_double_init_are_clear_errors(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    with pytest.raises(
+        BudgetError, match="has no lifetime budget; declare one with 'dprelease budget init d"
+    ):
+        ledger.charge("d", "r", third(), "h")
+    ledger.init("d", Budget(Fraction(1), Fraction(0)))
+    with pytest.raises(Exception, match="already has a lifetime budget"):
+        ledger.init("d", Budget(Fraction(2), Fraction(0)))
+
+
+def _charge_in_process(path: str, release: str, start: Any, results: Any) -> None:
+    start.wait()
+    try:
+        ok = Ledger(path).charge("d", release, Budget(Fraction(3, 10), Fraction(0)), "h")
+        results.put((release, ok))
+    except BudgetError:
+        results.put((release, False))
+
+
+def test_concurrent_charges_never_overspend(tmp_path: Path) -> None:
+    path = str(tmp_path / "l.sqlite")
+    Ledger(path).init("d", Budget(Fraction(1), Fraction(0)))
+    ctx = mp.get_context("spawn")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(target=_charge_in_process, args=(path, f"r{i}", start, results))
+        for i in range(8)
+    ]
+    for p in procs:
+        p.start()
+    start.set()
+    outcomes = [results.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert sum(ok for _, ok in outcomes) == 3  # 3 x 0.3 fit in 1.0, a fourth would not
+    assert Ledger(path).account("d").spent.epsilon == Fraction(9, 10)
+
+
+def _crash_mid_transaction(path: str) -> None:
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")
+    db.execute("INSERT INTO charges VALUES ('d', 'half', '1/2', '0', 'h', 'now')")
+    os._exit(1)  # killed before COMMIT
+
+
+def test_a_crash_mid_transaction_leaves_no_half_record(tmp_path: Path) -> None:
+    path = str(tmp_path / "l.sqlite")
+    Ledger(path).init("d", Budget(Fraction(1), Fraction(0)))
+    proc = mp.get_context("spawn").Process(target=_crash_mid_transaction, args=(path,))
+    proc.start()
+    proc.join(timeout=60)
+    assert proc.exitcode == 1
+    ledger = Ledger(path)
+    assert ledger.account("d").releases == ()
+    assert ledger.charge("d", "after", third(), "h")  # the ledger is usable and consistent
+
+
+def test_refused_before_any_spark_work_with_exit_code_4(tmp_path: Path, capsys: Any) -> None:
+    ledger_path = tmp_path / "l.sqlite"
+    Ledger(ledger_path).init("persons", Budget(Fraction(1, 2), Fraction(0)))
+    doc = base_spec(budget={"epsilon": 1.0})
+    doc["input"]["path"] = str(tmp_path / "does-not-exist")  # never read: refusal comes first
+    doc["output"]["path"] = str(tmp_path / "out")
+    doc["ledger"] = {"dataset": "persons", "path": str(ledger_path)}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["run", str(spec), "--release-id", "r1"]) == 4
+    err = capsys.readouterr().err
+    assert "requests epsilon 1" in err and "remaining epsilon 0.5" in err
+    assert not (tmp_path / "out" / "r1").exists()
+
+
+def test_budget_commands(tmp_path: Path, capsys: Any) -> None:
+    ledger = str(tmp_path / "l.sqlite")
+    assert (
+        main(["budget", "init", "persons", "--epsilon", "4", "--delta", "1e-6", "--ledger", ledger])
+        == 0
+    )
+    Ledger(ledger).charge("persons", "2026-q1", Budget(Fraction(1), Fraction(0)), "h")
+    capsys.readouterr()
+    assert main(["budget", "show", "persons", "--ledger", ledger]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "lifetime:  epsilon 4, delta 1e-06" in out
+        and "remaining: epsilon 3" in out
+        and "2026-q1" in out
+    )
+    assert main(["budget", "show", "nobody", "--ledger", ledger]) == 4
