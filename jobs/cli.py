@@ -108,9 +108,9 @@ def _budget(args: argparse.Namespace) -> int:
     from fractions import Fraction
 
     from dp_ops.errors import SpecError
-    from jobs.ledger import Budget, Ledger
+    from jobs.ledger import Budget, open_ledger
 
-    ledger = Ledger(args.ledger)
+    ledger = open_ledger(args.ledger)
     if args.action == "init":
         if args.epsilon is None:
             raise SpecError("budget init: --epsilon is required")

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Protocol
 
 from dp_ops.errors import BudgetError, SpecError
 
@@ -68,6 +69,32 @@ class Account:
         return Budget(
             self.lifetime.epsilon - self.spent.epsilon, self.lifetime.delta - self.spent.delta
         )
+
+
+class BudgetLedger(Protocol):
+    """What the jobs need from a ledger; SQLite is the embedded default (:class:`Ledger`).
+
+    A server-database backend implements the same four calls with the same guarantees: ``charge``
+    is atomic and serialized per dataset, and idempotent per (dataset, release id).
+    """
+
+    def init(self, dataset: str, lifetime: Budget) -> None: ...
+
+    def account(self, dataset: str) -> Account: ...
+
+    def check(self, dataset: str, release_id: str, request: Budget) -> bool: ...
+
+    def charge(self, dataset: str, release_id: str, request: Budget, spec_sha256: str) -> bool: ...
+
+
+def open_ledger(location: str | Path) -> BudgetLedger:
+    """The ledger at ``location``: a file path (or ``sqlite:///path``) for the SQLite ledger."""
+    text = str(location)
+    if text.startswith("sqlite:///"):
+        return Ledger(text[len("sqlite:///") - 1 :])
+    if "://" in text:
+        raise SpecError(f"ledger.path: {text!r}: only SQLite ledgers (a file path) are supported")
+    return Ledger(text)
 
 
 def _now() -> str:

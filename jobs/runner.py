@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
-from jobs.ledger import Budget, Ledger
+from jobs.ledger import Budget, open_ledger
 from pipelines import input_checks
 from pipelines.partitions import cast_keys, cross_product_keys, inline_keys
 from pipelines.plan import ReleasePlan, plan_release
@@ -133,7 +133,7 @@ def preflight(spec: ReleaseSpec, release_id: str) -> tuple[ReleasePlan, bool]:
         return plan, True
     if spec.ledger is not None:
         request = Budget(plan.epsilon, plan.delta)
-        Ledger(spec.ledger.path).check(spec.ledger.dataset, release_id, request)
+        open_ledger(spec.ledger.path).check(spec.ledger.dataset, release_id, request)
     return plan, False
 
 
@@ -147,6 +147,19 @@ def run_release(
     rid = release_id or new_release_id()
     with stage("plan"):
         plan, done = preflight(spec, rid)
+    for t in plan.tables:
+        sel = t.selection
+        log.debug(
+            "plan %s: %s noise, epsilon %.6g, delta %.3g, selection %s, measurements %s",
+            t.table.name,
+            t.family,
+            float(t.epsilon),
+            float(t.delta),
+            f"{sel.strategy} (threshold {sel.threshold})" if sel else "public keys",
+            ", ".join(
+                f"{m.column}: {m.mechanism} {float(m.parameter):.6g}" for m in t.measurements
+            ),
+        )
     final = writer.release_dir(spec.output.path, rid)
     if done:
         log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
@@ -163,7 +176,7 @@ def run_release(
         input_checks.check_schema(df, spec)
         input_checks.check_values(df, spec)
     if spec.ledger is not None:
-        charged = Ledger(spec.ledger.path).charge(
+        charged = open_ledger(spec.ledger.path).charge(
             spec.ledger.dataset, rid, Budget(plan.epsilon, plan.delta), spec_hash(spec)
         )
         log.info("ledger: release %s %s", rid, "charged" if charged else "was already charged")

@@ -133,3 +133,14 @@ def test_budget_commands(tmp_path: Path, capsys: Any) -> None:
         and "2026-q1" in out
     )
     assert main(["budget", "show", "nobody", "--ledger", ledger]) == 4
+
+
+def test_ledger_locations(tmp_path: Path) -> None:
+    from dp_ops.errors import SpecError
+    from jobs.ledger import open_ledger
+
+    a = open_ledger(f"sqlite:///{tmp_path}/a.sqlite")
+    a.init("d", Budget(Fraction(1), Fraction(0)))
+    assert (tmp_path / "a.sqlite").exists()
+    with pytest.raises(SpecError, match="only SQLite ledgers"):
+        open_ledger("postgresql://db/ledger")

@@ -1,0 +1,101 @@
+"""Leak canary: no marker from the data and no exact count in logs, errors, manifest or outputs."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from tests.test_jobs import _env
+
+MARK_DIM = "MARKERDIM_7f3a"
+MARK_PID = 4242424242
+MARK_VALUE = 987654.321
+UNITS = 2987  # units in the common cell; rows in total: UNITS + 1
+
+
+@pytest.mark.integration
+def test_release_at_debug_level_leaks_no_marker_and_no_exact_count(
+    spark: Any, tmp_path: Path
+) -> None:
+    rows = [(i, "common", 1.5) for i in range(UNITS)] + [(MARK_PID, MARK_DIM, MARK_VALUE)]
+    data = tmp_path / "in"
+    spark.createDataFrame(rows, "pid long, g string, v double").write.parquet(str(data))
+    doc = {
+        "input": {"path": str(data), "privacy_unit": "pid"},
+        "budget": {"epsilon": 1.0, "delta": 1e-6},
+        "output": {"path": str(tmp_path / "out")},
+        "tables": [
+            {
+                "name": "by_g",
+                "dimensions": ["g"],
+                "partitions": {"type": "private"},
+                "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                "metrics": ["privacy_unit_count", {"mean": "v", "lower": 0, "upper": 10}],
+            }
+        ],
+    }
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
+    assert exe
+    env = _env() | {"DPRELEASE_SPARK_LOG_LEVEL": "INFO"}
+    cmd = [exe, "-v", "run", str(spec), "--release-id", "canary", "--master", "local[1]"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    release = tmp_path / "out" / "canary"
+    manifest = (release / "manifest.json").read_text()
+    released = pd.read_parquet(release / "by_g").to_csv()
+    private = (tmp_path / "out" / ".private" / "canary.json").read_text()
+    everything = {
+        "stdout": done.stdout,
+        "stderr": done.stderr,
+        "manifest": manifest,
+        "released": released,
+        "report": private,
+    }
+    assert "DEBUG" in done.stderr  # the canary ran with debug logging on
+    for where, text in everything.items():
+        for marker in (MARK_DIM, str(MARK_PID), "987654"):
+            assert marker not in text, (marker, where)
+    assert json.loads(manifest)["tables"][0]["released_cells"] == 1  # only the common cell
+    ours = "\n".join(line for line in done.stderr.splitlines() if " dprelease: " in line)
+    for text in (ours, done.stdout, manifest):
+        for count in (UNITS, UNITS + 1):
+            assert not re.search(rf"\b{count}\b", text), count
+
+
+def test_errors_on_bad_rows_name_no_value(tmp_path: Path, spark: Any, capsys: Any) -> None:
+    from jobs.cli import main
+
+    rows = [(1, "a", 1.0), (MARK_PID, MARK_DIM, float("nan"))]
+    data = tmp_path / "in"
+    spark.createDataFrame(rows, "pid long, g string, v double").write.parquet(str(data))
+    doc = {
+        "input": {"path": str(data), "privacy_unit": "pid"},
+        "budget": {"epsilon": 1.0},
+        "output": {"path": str(tmp_path / "out")},
+        "tables": [
+            {
+                "name": "t",
+                "dimensions": ["g"],
+                "partitions": {"type": "public", "keys": [["a"]]},
+                "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                "metrics": [{"sum": "v", "lower": 0, "upper": 1}],
+            }
+        ],
+    }
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    assert main(["-v", "run", str(spec)]) == 3
+    captured = capsys.readouterr()
+    for marker in (MARK_DIM, str(MARK_PID)):
+        assert marker not in captured.err and marker not in captured.out
