@@ -98,22 +98,31 @@ def test_keep_rate_test_catches_an_off_by_one_threshold() -> None:
     assert not lo <= kept <= hi
 
 
-@pytest.mark.parametrize("strategy", ["truncated_geometric", "laplace"])
+def _tail_units(sel: SelectionPlan, units: NoiseParams | None, p: float = 1e-3) -> int:
+    """The largest unit count kept with probability <= p: where keep-rate ratios reach e^eps."""
+    n = sel.units_for_even_odds(units)
+    while n > sel.pre_threshold and sel.keep_probability(n, units) > p:
+        n -= 1
+    return n
+
+
+STRATEGIES = ["truncated_geometric", "laplace", "gaussian", "post_aggregation"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 def test_selection_epsilon_lower_bound_and_control(strategy: str) -> None:
     sel, units = _selection_plan(strategy)
-    claim = float(sel.epsilon)
+    # post_aggregation selects with the released unit count's noise: its epsilon is the claim
+    claim = float(sel.epsilon) if sel.epsilon else float(units.epsilon if units else 0)
+    assert claim > 0
     n = 400_000
-    c = sel.units_for_even_odds(units) - 1  # neighbours c vs c + 1 units, where keep rates move
-    a = _simulate_keep(sel, units, c + 1, n).astype(float)
-    b = _simulate_keep(sel, units, c, n).astype(float)
-    assert epsilon_lower_bound(a, b, [0.5], delta=float(sel.delta)) <= claim
-    loose = _selection_plan(strategy, eps=4.0)[
-        0
-    ]  # planted bug: selection built with 4x the epsilon
-    c2 = loose.units_for_even_odds(units) - 1
-    a2 = _simulate_keep(loose, units, c2 + 1, n).astype(float)
-    b2 = _simulate_keep(loose, units, c2, n).astype(float)
-    assert epsilon_lower_bound(a2, b2, [0.5], delta=float(sel.delta)) > claim
+    buggy = _selection_plan(strategy, eps=4.0)  # planted bug: built with 4x the epsilon
+    for (plan, noise), must_exceed in (((sel, units), False), (buggy, True)):
+        c = _tail_units(plan, noise)
+        a = _simulate_keep(plan, noise, c + 1, n).astype(float)
+        b = _simulate_keep(plan, noise, c, n).astype(float)
+        bound = epsilon_lower_bound(a, b, [0.5], delta=float(sel.delta))
+        assert (bound > claim) if must_exceed else (bound <= claim), (strategy, bound, claim)
 
 
 def test_discrete_gaussian_epsilon_lower_bound_and_control() -> None:
