@@ -2,7 +2,7 @@
 
 >>> from jobs.api import release_dataframes
 >>> result = release_dataframes("conf/demo.yaml", spark)      # doctest: +SKIP
->>> result.tables["persons_by_state_age_sex"].show()           # doctest: +SKIP
+>>> result.tables["persons_by_state_age_sex"].show()  # doctest: +SKIP  # safe: released table
 
 Each call draws fresh noise and spends the spec's budget again: the API keeps no ledger, so
 publish from one call only. Within a call, noise is keyed to the cells, so evaluating a returned

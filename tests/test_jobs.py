@@ -120,56 +120,34 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _demo_run(demo_path: str, out: Path, release_id: str) -> list[str]:
+    return [str(DEMO), "--input", demo_path, "--output", str(out), "--release-id", release_id]
+
+
+def _run_ok(cmd: list[str], cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done
+
+
 @pytest.mark.integration
 def test_console_command_runs_the_demo(demo_path: str, tmp_path: Path) -> None:
     exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
     assert exe, "the dprelease console script is installed with the project"
-    cmd = [
-        exe,
-        "run",
-        str(DEMO),
-        "--input",
-        demo_path,
-        "--output",
-        str(tmp_path),
-        "--release-id",
-        "cli",
-        "--master",
-        "local[2]",
-        "--spark-profile",
-        str(ROOT / "conf" / "spark" / "local.yaml"),
-    ]
-    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    profile = str(ROOT / "conf" / "spark" / "local.yaml")
+    run = [exe, "run", *_demo_run(demo_path, tmp_path, "cli")]
+    done = _run_ok([*run, "--master", "local[2]", "--spark-profile", profile])
     assert (tmp_path / "cli" / "manifest.json").exists()
     assert "stage table persons_by_county" in done.stderr  # progress with elapsed times
 
 
 @pytest.mark.integration
 def test_spark_submit_runs_the_demo(demo_path: str, tmp_path: Path) -> None:
-    submit = Path(sys.executable).parent / "spark-submit"
-    cmd = [
-        str(submit),
-        "--master",
-        "local[2]",
-        "--conf",
-        "spark.ui.enabled=false",
-        "--conf",
-        f"spark.pyspark.python={sys.executable}",
-        str(ROOT / "jobs" / "release.py"),
-        "--config",
-        str(DEMO),
-        "--input",
-        demo_path,
-        "--output",
-        str(tmp_path),
-        "--release-id",
-        "submitted",
-    ]
-    done = subprocess.run(
-        cmd, env=_env(), capture_output=True, text=True, timeout=600, cwd=str(tmp_path)
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
+    submit = str(Path(sys.executable).parent / "spark-submit")
+    confs = ["--conf", "spark.ui.enabled=false", "--conf", f"spark.pyspark.python={sys.executable}"]
+    script = str(ROOT / "jobs" / "release.py")
+    config = _demo_run(demo_path, tmp_path, "submitted")
+    _run_ok([submit, "--master", "local[2]", *confs, script, "--config", *config], cwd=tmp_path)
     manifest = json.loads((tmp_path / "submitted" / "manifest.json").read_text())
     assert [t["name"] for t in manifest["tables"]] == [
         "persons_by_state_age_sex",
