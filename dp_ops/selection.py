@@ -134,14 +134,6 @@ def discrete_gaussian_threshold(variance: Fraction, delta_adj: float) -> int:
     return k + 1
 
 
-def keep_probability_laplace(scale: Fraction, threshold: int, count: int) -> float:
-    """P(count + Z >= threshold) for discrete Laplace Z: used by tests and accuracy reports."""
-    k = threshold - count
-    if k >= 1:
-        return discrete_laplace_tail(scale, k)
-    return 1 - discrete_laplace_tail(scale, 1 - k)
-
-
 # --------------------------------------------------------------------------------------------
 # Truncated geometric ("near-optimal") partition selection, Desfontaines et al. (PoPETs 2022).
 

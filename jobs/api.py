@@ -19,10 +19,10 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import load_spec
 from jobs.io import read_input
-from jobs.runner import public_keys
+from jobs.runner import table_frame
 from pipelines import input_checks
 from pipelines.plan import ReleasePlan, plan_release
-from pipelines.release import Secrets, release_table
+from pipelines.release import Secrets
 from pipelines.report import privacy_report
 from pipelines.spec import ReleaseSpec
 
@@ -46,15 +46,5 @@ def release_dataframes(
     input_checks.check_schema(df, spec)
     input_checks.check_values(df, spec)
     secrets = Secrets.new()
-    tables = {
-        t.table.name: release_table(
-            df,
-            t,
-            spec.input.privacy_unit,
-            secrets,
-            public_keys(spark, spec, t.table, df),
-            spec.output.nonnegative_counts,
-        )
-        for t in plan.tables
-    }
+    tables = {t.table.name: table_frame(spark, spec, t, df, secrets) for t in plan.tables}
     return Release(tables, plan, privacy_report(plan))

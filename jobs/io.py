@@ -34,7 +34,7 @@ def read_input(spark: SparkSession, spec: InputSpec) -> DataFrame:
     return read_table(spark, spec.path, spec.format, spec.csv_header)
 
 
-def input_fingerprint(df: DataFrame, spec: InputSpec, key: bytes) -> str:
+def input_fingerprint(df: DataFrame, key: bytes) -> str:
     """HMAC-SHA256, under an operator-held key, of the input's file names, sizes and mtimes.
 
     Keyed so that it reveals nothing about the contents: without the key nobody can test a guess

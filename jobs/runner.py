@@ -37,7 +37,7 @@ from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import Budget, open_ledger
 from pipelines import input_checks
 from pipelines.partitions import cast_keys, cross_product_keys, inline_keys
-from pipelines.plan import ReleasePlan, plan_release
+from pipelines.plan import ReleasePlan, TablePlan, plan_release
 from pipelines.release import Secrets, release_table
 from pipelines.report import privacy_report
 from pipelines.spec import PublicPartitions, ReleaseSpec, TableSpec
@@ -79,6 +79,15 @@ def public_keys(
         return inline_keys(spark, table.dimensions, p.rows, df.schema)
     keys = read_table(spark, p.path or "", p.format, what=f"table {table.name!r} partitions.path")
     return cast_keys(keys, df.schema, table.dimensions)
+
+
+def table_frame(
+    spark: SparkSession, spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets
+) -> DataFrame:
+    """The released DataFrame of one planned table (lazy; noise keyed by ``secrets``)."""
+    keys = public_keys(spark, spec, tplan.table, df)
+    unit = spec.input.privacy_unit
+    return release_table(df, tplan, unit, secrets, keys, spec.output.nonnegative_counts)
 
 
 def versions(spark: SparkSession) -> dict[str, str]:
@@ -190,15 +199,7 @@ def run_release(
             name = tplan.table.name
             start = time.monotonic()
             with stage(f"table {name}: bound, aggregate, select, noise, write"):
-                keys = public_keys(spark, spec, tplan.table, df)
-                released = release_table(
-                    df,
-                    tplan,
-                    spec.input.privacy_unit,
-                    secrets,
-                    keys,
-                    spec.output.nonnegative_counts,
-                )
+                released = table_frame(spark, spec, tplan, df, secrets)
                 write_table(released, staging / name, spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
             reread = read_table(
@@ -237,7 +238,7 @@ def build_manifest(
         "spec_sha256": spec_hash(spec),
         "input_fingerprint": {
             "method": "HMAC-SHA256, operator-held key, over input file names, sizes, mtimes",
-            "value": input_fingerprint(df, spec.input, fp_key),
+            "value": input_fingerprint(df, fp_key),
         },
         "privacy_unit": spec.input.privacy_unit,
         "ledger": {"dataset": spec.ledger.dataset} if spec.ledger else None,

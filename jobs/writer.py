@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from dp_ops.errors import SpecError
+from dp_ops.errors import InternalError, SpecError
 
 STAGING = ".staging"
 MANIFEST = "manifest.json"
@@ -57,7 +57,7 @@ def staged_release(output: str, release_id: str) -> Iterator[Path]:
     try:
         yield staging
         if not (staging / MANIFEST).exists():
-            raise RuntimeError("internal: the manifest must be written before the commit")
+            raise InternalError("the manifest must be written before the commit")
         os.chmod(staging, 0o755)
         final = root / release_id
         try:
