@@ -9,6 +9,11 @@ noise added to integer aggregates leaves no rounding channel (Haney et al. 2022)
 
 Arrays hold int64 while every intermediate provably fits; otherwise Python integers (numpy object
 arrays) take over, so a large scale costs speed, never exactness.
+
+For scales below ``TABLE_LIMIT`` the public samplers take the table-driven path of
+:mod:`dp_ops.table_samplers` (same distributions, exactly; about one 64-bit word per decision);
+the rejection samplers here remain for larger scales, for the discrete Gaussian's far tail, and
+as the reference the tests compare against.
 """
 
 from __future__ import annotations
@@ -17,9 +22,11 @@ from math import isqrt
 
 import numpy as np
 
+from dp_ops import table_samplers
 from dp_ops.keyed_stream import KeyedStreams
 from dp_ops.rational import Rational
 
+TABLE_LIMIT = 1 << 40  # scales (and sigmas) below this use the table-driven samplers
 _SAFE = 1 << 62  # int64 arithmetic below this bound cannot overflow in the operations used here
 _U64 = np.uint64
 _ONE = np.full((), 1, dtype=np.int64)
@@ -178,7 +185,17 @@ def discrete_laplace(streams: KeyedStreams, scale: Rational) -> np.ndarray:
     with ``scale = t/s``). Variance ``2q/(1-q)^2`` with ``q = exp(-1/scale)``.
     """
     t, s = scale.numerator, scale.denominator
-    return _discrete_laplace_rows(streams, np.arange(len(streams)), t, s)
+    rows = np.arange(len(streams))
+    if t < s * TABLE_LIMIT:
+        return table_samplers.discrete_laplace_rows(streams, rows, t, s)
+    return discrete_laplace_rejection(streams, rows, t, s)
+
+
+def discrete_laplace_rejection(
+    streams: KeyedStreams, rows: np.ndarray, t: int, s: int
+) -> np.ndarray:
+    """CKS20 Algorithm 2 for the given rows (scale ``t/s``): any scale, slower."""
+    return _discrete_laplace_rows(streams, rows, t, s)
 
 
 def _discrete_laplace_rows(streams: KeyedStreams, rows: np.ndarray, t: int, s: int) -> np.ndarray:
@@ -208,6 +225,52 @@ def discrete_gaussian(streams: KeyedStreams, variance: Rational) -> np.ndarray:
     Algorithm 3): a discrete Laplace proposal with scale ``floor(sigma) + 1``, accepted with
     probability ``exp(-(|y| - sigma^2/t)^2 / (2 sigma^2))`` computed exactly in integers.
     """
+    n2, d2 = variance.numerator, variance.denominator
+    t = isqrt(n2 // d2) + 1
+    if t < TABLE_LIMIT:
+        return _discrete_gaussian_table(streams, n2, d2, t)
+    return discrete_gaussian_rejection(streams, variance)
+
+
+def _discrete_gaussian_table(
+    streams: KeyedStreams,
+    n2: int,
+    d2: int,
+    t: int,
+    coarse: int = table_samplers.FAST_BITS,
+    size: int | None = None,
+) -> np.ndarray:
+    """CKS20 Algorithm 3 with table-driven proposal and acceptance.
+
+    The acceptance probability ``exp(-(|y| t d2 - n2)^2 / (2 n2 d2 t^2))`` depends on ``|y|`` only:
+    a table holds it for ``|y| < size``; beyond, the exact Bernoulli(exp(-gamma)) sampler decides.
+    """
+    a, b, c = t * d2, n2, 2 * n2 * d2 * t * t
+    size = size or min(1 << 14, 16 * t + 64)
+    table = table_samplers.acceptance_table(a, b, c, size, coarse)
+    out = np.zeros(len(streams), dtype=np.int64)
+    todo = np.arange(len(streams))
+    while len(todo):
+        y = table_samplers.discrete_laplace_rows(streams, todo, t, 1, coarse)
+        magnitude = np.abs(y)
+        accept = np.empty(len(todo), dtype=bool)
+        inside = magnitude < size
+        accept[inside] = table_samplers.bernoulli_below(
+            streams, todo[inside], magnitude[inside], table.lo, table.hi, table.exact
+        )
+        far = np.flatnonzero(~inside)
+        if len(far):
+            gap = magnitude[far].astype(object) * a - b
+            accept[far] = bernoulli_exp(
+                streams, todo[far], gap * gap, np.full(len(far), c, dtype=object)
+            )
+        out[todo[accept]] = y[accept]
+        todo = todo[~accept]
+    return out
+
+
+def discrete_gaussian_rejection(streams: KeyedStreams, variance: Rational) -> np.ndarray:
+    """CKS20 Algorithm 3 with rejection-sampled proposal and acceptance: any variance, slower."""
     n2, d2 = variance.numerator, variance.denominator
     t = isqrt(n2 // d2) + 1
     rows_all = np.arange(len(streams))
