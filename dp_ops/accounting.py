@@ -95,3 +95,15 @@ def zcdp_rho(epsilon: float, delta: float) -> Fraction:
     while zcdp_epsilon(float(rho), delta) > epsilon:  # limit_denominator may round up
         rho -= Fraction(1, 1 << 40)
     return rho
+
+
+def epsilon_for_rho(rho: Fraction, bits: int = 40) -> Fraction:
+    """The largest multiple of ``2^-bits`` with ``epsilon^2 / 2 <= rho``.
+
+    A pure epsilon-DP mechanism is ``epsilon^2 / 2``-zCDP (Bun-Steinke 2016, Prop. 1.4), so a
+    Laplace measurement at this epsilon fits in ``rho``.
+    """
+    if rho <= 0:
+        raise ValueError("rho must be positive")
+    scale = 1 << bits
+    return Fraction(math.isqrt(math.floor(2 * rho * scale * scale)), scale)

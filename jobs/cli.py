@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--ledger", required=True, help="the ledger file (SQLite)")
     budget.add_argument("--epsilon", type=float, help="lifetime epsilon (init)")
     budget.add_argument("--delta", type=float, default=0.0, help="lifetime delta (init)")
+    budget.add_argument("--rho", type=float, help="lifetime rho-zCDP, instead of epsilon (init)")
 
     gen = sub.add_parser(
         "generate-demo", help="write deterministic synthetic census-style microdata"
@@ -112,18 +113,25 @@ def _budget(args: argparse.Namespace) -> int:
 
     ledger = open_ledger(args.ledger)
     if args.action == "init":
-        if args.epsilon is None:
-            raise SpecError("budget init: --epsilon is required")
-        ledger.init(args.dataset, Budget(Fraction(args.epsilon), Fraction(args.delta)))
-        print(f"dataset {args.dataset}: lifetime budget epsilon {args.epsilon}, delta {args.delta}")
+        if (args.epsilon is None) == (args.rho is None):
+            raise SpecError("budget init: give --epsilon (with optional --delta) or --rho")
+        if args.rho is not None:
+            if args.delta:
+                raise SpecError("budget init: --delta goes with --epsilon, not with --rho")
+            lifetime = Budget(Fraction(0), Fraction(0), Fraction(args.rho))
+        else:
+            lifetime = Budget(Fraction(args.epsilon), Fraction(args.delta))
+        ledger.init(args.dataset, lifetime)
+        print(f"dataset {args.dataset}: lifetime budget {lifetime}")
         return EXIT_OK
     account = ledger.account(args.dataset)
-    print(f"dataset {account.dataset}")
-    print(f"  lifetime:  {account.lifetime}")
-    print(f"  spent:     {account.spent}")
-    print(f"  remaining: {account.remaining}")
+    zcdp = account.lifetime.is_zcdp
+    print(f"dataset {account.dataset} (accounted in {'rho-zCDP' if zcdp else '(epsilon, delta)'})")
+    print(f"  lifetime:  {account.lifetime.describe(zcdp)}")
+    print(f"  spent:     {account.spent.describe(zcdp)}")
+    print(f"  remaining: {account.remaining.describe(zcdp)}")
     for release_id, spent, at in account.releases:
-        print(f"  {at}  {release_id}: {spent}")
+        print(f"  {at}  {release_id}: {spent.describe(zcdp)}")
     return EXIT_OK
 
 

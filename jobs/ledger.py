@@ -9,7 +9,14 @@ release charged against it. Budgets are exact fractions stored as text, so sums 
 * A crash inside the transaction leaves no half record (SQLite rolls it back); a crash after the
   commit leaves the charge in place, which errs on the side of privacy.
 
-Composition across releases is basic: epsilons add, deltas add.
+A dataset keeps its account in one currency, chosen when its lifetime budget is declared:
+
+* (epsilon, delta): releases compose by adding epsilons and deltas; a release whose budget is
+  stated in rho is charged its (epsilon(rho, delta), delta) conversion (its spec gives delta);
+* rho-zCDP: releases compose by adding rho, which is much tighter for many Gaussian releases; a
+  release stated in epsilon is charged the rho of its mechanisms (``epsilon^2 / 2`` for each
+  Laplace measurement, the Gaussian rho otherwise); one that selects partitions privately spends
+  delta, is not zCDP, and is refused.
 """
 
 from __future__ import annotations
@@ -24,13 +31,15 @@ from pathlib import Path
 from typing import Protocol
 
 from dp_ops.errors import BudgetError, SpecError
+from pipelines.plan import ReleaseCost
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS datasets (
     dataset TEXT PRIMARY KEY,
     epsilon TEXT NOT NULL,
     delta TEXT NOT NULL,
-    created_utc TEXT NOT NULL
+    created_utc TEXT NOT NULL,
+    rho TEXT NOT NULL DEFAULT '0'
 );
 CREATE TABLE IF NOT EXISTS charges (
     dataset TEXT NOT NULL REFERENCES datasets(dataset),
@@ -39,6 +48,7 @@ CREATE TABLE IF NOT EXISTS charges (
     delta TEXT NOT NULL,
     spec_sha256 TEXT NOT NULL,
     charged_utc TEXT NOT NULL,
+    rho TEXT NOT NULL DEFAULT '0',
     PRIMARY KEY (dataset, release_id)
 );
 """
@@ -46,14 +56,54 @@ CREATE TABLE IF NOT EXISTS charges (
 
 @dataclass(frozen=True)
 class Budget:
+    """An amount of privacy: (epsilon, delta), or rho (with epsilon = delta = 0)."""
+
     epsilon: Fraction
     delta: Fraction
+    rho: Fraction = Fraction(0)
+
+    @property
+    def is_zcdp(self) -> bool:
+        return self.rho > 0
 
     def __add__(self, other: Budget) -> Budget:
-        return Budget(self.epsilon + other.epsilon, self.delta + other.delta)
+        return Budget(self.epsilon + other.epsilon, self.delta + other.delta, self.rho + other.rho)
+
+    def describe(self, zcdp: bool) -> str:
+        if zcdp:
+            return f"rho {float(self.rho):.6g}"
+        return f"epsilon {float(self.epsilon):.6g}, delta {float(self.delta):.3g}"
 
     def __str__(self) -> str:
-        return f"epsilon {float(self.epsilon):.6g}, delta {float(self.delta):.3g}"
+        return self.describe(self.is_zcdp)
+
+
+def amount_for(lifetime: Budget, dataset: str, request: Budget | ReleaseCost) -> Budget:
+    """What a release is charged in the currency of the dataset's account."""
+    if isinstance(request, Budget):
+        if request.is_zcdp != lifetime.is_zcdp:
+            raise BudgetError(
+                f"ledger: dataset {dataset!r} keeps its account in {_currency(lifetime)}"
+            )
+        return request
+    if lifetime.is_zcdp:
+        if request.rho is None:
+            raise BudgetError(
+                f"ledger: dataset {dataset!r} keeps its account in rho-zCDP, and this release "
+                "selects partitions privately (approximate DP, not zCDP). Use public keys, or "
+                "charge it to a dataset accounted in (epsilon, delta)."
+            )
+        return Budget(Fraction(0), Fraction(0), request.rho)
+    if request.epsilon is None:
+        raise BudgetError(
+            f"ledger: dataset {dataset!r} keeps its account in (epsilon, delta); a budget stated "
+            "in rho is charged as (epsilon, delta)-DP: add budget.delta to the spec to convert it"
+        )
+    return Budget(request.epsilon, request.delta)
+
+
+def _currency(budget: Budget) -> str:
+    return "rho-zCDP" if budget.is_zcdp else "(epsilon, delta)"
 
 
 @dataclass(frozen=True)
@@ -67,7 +117,9 @@ class Account:
     @property
     def remaining(self) -> Budget:
         return Budget(
-            self.lifetime.epsilon - self.spent.epsilon, self.lifetime.delta - self.spent.delta
+            self.lifetime.epsilon - self.spent.epsilon,
+            self.lifetime.delta - self.spent.delta,
+            self.lifetime.rho - self.spent.rho,
         )
 
 
@@ -82,9 +134,11 @@ class BudgetLedger(Protocol):
 
     def account(self, dataset: str) -> Account: ...
 
-    def check(self, dataset: str, release_id: str, request: Budget) -> bool: ...
+    def check(self, dataset: str, release_id: str, request: Budget | ReleaseCost) -> bool: ...
 
-    def charge(self, dataset: str, release_id: str, request: Budget, spec_sha256: str) -> bool: ...
+    def charge(
+        self, dataset: str, release_id: str, request: Budget | ReleaseCost, spec_sha256: str
+    ) -> bool: ...
 
 
 def open_ledger(location: str | Path) -> BudgetLedger:
@@ -109,6 +163,10 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
+            for table in ("datasets", "charges"):  # files made before rho accounts existed
+                columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
+                if "rho" not in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN rho TEXT NOT NULL DEFAULT '0'")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -131,14 +189,20 @@ class Ledger:
 
     def init(self, dataset: str, lifetime: Budget) -> None:
         """Declare a dataset's lifetime budget (once; a second init is an error)."""
-        if lifetime.epsilon <= 0 or not 0 <= lifetime.delta < 1:
-            raise SpecError("budget init: need epsilon > 0 and 0 <= delta < 1")
+        zcdp_ok = lifetime.rho > 0 and lifetime.epsilon == 0 and lifetime.delta == 0
+        approx_ok = lifetime.rho == 0 and lifetime.epsilon > 0 and 0 <= lifetime.delta < 1
+        if not (zcdp_ok or approx_ok):
+            raise SpecError(
+                "budget init: give --epsilon E (> 0) with an optional --delta D in [0, 1), "
+                "or --rho R (> 0) alone"
+            )
         with self._transaction() as db:
             if db.execute("SELECT 1 FROM datasets WHERE dataset = ?", (dataset,)).fetchone():
                 raise SpecError(f"ledger: dataset {dataset!r} already has a lifetime budget")
             db.execute(
-                "INSERT INTO datasets VALUES (?, ?, ?, ?)",
-                (dataset, str(lifetime.epsilon), str(lifetime.delta), _now()),
+                "INSERT INTO datasets (dataset, epsilon, delta, created_utc, rho) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (dataset, str(lifetime.epsilon), str(lifetime.delta), _now(), str(lifetime.rho)),
             )
 
     def account(self, dataset: str) -> Account:
@@ -148,56 +212,67 @@ class Ledger:
     @staticmethod
     def _account(db: sqlite3.Connection, dataset: str) -> Account:
         row = db.execute(
-            "SELECT epsilon, delta FROM datasets WHERE dataset = ?", (dataset,)
+            "SELECT epsilon, delta, rho FROM datasets WHERE dataset = ?", (dataset,)
         ).fetchone()
         if row is None:
             raise BudgetError(
                 f"ledger: dataset {dataset!r} has no lifetime budget; declare one with "
-                f"'dprelease budget init {dataset} --epsilon E --delta D'"
+                f"'dprelease budget init {dataset} --epsilon E --delta D' (or --rho R)"
             )
         charges = db.execute(
-            "SELECT release_id, epsilon, delta, charged_utc FROM charges WHERE dataset = ? "
+            "SELECT release_id, epsilon, delta, rho, charged_utc FROM charges WHERE dataset = ? "
             "ORDER BY charged_utc, release_id",
             (dataset,),
         ).fetchall()
-        releases = tuple((r, Budget(Fraction(e), Fraction(d)), at) for r, e, d, at in charges)
+        releases = tuple(
+            (r, Budget(Fraction(e), Fraction(d), Fraction(p)), at) for r, e, d, p, at in charges
+        )
         spent = sum((b for _, b, _ in releases), Budget(Fraction(0), Fraction(0)))
-        return Account(dataset, Budget(Fraction(row[0]), Fraction(row[1])), spent, releases)
-
-    def check(self, dataset: str, release_id: str, request: Budget) -> bool:
-        """BudgetError if ``request`` does not fit; True if this release is already charged."""
-        with self._connect() as db:
-            return self._check(db, dataset, release_id, request)
+        lifetime = Budget(Fraction(row[0]), Fraction(row[1]), Fraction(row[2]))
+        return Account(dataset, lifetime, spent, releases)
 
     def _check(
-        self, db: sqlite3.Connection, dataset: str, release_id: str, request: Budget
-    ) -> bool:
+        self, db: sqlite3.Connection, dataset: str, release_id: str, request: Budget | ReleaseCost
+    ) -> Budget | None:
+        """The amount to charge, or None if this release id is already charged."""
         account = self._account(db, dataset)
         if any(r == release_id for r, _, _ in account.releases):
-            return True
+            return None
+        amount = amount_for(account.lifetime, dataset, request)
         left = account.remaining
-        if request.epsilon > left.epsilon or request.delta > left.delta:
+        if amount.epsilon > left.epsilon or amount.delta > left.delta or amount.rho > left.rho:
             raise BudgetError(
-                f"ledger: release {release_id!r} of dataset {dataset!r} requests {request}; "
-                f"remaining {left} of a lifetime {account.lifetime}. Lower the release's budget "
+                f"ledger: release {release_id!r} of dataset {dataset!r} requests {amount}; "
+                f"remaining {left.describe(amount.is_zcdp)} of a lifetime {account.lifetime}. "
+                "Lower the release's budget "
                 "or declare a new dataset."
             )
-        return False
+        return amount
 
-    def charge(self, dataset: str, release_id: str, request: Budget, spec_sha256: str) -> bool:
+    def check(self, dataset: str, release_id: str, request: Budget | ReleaseCost) -> bool:
+        """BudgetError if ``request`` does not fit; True if this release is already charged."""
+        with self._connect() as db:
+            return self._check(db, dataset, release_id, request) is None
+
+    def charge(
+        self, dataset: str, release_id: str, request: Budget | ReleaseCost, spec_sha256: str
+    ) -> bool:
         """Charge ``request`` in one transaction; False if it was already charged (a retry)."""
         with self._transaction() as db:
-            if self._check(db, dataset, release_id, request):
+            amount = self._check(db, dataset, release_id, request)
+            if amount is None:
                 return False
             db.execute(
-                "INSERT INTO charges VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO charges (dataset, release_id, epsilon, delta, spec_sha256, "
+                "charged_utc, rho) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
                     dataset,
                     release_id,
-                    str(request.epsilon),
-                    str(request.delta),
+                    str(amount.epsilon),
+                    str(amount.delta),
                     spec_sha256,
                     _now(),
+                    str(amount.rho),
                 ),
             )
             return True

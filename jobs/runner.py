@@ -34,7 +34,7 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
-from jobs.ledger import Budget, open_ledger
+from jobs.ledger import open_ledger
 from pipelines import input_checks
 from pipelines.partitions import cast_keys, cross_product_keys, inline_keys
 from pipelines.plan import ReleasePlan, TablePlan, plan_release
@@ -141,8 +141,7 @@ def preflight(spec: ReleaseSpec, release_id: str) -> tuple[ReleasePlan, bool]:
     if writer.is_released(spec.output.path, release_id):
         return plan, True
     if spec.ledger is not None:
-        request = Budget(plan.epsilon, plan.delta)
-        open_ledger(spec.ledger.path).check(spec.ledger.dataset, release_id, request)
+        open_ledger(spec.ledger.path).check(spec.ledger.dataset, release_id, plan.cost)
     return plan, False
 
 
@@ -159,11 +158,12 @@ def run_release(
     for t in plan.tables:
         sel = t.selection
         log.debug(
-            "plan %s: %s noise, epsilon %.6g, delta %.3g, selection %s, measurements %s",
+            "plan %s: %s noise, epsilon %.6g, delta %.3g, rho %s, selection %s, measurements %s",
             t.table.name,
             t.family,
             float(t.epsilon),
             float(t.delta),
+            f"{float(t.zcdp_cost):.6g}" if t.zcdp_cost is not None else "-",
             f"{sel.strategy} (threshold {sel.threshold})" if sel else "public keys",
             ", ".join(
                 f"{m.column}: {m.mechanism} {float(m.parameter):.6g}" for m in t.measurements
@@ -173,11 +173,15 @@ def run_release(
     if done:
         log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
         return Outcome(rid, final, already_released=True)
+    cost = plan.cost
     log.info(
-        "release %s: epsilon %.6g, delta %.3g over %d table(s)",
+        "release %s: %s over %d table(s)",
         rid,
-        float(plan.epsilon),
-        float(plan.delta),
+        ", ".join(
+            f"{k} {float(v):.6g}"
+            for k, v in (("epsilon", cost.epsilon), ("delta", cost.delta), ("rho", cost.rho))
+            if v is not None
+        ),
         len(plan.tables),
     )
     with stage("read and check input"):
@@ -186,7 +190,7 @@ def run_release(
         input_checks.check_values(df, spec)
     if spec.ledger is not None:
         charged = open_ledger(spec.ledger.path).charge(
-            spec.ledger.dataset, rid, Budget(plan.epsilon, plan.delta), spec_hash(spec)
+            spec.ledger.dataset, rid, plan.cost, spec_hash(spec)
         )
         log.info("ledger: release %s %s", rid, "charged" if charged else "was already charged")
     secrets = Secrets.new()

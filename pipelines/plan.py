@@ -12,6 +12,10 @@ Noise family per table: Laplace (pure epsilon-DP, split by plain composition) or
 (rho-zCDP: the table's measurement (epsilon, delta) is converted once to rho with
 Canonne-Kamath-Steinke Cor. 13 and rho is split, which beats adding (epsilon, delta) per
 measurement). ``auto`` takes the family with the smaller total noise variance.
+
+A budget stated as ``rho`` is split over tables by weight and inside a table over its measurements;
+a Laplace measurement at epsilon costs ``epsilon^2 / 2`` of it. :class:`ReleaseCost` states what a
+release spends in both currencies, for the manifest and the ledger.
 """
 
 from __future__ import annotations
@@ -127,11 +131,21 @@ def noise_tail(noise: NoiseParams, k: int) -> float:
 class TablePlan:
     table: TableSpec
     epsilon: Fraction
+    """(epsilon, delta) given to the table (0 when it was planned in rho)."""
     delta: Fraction
     family: Family
     measurements: tuple[NoiseParams, ...]
     values: tuple[ValueColumn, ...]
     selection: SelectionPlan | None
+    rho: Fraction | None = None
+    """rho given to the table when the release budget is stated in rho."""
+
+    @property
+    def zcdp_cost(self) -> Fraction | None:
+        """rho-zCDP of the table's mechanisms; None when selection spends delta (not zCDP)."""
+        if self.selection is not None:
+            return None
+        return sum((m.rho + m.epsilon * m.epsilon / 2 for m in self.measurements), Fraction(0))
 
     @property
     def units_noise(self) -> NoiseParams | None:
@@ -153,9 +167,37 @@ class TablePlan:
 
 
 @dataclass(frozen=True)
+class ReleaseCost:
+    """What a release spends, in the currencies it can be charged in.
+
+    ``epsilon``/``delta``: its (epsilon, delta)-DP guarantee (None for a rho budget without a
+    conversion delta); ``rho``: its rho-zCDP guarantee (None when private selection spends delta).
+    """
+
+    epsilon: Fraction | None
+    delta: Fraction
+    rho: Fraction | None
+
+
+@dataclass(frozen=True)
 class ReleasePlan:
     spec: ReleaseSpec
     tables: tuple[TablePlan, ...]
+
+    @property
+    def cost(self) -> ReleaseCost:
+        costs = [t.zcdp_cost for t in self.tables]
+        known = [c for c in costs if c is not None]
+        rho = sum(known, Fraction(0)) if len(known) == len(costs) else None
+        budget = self.spec.budget
+        if budget.rho is None:
+            return ReleaseCost(self.epsilon, self.delta, rho)
+        if rho is None or rho > Fraction(budget.rho):
+            raise InternalError("a rho plan must spend at most its rho")
+        if budget.delta == 0:
+            return ReleaseCost(None, Fraction(0), rho)
+        eps = Fraction(accounting.zcdp_epsilon(float(rho), budget.delta))
+        return ReleaseCost(eps, Fraction(budget.delta), rho)
 
     @property
     def epsilon(self) -> Fraction:
@@ -200,6 +242,26 @@ def _sensitivities(
     return out
 
 
+def _laplace(
+    sens: list[tuple[str, Sensitivity, float]], epsilons: list[Fraction]
+) -> tuple[NoiseParams, ...]:
+    return tuple(
+        NoiseParams(c, "discrete_laplace", laplace_scale(s.l1, e), s, e, Fraction(0), unit)
+        for (c, s, unit), e in zip(sens, epsilons, strict=True)
+    )
+
+
+def _gaussian(
+    sens: list[tuple[str, Sensitivity, float]], rhos: list[Fraction]
+) -> tuple[NoiseParams, ...]:
+    return tuple(
+        NoiseParams(
+            c, "discrete_gaussian", gaussian_variance(s.l2_squared, r), s, Fraction(0), r, unit
+        )
+        for (c, s, unit), r in zip(sens, rhos, strict=True)
+    )
+
+
 def _measurements(
     family: Family,
     sens: list[tuple[str, Sensitivity, float]],
@@ -209,18 +271,25 @@ def _measurements(
 ) -> tuple[NoiseParams, ...]:
     """Noise for each measurement; epsilon (Laplace) or rho (Gaussian) split by ``weights``."""
     if family == "laplace":
-        shares = accounting.split(epsilon, weights)
-        return tuple(
-            NoiseParams(c, "discrete_laplace", laplace_scale(s.l1, e), s, e, Fraction(0), unit)
-            for (c, s, unit), e in zip(sens, shares, strict=True)
-        )
-    rhos = accounting.split(accounting.zcdp_rho(float(epsilon), float(delta)), weights)
-    return tuple(
-        NoiseParams(
-            c, "discrete_gaussian", gaussian_variance(s.l2_squared, r), s, Fraction(0), r, unit
-        )
-        for (c, s, unit), r in zip(sens, rhos, strict=True)
+        return _laplace(sens, accounting.split(epsilon, weights))
+    return _gaussian(
+        sens, accounting.split(accounting.zcdp_rho(float(epsilon), float(delta)), weights)
     )
+
+
+def plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePlan:
+    """Plan a public-partition table at ``rho``-zCDP: Gaussian measurements share rho; Laplace
+    measurements get the largest epsilon with ``epsilon^2 / 2`` within their share."""
+    if isinstance(table.partitions, PrivatePartitions):
+        raise InternalError("private selection under a rho budget passed validation")
+    values = value_columns(table)
+    sens = _sensitivities(table, values)
+    shares = accounting.split(rho, [Fraction(1)] * len(sens))
+    if family == "gaussian":
+        measurements = _gaussian(sens, shares)
+    else:
+        measurements = _laplace(sens, [accounting.epsilon_for_rho(r) for r in shares])
+    return TablePlan(table, Fraction(0), Fraction(0), family, measurements, values, None, rho=rho)
 
 
 def _threshold(noise: NoiseParams, delta: Fraction, l0: int) -> int:
@@ -324,6 +393,23 @@ def _plan_family(table: TableSpec, eps: Fraction, delta: Fraction, noise: str) -
     return min(options, key=_relative_variance)
 
 
+def _plan_zcdp(spec: ReleaseSpec, rho: Fraction) -> ReleasePlan:
+    plans = []
+    for table, share in zip(
+        spec.tables, accounting.split(rho, [t.weight for t in spec.tables]), strict=True
+    ):
+        if spec.noise in ("laplace", "gaussian"):
+            plans.append(plan_table_zcdp(table, share, spec.noise))
+        else:
+            options = [plan_table_zcdp(table, share, f) for f in ("laplace", "gaussian")]
+            plans.append(min(options, key=_relative_variance))
+    plan = ReleasePlan(spec, tuple(plans))
+    cost = plan.cost.rho
+    if cost is None or cost > rho:
+        raise InternalError("the plan spends more than the declared rho")
+    return plan
+
+
 def plan_release(spec: ReleaseSpec) -> ReleasePlan:
     """Split the budget and choose every mechanism; checks the plan never overspends.
 
@@ -331,6 +417,10 @@ def plan_release(spec: ReleaseSpec) -> ReleasePlan:
     selection or Gaussian noise): a first pass chooses each table's family with a provisional
     share of delta, a second hands the tables that use delta the whole of it.
     """
+    if spec.budget.rho is not None:
+        return _plan_zcdp(spec, Fraction(spec.budget.rho))
+    if spec.budget.epsilon is None:
+        raise InternalError("a budget without epsilon or rho passed validation")
     weights = [t.weight for t in spec.tables]
     eps = accounting.split(Fraction(spec.budget.epsilon), weights)
     total_delta = Fraction(spec.budget.delta)

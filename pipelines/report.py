@@ -125,6 +125,8 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
         "budget": {
             "epsilon": _num(t.epsilon),
             "delta": _num(t.delta),
+            "rho": _num(t.rho) if t.rho is not None else None,
+            "zcdp_rho": _num(t.zcdp_cost) if t.zcdp_cost is not None else None,
             "noise_family": t.family,
             "measurement_epsilon": _num(t.measurement_epsilon),
             "measurement_delta": _num(t.measurement_delta),
@@ -137,9 +139,19 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
 
 def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
     conf = plan.spec.output.confidence
+    budget, cost = plan.spec.budget, plan.cost
     return {
-        "declared": {"epsilon": plan.spec.budget.epsilon, "delta": plan.spec.budget.delta},
-        "spent": {"epsilon": _num(plan.epsilon), "delta": _num(plan.delta)},
+        "declared": {"epsilon": budget.epsilon, "delta": budget.delta, "rho": budget.rho},
+        "spent": {
+            "epsilon": _num(cost.epsilon) if cost.epsilon is not None else None,
+            "delta": _num(cost.delta),
+            "rho": _num(cost.rho) if cost.rho is not None else None,
+            "meaning": (
+                "(epsilon, delta)-DP and rho-zCDP guarantees of the whole release; a null is a "
+                "guarantee the release does not state (rho without a conversion delta, or zCDP "
+                "with private selection)"
+            ),
+        },
         "composition": (
             "sequential over tables and selection; zCDP within a Gaussian table's measurements"
         ),

@@ -35,10 +35,26 @@ class InputSpec:
 
 @dataclass(frozen=True)
 class BudgetSpec:
-    epsilon: float
+    """The release's total budget: ``epsilon`` (with ``delta``), or ``rho`` (zCDP).
+
+    * ``epsilon`` alone: pure epsilon-DP (Laplace noise, public partitions only);
+    * ``epsilon`` and ``delta``: approximate DP (adds Gaussian noise and private selection);
+    * ``rho``: rho-zCDP (Gaussian or Laplace noise, public partitions only). With ``delta`` too,
+      the release is also reported, and charged to an (epsilon, delta) ledger, as
+      (epsilon(rho, delta), delta)-DP by Canonne-Kamath-Steinke Cor. 13; ``delta`` is then not
+      spent by any mechanism.
+    """
+
+    epsilon: float | None = None
     """Total epsilon of the release. Noise scales as 1/epsilon."""
     delta: float = 0.0
-    """Total delta. 0 means pure DP (Laplace noise, public partitions only)."""
+    """Total delta (epsilon budgets), or the conversion delta (rho budgets)."""
+    rho: float | None = None
+    """Total rho-zCDP of the release. Gaussian noise scales as 1/sqrt(rho)."""
+
+    @property
+    def is_zcdp(self) -> bool:
+        return self.rho is not None
 
 
 @dataclass(frozen=True)
@@ -213,13 +229,20 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
 
 def parse_budget(raw: Any, where: str = "budget") -> BudgetSpec:
     m = _mapping(raw, where)
-    _only(m, ("epsilon", "delta"), where)
-    epsilon = _number(_required(m, "epsilon", where), f"{where}.epsilon")
-    if epsilon <= 0:
-        raise _fail(f"{where}.epsilon", f"must be > 0, got {epsilon!r}")
+    _only(m, ("epsilon", "delta", "rho"), where)
+    if ("epsilon" in m) == ("rho" in m):
+        raise _fail(where, "state the budget as epsilon (with optional delta) or as rho, not both")
     delta = _number(m.get("delta", 0.0), f"{where}.delta")
     if not 0 <= delta < 1:
         raise _fail(f"{where}.delta", f"must lie in [0, 1), got {delta!r}")
+    if "rho" in m:
+        rho = _number(m["rho"], f"{where}.rho")
+        if rho <= 0:
+            raise _fail(f"{where}.rho", f"must be > 0, got {rho!r}")
+        return BudgetSpec(rho=rho, delta=delta)
+    epsilon = _number(m["epsilon"], f"{where}.epsilon")
+    if epsilon <= 0:
+        raise _fail(f"{where}.epsilon", f"must be > 0, got {epsilon!r}")
     return BudgetSpec(epsilon=epsilon, delta=delta)
 
 
@@ -411,6 +434,12 @@ def _check_cross_references(spec: ReleaseSpec) -> None:
                 f"{where}.partitions.strategy",
                 "post_aggregation needs the privacy_unit_count metric",
             )
+        if isinstance(p, PrivatePartitions) and spec.budget.is_zcdp:
+            raise _fail(
+                f"{where}.partitions",
+                "private selection is not rho-zCDP: state the budget as epsilon and delta, "
+                "or use public keys",
+            )
         if isinstance(p, PrivatePartitions) and spec.budget.delta == 0:
             raise _fail(
                 f"{where}.partitions",
@@ -429,5 +458,5 @@ def _check_cross_references(spec: ReleaseSpec) -> None:
                         f"{where}.partitions.keys[{j}]",
                         f"needs {len(table.dimensions)} values, one per dimension",
                     )
-    if spec.noise == "gaussian" and spec.budget.delta == 0:
+    if spec.noise == "gaussian" and spec.budget.delta == 0 and not spec.budget.is_zcdp:
         raise _fail("noise", "gaussian noise needs budget.delta > 0")

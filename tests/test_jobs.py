@@ -32,7 +32,7 @@ def test_demo_release_writes_tables_and_a_manifest_that_matches_the_spec(
     release = out / "demo-a"
     manifest = json.loads((release / "manifest.json").read_text())
     spec = load_spec(DEMO, input_path=demo_path, output_path=str(out))
-    assert manifest["budget"]["declared"] == {"epsilon": 1.0, "delta": 1e-6}
+    assert manifest["budget"]["declared"] == {"epsilon": 1.0, "delta": 1e-6, "rho": None}
     assert manifest["budget"]["spent"]["epsilon"] == pytest.approx(1.0)
     assert manifest["budget"]["spent"]["delta"] <= 1e-6
     assert {"dprelease", "spark", "python"} <= set(manifest["versions"])
@@ -100,6 +100,31 @@ def test_a_crash_before_the_commit_leaves_nothing_visible_and_keeps_the_charge(
     assert (outcome.path / "manifest.json").exists()
     account = ledger.account("demo")
     assert len(account.releases) == 1 and account.spent.epsilon == Fraction(1)  # ... uncharged
+
+
+def test_a_rho_release_is_charged_its_rho_and_reports_both_guarantees(
+    demo_path: str, tmp_path: Path, capsys: Any
+) -> None:
+    from dp_ops import accounting
+    from jobs.ledger import Ledger
+
+    ledger = str(tmp_path / "ledger.sqlite")
+    assert main(["budget", "init", "demo-zcdp", "--rho", "0.2", "--ledger", ledger]) == 0
+    run = ["run", str(ROOT / "conf" / "demo_zcdp.yaml"), "--input", demo_path]
+    run += ["--output", str(tmp_path / "out"), "--ledger", ledger, "--release-id"]
+    assert main([*run, "z1"]) == 0
+    manifest = json.loads((tmp_path / "out" / "z1" / "manifest.json").read_text())
+    spent = manifest["budget"]["spent"]
+    assert manifest["budget"]["declared"] == {"epsilon": None, "delta": 1e-6, "rho": 0.125}
+    assert spent["rho"] == pytest.approx(0.125, rel=1e-12)  # Gaussian noise spends all of rho
+    assert spent["epsilon"] == pytest.approx(accounting.zcdp_epsilon(spent["rho"], 1e-6))
+    for table in manifest["tables"]:
+        assert table["budget"]["zcdp_rho"] == pytest.approx(table["budget"]["rho"], rel=1e-12)
+    charged = Ledger(ledger).account("demo-zcdp").spent
+    assert charged.epsilon == 0 and charged.rho == Fraction(1, 8)  # exact, in rho
+    assert main([*run, "z2"]) == 4  # 0.2 - 0.125 left: a second release is refused before work
+    assert "requests rho 0.125; remaining rho 0.075" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "z2").exists()
 
 
 def test_python_api_returns_lazy_tables_with_stable_noise(demo_path: str, spark: Any) -> None:

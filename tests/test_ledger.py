@@ -15,6 +15,7 @@ import yaml
 from dp_ops.errors import BudgetError
 from jobs.cli import main
 from jobs.ledger import Budget, Ledger
+from pipelines.plan import ReleaseCost
 from tests.conftest import base_spec
 
 
@@ -144,3 +145,74 @@ def test_ledger_locations(tmp_path: Path) -> None:
     assert (tmp_path / "a.sqlite").exists()
     with pytest.raises(SpecError, match="only SQLite ledgers"):
         open_ledger("postgresql://db/ledger")
+
+
+def rho(r: Fraction) -> ReleaseCost:
+    return ReleaseCost(None, Fraction(0), r)
+
+
+def test_a_rho_account_adds_rho_exactly_and_refuses_what_is_not_zcdp(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.init("d", Budget(Fraction(0), Fraction(0), Fraction(1, 2)))
+    for i in range(3):
+        assert ledger.charge("d", f"g{i}", rho(Fraction(1, 6)), "h")
+    account = ledger.account("d")
+    assert account.spent.rho == Fraction(1, 2) and account.remaining.rho == 0  # exactly
+    with pytest.raises(BudgetError, match=r"requests rho 1e-06; remaining rho 0 of a lifetime"):
+        ledger.charge("d", "g3", rho(Fraction(1, 10**6)), "h")
+    private = ReleaseCost(Fraction(1), Fraction(1, 10**6), None)
+    with pytest.raises(BudgetError, match="selects partitions privately"):
+        ledger.check("d", "p", private)
+
+
+def test_an_epsilon_release_is_charged_its_zcdp_cost_in_a_rho_account(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.init("d", Budget(Fraction(0), Fraction(0), Fraction(1)))
+    laplace = ReleaseCost(Fraction(1), Fraction(0), Fraction(1, 2))  # epsilon 1 -> rho 1/2
+    assert ledger.charge("d", "a", laplace, "h") and ledger.charge("d", "b", laplace, "h")
+    assert ledger.account("d").spent == Budget(Fraction(0), Fraction(0), Fraction(1))
+    with pytest.raises(BudgetError, match=r"requests rho 0\.5; remaining rho 0"):
+        ledger.check("d", "c", laplace)
+
+
+def test_an_epsilon_account_charges_a_rho_release_its_conversion(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.sqlite")
+    ledger.init("d", Budget(Fraction(2), Fraction(1, 10**5)))
+    converted = ReleaseCost(Fraction(3, 2), Fraction(1, 10**6), Fraction(1, 20))
+    assert ledger.charge("d", "a", converted, "h")
+    assert ledger.account("d").spent == Budget(Fraction(3, 2), Fraction(1, 10**6))
+    with pytest.raises(BudgetError, match=r"add budget\.delta to the spec"):
+        ledger.check("d", "b", rho(Fraction(1, 100)))
+    with pytest.raises(BudgetError, match=r"requests epsilon 1\.5.*remaining epsilon 0\.5"):
+        ledger.check("d", "b", converted)
+
+
+def test_a_ledger_file_from_before_rho_accounts_still_opens(tmp_path: Path) -> None:
+    path = tmp_path / "old.sqlite"
+    with sqlite3.connect(path) as db:
+        db.executescript(
+            "CREATE TABLE datasets (dataset TEXT PRIMARY KEY, epsilon TEXT NOT NULL, "
+            "delta TEXT NOT NULL, created_utc TEXT NOT NULL);"
+            "CREATE TABLE charges (dataset TEXT NOT NULL, release_id TEXT NOT NULL, "
+            "epsilon TEXT NOT NULL, delta TEXT NOT NULL, spec_sha256 TEXT NOT NULL, "
+            "charged_utc TEXT NOT NULL, PRIMARY KEY (dataset, release_id));"
+            "INSERT INTO datasets VALUES ('d', '1', '0', 't');"
+            "INSERT INTO charges VALUES ('d', 'old', '1/4', '0', 'h', 't');"
+        )
+    db.close()
+    ledger = Ledger(path)
+    assert ledger.account("d").spent == Budget(Fraction(1, 4), Fraction(0))
+    assert ledger.charge("d", "new", third(), "h")
+    assert ledger.account("d").remaining.epsilon == Fraction(5, 12)
+
+
+def test_budget_init_in_rho_and_show(tmp_path: Path, capsys: Any) -> None:
+    ledger = str(tmp_path / "l.sqlite")
+    assert main(["budget", "init", "p", "--rho", "0.5", "--ledger", ledger]) == 0
+    Ledger(ledger).charge("p", "2026-q1", rho(Fraction(1, 8)), "h")
+    capsys.readouterr()
+    assert main(["budget", "show", "p", "--ledger", ledger]) == 0
+    out = capsys.readouterr().out
+    assert "accounted in rho-zCDP" in out and "remaining: rho 0.375" in out
+    assert main(["budget", "init", "q", "--rho", "0.5", "--epsilon", "1", "--ledger", ledger]) == 2
+    assert main(["budget", "init", "q", "--rho", "0.5", "--delta", "1e-6", "--ledger", ledger]) == 2

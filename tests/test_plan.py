@@ -154,3 +154,58 @@ def test_post_aggregation_needs_the_unit_count() -> None:
     doc["tables"][0]["partitions"] = {"type": "private", "strategy": "post_aggregation"}
     with pytest.raises(SpecError, match="post_aggregation needs the privacy_unit_count metric"):
         parse_spec(doc)
+
+
+def rho_spec(noise: str, rho: float, delta: float = 0.0) -> Any:
+    doc = base_spec(noise=noise, budget={"rho": rho, "delta": delta})
+    doc["tables"].append(
+        {
+            "name": "u",
+            "dimensions": ["g"],
+            "partitions": {"type": "public", "keys": [["a"], ["b"]]},
+            "bounds": {"max_partitions": 2, "max_rows_per_partition": 3},
+            "metrics": ["privacy_unit_count", {"mean": "v", "lower": -4, "upper": 10}],
+            "weight": 3,
+        }
+    )
+    return parse_spec(doc)
+
+
+@pytest.mark.parametrize("noise", ["auto", "laplace", "gaussian"])
+def test_a_rho_budget_is_split_by_weight_and_never_overspent(noise: str) -> None:
+    plan = plan_release(rho_spec(noise, 0.5))
+    shares = [t.rho for t in plan.tables]
+    assert shares == [Fraction(1, 8), Fraction(3, 8)]  # weights 1 and 3 of rho 0.5
+    for t in plan.tables:
+        assert t.rho is not None and t.zcdp_cost is not None
+        per_measurement = t.rho / len(t.measurements)
+        for m in t.measurements:
+            if t.family == "gaussian":
+                assert m.rho == per_measurement and m.epsilon == 0  # all of it, exactly
+            else:  # pure epsilon-DP is epsilon^2/2-zCDP: the largest epsilon that fits
+                assert m.epsilon**2 / 2 <= per_measurement
+                assert (m.epsilon + Fraction(1, 1 << 40)) ** 2 / 2 > per_measurement
+        assert t.zcdp_cost <= t.rho
+    cost = plan.cost
+    assert cost.rho is not None and cost.rho <= Fraction(0.5)
+    assert cost.epsilon is None  # no conversion delta declared: no (epsilon, delta) claim
+    if noise == "gaussian":
+        assert cost.rho == Fraction(0.5)
+
+
+def test_a_rho_budget_with_delta_reports_its_conversion_once() -> None:
+    plan = plan_release(rho_spec("gaussian", 0.5, delta=1e-6))
+    cost = plan.cost
+    assert cost.rho == Fraction(0.5) and cost.delta == Fraction(1e-6)
+    assert cost.epsilon == Fraction(accounting.zcdp_epsilon(0.5, 1e-6))
+    # converting once is tighter than adding each table's converted epsilon
+    per_table = sum(accounting.zcdp_epsilon(float(t.rho), 1e-6 / 2) for t in plan.tables)
+    assert float(cost.epsilon) < per_table
+
+
+def test_an_epsilon_release_states_its_zcdp_cost_unless_it_selects_privately() -> None:
+    public = plan_release(spec_with("laplace", 0.0, False, METRIC_SETS[1]))
+    rho = public.cost.rho
+    assert rho == sum(m.epsilon**2 / 2 for t in public.tables for m in t.measurements)
+    private = plan_release(spec_with("laplace", 1e-6, True, METRIC_SETS[1]))
+    assert private.cost.rho is None and private.cost.epsilon == Fraction(2.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
@@ -95,3 +96,26 @@ def test_the_demo_spec_is_valid() -> None:
 
     spec = load_spec(ROOT / "conf" / "demo.yaml")
     assert {t.name for t in spec.tables} == {"persons_by_state_age_sex", "persons_by_county"}
+
+
+@pytest.mark.parametrize(
+    ("budget", "key", "message"),
+    [
+        ({"epsilon": 1.0, "rho": 0.5}, "budget", "epsilon .* or as rho, not both"),
+        ({"delta": 1e-6}, "budget", "epsilon .* or as rho"),
+        ({"rho": 0}, "budget.rho", "must be > 0"),
+        ({"rho": "a lot"}, "budget.rho", ""),
+    ],
+)
+def test_budget_in_rho_errors_name_the_key(budget: Any, key: str, message: str) -> None:
+    with pytest.raises(SpecError, match=rf"{re.escape(key)}.*{message}"):
+        parse_spec(base_spec(budget=budget))
+
+
+def test_rho_budgets_parse_and_refuse_private_selection() -> None:
+    spec = parse_spec(base_spec(budget={"rho": 0.25}, noise="gaussian"))
+    assert spec.budget.is_zcdp and spec.budget.rho == 0.25 and spec.budget.epsilon is None
+    doc = base_spec(budget={"rho": 0.25, "delta": 1e-6})
+    doc["tables"][0]["partitions"] = {"type": "private"}
+    with pytest.raises(SpecError, match=r"tables\[0\]\.partitions.*not rho-zCDP"):
+        parse_spec(doc)
