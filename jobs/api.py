@@ -20,11 +20,11 @@ from pyspark.sql import DataFrame, SparkSession
 from jobs.config import load_spec
 from jobs.io import read_input
 from jobs.runner import table_frame
-from pipelines import input_checks
 from pipelines.plan import ReleasePlan, plan_release
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
 from pipelines.spec import ReleaseSpec
+from pipelines.validation import validate_input
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class Release:
     plan: ReleasePlan
     privacy: dict[str, Any]
     """The manifest's privacy section: budget split, mechanisms, noise scales, intervals."""
+    quarantined: DataFrame | None = None
+    """Rows that failed validation under ``input.on_invalid: quarantine`` (private: not noised)."""
 
 
 def release_dataframes(
@@ -43,8 +45,9 @@ def release_dataframes(
         spec = load_spec(spec)
     plan = plan_release(spec)
     df = input_df if input_df is not None else read_input(spark, spec.input)
-    input_checks.check_schema(df, spec)
-    input_checks.check_values(df, spec)
+    checked = validate_input(df, spec)
     secrets = Secrets.new()
-    tables = {t.table.name: table_frame(spark, spec, t, df, secrets) for t in plan.tables}
-    return Release(tables, plan, privacy_report(plan))
+    tables = {
+        t.table.name: table_frame(spark, spec, t, checked.valid, secrets) for t in plan.tables
+    }
+    return Release(tables, plan, privacy_report(plan), checked.quarantined)

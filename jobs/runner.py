@@ -5,8 +5,10 @@ Order matters for privacy and for operators:
 1. the plan (budget split, noise scales, thresholds) is computed from the spec alone;
 2. an existing release id is detected, and the ledger refuses a release that does not fit the
    dataset's remaining budget, before any data is read;
-3. the input is checked (schema, nulls, NaN/inf, empty), then the ledger is charged, before any
-   noise is drawn (a retry with the same release id is not charged again);
+3. the input is validated (schema, then a great-expectations suite: nulls, NaN/inf, domains,
+   the spec's own expectations); failing rows stop the release or are quarantined
+   (``input.on_invalid``); then the ledger is charged, before any noise is drawn (a retry with
+   the same release id is not charged again);
 4. each table is computed and written to a private staging directory, then the manifest;
 5. one rename publishes the release.
 """
@@ -35,12 +37,13 @@ from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import open_ledger
-from pipelines import input_checks
-from pipelines.partitions import cast_keys, cross_product_keys, inline_keys
+from pipelines import output_checks, validation
+from pipelines.partitions import cast_keys, convert_key, cross_product_keys, inline_keys
 from pipelines.plan import ReleasePlan, TablePlan, plan_release
 from pipelines.release import Secrets, release_table
 from pipelines.report import privacy_report
 from pipelines.spec import PublicPartitions, ReleaseSpec, TableSpec
+from pipelines.validation import validate_input
 
 log = logging.getLogger("dprelease")
 
@@ -90,6 +93,33 @@ def table_frame(
     return release_table(df, tplan, unit, secrets, keys, spec.output.nonnegative_counts)
 
 
+def check_output(
+    spark: SparkSession,
+    spec: ReleaseSpec,
+    table: TableSpec,
+    df: DataFrame,
+    released: DataFrame,
+    staging: Path,
+) -> int:
+    """Read the staged table back and check it (InternalError aborts the commit); its size."""
+    path = str(staging / table.name)
+    reader = spark.read
+    if spec.output.format == "csv":
+        reader = reader.schema(released.schema).option("header", "true").option("mode", "FAILFAST")
+        staged = reader.csv(path)
+    else:
+        staged = reader.parquet(path)
+    domains = {
+        d: [convert_key(v, df.schema[d].dataType, f"domains.{d}") for v in values]
+        for d in table.dimensions
+        if (values := spec.domain(d)) is not None
+    }
+    keys = public_keys(spark, spec, table, df)
+    return output_checks.check_released(
+        staged, released.schema, table, keys, domains, spec.output.nonnegative_counts
+    )
+
+
 def versions(spark: SparkSession) -> dict[str, str]:
     try:
         own = metadata.version("dprelease")
@@ -113,10 +143,7 @@ def _fingerprint_key() -> tuple[bytes, bool]:
 
 def _write_private_report(output: str, release_id: str, report: dict[str, Any]) -> Path:
     """Operator-only run report, beside the staging area, owner-only permissions."""
-    private = writer.local_path(output) / ".private"
-    private.mkdir(parents=True, exist_ok=True)
-    os.chmod(private, 0o700)
-    path = private / f"{release_id}.json"
+    path = writer.private_dir(output) / f"{release_id}.json"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         json.dump(report, fh, indent=2)
@@ -184,10 +211,22 @@ def run_release(
         ),
         len(plan.tables),
     )
-    with stage("read and check input"):
-        df = input_df if input_df is not None else read_input(spark, spec.input)
-        input_checks.check_schema(df, spec)
-        input_checks.check_values(df, spec)
+    with stage("read and validate input"):
+        raw = input_df if input_df is not None else read_input(spark, spec.input)
+        checked = validate_input(raw, spec)
+        df = checked.valid
+        for name, ok in checked.verdict.items():
+            log.debug("validation: %s: %s", name, "passed" if ok else "FAILED")
+    quarantine = None
+    if checked.quarantined is not None:
+        with stage("quarantine invalid rows"):
+            quarantine = writer.write_quarantine(checked.quarantined, spec.output.path, rid)
+        log.warning(
+            "validation: rows failing expectations were quarantined in %s; the operator report "
+            "in %s says which expectations failed",
+            quarantine,
+            writer.private_dir(spec.output.path),
+        )
     if spec.ledger is not None:
         charged = open_ledger(spec.ledger.path).charge(
             spec.ledger.dataset, rid, plan.cost, spec_hash(spec)
@@ -206,14 +245,17 @@ def run_release(
                 released = table_frame(spark, spec, tplan, df, secrets)
                 write_table(released, staging / name, spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
-            reread = read_table(
-                spark, str(staging / name), spec.output.format, what="staged output"
-            )
-            released_cells[name] = reread.count()  # safe: size of the released (noisy) table
+            with stage(f"table {name}: check the written table"):
+                released_cells[name] = check_output(spark, spec, tplan.table, df, released, staging)
             outcome.tables[name] = final / name
-        manifest = build_manifest(spark, spec, plan, rid, released_cells, df, fp_key)
+        manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)
         writer.write_manifest(staging, manifest)
-    report = {"release_id": rid, "stage_seconds": timings}
+    report: dict[str, Any] = {
+        "release_id": rid,
+        "stage_seconds": timings,
+        "validation": [{"expectation": n, "passed": ok} for n, ok in checked.verdict.items()],
+        "quarantine": str(quarantine) if quarantine is not None else None,
+    }
     if fp_generated:
         report["fingerprint_key_hex"] = fp_key.hex()
     _write_private_report(spec.output.path, rid, report)
@@ -245,6 +287,12 @@ def build_manifest(
             "value": input_fingerprint(df, fp_key),
         },
         "privacy_unit": spec.input.privacy_unit,
+        "input_validation": {
+            "expectations": [r.name for r in validation.input_rules(spec, df.schema)],
+            "on_invalid": spec.input.on_invalid,
+            "note": "rows failing an expectation are not released; whether any did is "
+            "reported to the operator only",
+        },
         "ledger": {"dataset": spec.ledger.dataset} if spec.ledger else None,
         "budget": {k: privacy[k] for k in ("declared", "spent", "composition")},
         "tables": privacy["tables"],

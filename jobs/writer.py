@@ -20,6 +20,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pyspark.sql import DataFrame
+
 from dp_ops.errors import InternalError, SpecError
 
 STAGING = ".staging"
@@ -70,6 +72,31 @@ def staged_release(output: str, release_id: str) -> Iterator[Path]:
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def private_dir(output: str) -> Path:
+    """``<output>/.private``: operator-only (mode 700), beside the staging area, never published."""
+    private = local_path(output) / ".private"
+    private.mkdir(parents=True, exist_ok=True)
+    os.chmod(private, 0o700)
+    return private
+
+
+def write_quarantine(rows: DataFrame, output: str, release_id: str) -> Path:
+    """Write invalid rows to ``<output>/.private/quarantine/<release-id>/`` (Parquet, owner-only).
+
+    A rerun of the release id replaces them, so a retry leaves one copy.
+    """
+    root = private_dir(output) / "quarantine"
+    root.mkdir(mode=0o700, exist_ok=True)
+    os.chmod(root, 0o700)
+    path = root / release_id
+    rows.write.mode("overwrite").parquet(str(path))
+    for directory, _, files in os.walk(path):
+        os.chmod(directory, 0o700)
+        for f in files:
+            os.chmod(os.path.join(directory, f), 0o600)
+    return path
 
 
 def write_manifest(staging: Path, manifest: dict[str, Any]) -> None:

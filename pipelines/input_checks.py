@@ -1,15 +1,12 @@
-"""Checks that the microdata matches the spec, before any budget is spent.
+"""The input's schema against the spec: missing columns and wrong types, from metadata alone.
 
-One Spark pass computes a flag per problem (never a count), and the first problem found raises
-:class:`~dp_ops.errors.InputDataError` naming the column. No data value and no count appears in a
-message, so the error can go to any log. Great-expectations validation and quarantine of bad rows
-build on these predicates.
+Raises :class:`~dp_ops.errors.InputDataError` naming the column; no data value appears in a
+message. Row-level checks (nulls, NaN, domains) are expectations in :mod:`pipelines.validation`.
 """
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from dp_ops.errors import InputDataError
@@ -58,29 +55,3 @@ def check_schema(df: DataFrame, spec: ReleaseSpec) -> None:
                 f"input: {role} column {column!r} has type {dtype.simpleString()}; use a string, "
                 "integer, boolean or date column"
             )
-
-
-def check_values(df: DataFrame, spec: ReleaseSpec) -> None:
-    """Empty input, nulls, NaN and infinities, in one aggregation pass."""
-    flags: dict[str, Column] = {"empty": F.count(F.lit(1)) == 0}
-    for column, role in required_columns(spec).items():
-        flags[f"null:{column}"] = F.max(F.col(column).isNull().cast("int")) == 1
-        if role == "value" and isinstance(df.schema[column].dataType, T.FloatType | T.DoubleType):
-            bad = F.isnan(column) | F.col(column).isin(float("inf"), float("-inf"))
-            flags[f"nonfinite:{column}"] = F.max(bad.cast("int")) == 1
-    row = df.agg(*[c.alias(name) for name, c in flags.items()]).first()  # safe: booleans only
-    if row is None or row["empty"]:
-        raise InputDataError("input: no rows; check input.path and any filter on the data")
-    roles = required_columns(spec)
-    for name in flags:
-        if name == "empty" or not row[name]:
-            continue
-        kind, column = name.split(":", 1)
-        if kind == "null":
-            raise InputDataError(
-                f"input: {roles[column]} column {column!r} has null values; drop or impute them "
-                "before the release (every row needs a privacy unit, dimensions and values)"
-            )
-        raise InputDataError(
-            f"input: value column {column!r} has NaN or infinite values; drop or fix them"
-        )

@@ -123,5 +123,5 @@ def join_public(
     filled = [F.coalesce(F.col(m), F.lit(0)).cast("long").alias(m) for m in measures]
     if not dims or keys is None:
         return aggregated.select(*filled)
-    joined = F.broadcast(keys).join(aggregated, on=list(dims), how="left")
+    joined = keys.join(aggregated, on=list(dims), how="left")  # keys are kept: no broadcast
     return joined.select(*dims, *filled)

@@ -23,6 +23,27 @@ METRIC_KINDS: tuple[str, ...] = ("count", "privacy_unit_count", "sum", "mean")
 NoiseFamily = Literal["auto", "laplace", "gaussian"]
 
 
+ExpectationKind = Literal["not_null", "in_set", "between"]
+
+
+@dataclass(frozen=True)
+class ExpectationSpec:
+    """An extra expectation on the input, beyond those the spec implies.
+
+    ``in_set`` and ``between`` pass null values (add ``not_null`` to forbid them). Rows that fail
+    are invalid: the release fails or quarantines them (``input.on_invalid``). Excluding rows by a
+    rule of their own values costs no privacy, but changes what the tables describe.
+    """
+
+    column: str
+    kind: ExpectationKind
+    values: tuple[Any, ...] = ()
+    """Allowed values (``in_set``)."""
+    min_value: float | None = None
+    max_value: float | None = None
+    """Inclusive bounds (``between``); either may be omitted."""
+
+
 @dataclass(frozen=True)
 class InputSpec:
     path: str
@@ -31,6 +52,11 @@ class InputSpec:
     privacy_unit: str
     """Column identifying a privacy unit (a person). Everything one unit contributes is bounded."""
     csv_header: bool = True
+    on_invalid: Literal["fail", "quarantine"] = "fail"
+    """``fail``: invalid rows stop the release (exit 3, nothing spent). ``quarantine``: they are
+    set aside in a private location and the release goes on with the valid rows."""
+    expectations: tuple[ExpectationSpec, ...] = ()
+    """Extra expectations, checked with those the spec implies."""
 
 
 @dataclass(frozen=True)
@@ -212,18 +238,58 @@ def _choice(value: Any, choices: Sequence[str], where: str) -> Any:
     return value
 
 
+def parse_expectation(raw: Any, where: str) -> ExpectationSpec:
+    m = _mapping(raw, where)
+    _only(m, ("column", "not_null", "in_set", "between"), where)
+    column = _column(_required(m, "column", where), f"{where}.column")
+    kinds = [k for k in ("not_null", "in_set", "between") if k in m]
+    if len(kinds) != 1:
+        raise _fail(where, "give exactly one of not_null: true, in_set: [...], between: [lo, hi]")
+    kind = kinds[0]
+    value = m[kind]
+    if kind == "not_null":
+        if value is not True:
+            raise _fail(f"{where}.not_null", "must be true")
+        return ExpectationSpec(column, "not_null")
+    if kind == "in_set":
+        if not isinstance(value, list) or not value:
+            raise _fail(f"{where}.in_set", "must be a non-empty list of allowed values")
+        if any(v is None or isinstance(v, list | dict) for v in value):
+            raise _fail(f"{where}.in_set", "values must be strings, numbers, booleans or dates")
+        return ExpectationSpec(column, "in_set", values=tuple(value))
+    if not isinstance(value, list) or len(value) != 2:
+        raise _fail(f"{where}.between", "must be [lower, upper] (null for an open end)")
+    lo, hi = (
+        None if v is None else _number(v, f"{where}.between[{i}]") for i, v in enumerate(value)
+    )
+    if lo is None and hi is None:
+        raise _fail(f"{where}.between", "give at least one bound")
+    if lo is not None and hi is not None and lo > hi:
+        raise _fail(f"{where}.between", "lower must not exceed upper")
+    return ExpectationSpec(column, "between", min_value=lo, max_value=hi)
+
+
 def parse_input(raw: Any, where: str = "input") -> InputSpec:
     m = _mapping(raw, where)
-    _only(m, ("path", "format", "privacy_unit", "csv_header"), where)
+    keys = ("path", "format", "privacy_unit", "csv_header", "on_invalid", "expectations")
+    _only(m, keys, where)
     fmt = _choice(m.get("format", "parquet"), ("parquet", "csv"), f"{where}.format")
     header = m.get("csv_header", True)
     if not isinstance(header, bool):
         raise _fail(f"{where}.csv_header", "must be true or false")
+    on_invalid = _choice(m.get("on_invalid", "fail"), ("fail", "quarantine"), f"{where}.on_invalid")
+    raw_exp = m.get("expectations") or []
+    if not isinstance(raw_exp, list):
+        raise _fail(f"{where}.expectations", "must be a list")
     return InputSpec(
         path=_column(_required(m, "path", where), f"{where}.path"),
         format=fmt,
         privacy_unit=_column(_required(m, "privacy_unit", where), f"{where}.privacy_unit"),
         csv_header=header,
+        on_invalid=on_invalid,
+        expectations=tuple(
+            parse_expectation(e, f"{where}.expectations[{i}]") for i, e in enumerate(raw_exp)
+        ),
     )
 
 

@@ -19,7 +19,8 @@ from tests.test_jobs import _env
 MARK_DIM = "MARKERDIM_7f3a"
 MARK_PID = 4242424242
 MARK_VALUE = 987654.321
-UNITS = 2987  # units in the common cell; rows in total: UNITS + 1
+MARK_QUARANTINED = "MARKERQUAR_c41d"  # in a row that fails an expectation
+UNITS = 2987  # units in the common cell; rows in total: UNITS + 2
 
 
 @pytest.mark.integration
@@ -27,10 +28,16 @@ def test_release_at_debug_level_leaks_no_marker_and_no_exact_count(
     spark: Any, tmp_path: Path
 ) -> None:
     rows = [(i, "common", 1.5) for i in range(UNITS)] + [(MARK_PID, MARK_DIM, MARK_VALUE)]
+    rows.append((MARK_PID + 1, MARK_QUARANTINED, -5.0))
     data = tmp_path / "in"
     spark.createDataFrame(rows, "pid long, g string, v double").write.parquet(str(data))
     doc = {
-        "input": {"path": str(data), "privacy_unit": "pid"},
+        "input": {
+            "path": str(data),
+            "privacy_unit": "pid",
+            "on_invalid": "quarantine",
+            "expectations": [{"column": "v", "between": [0, 10**6]}],
+        },
         "budget": {"epsilon": 1.0, "delta": 1e-6},
         "output": {"path": str(tmp_path / "out")},
         "tables": [
@@ -63,13 +70,15 @@ def test_release_at_debug_level_leaks_no_marker_and_no_exact_count(
         "report": private,
     }
     assert "DEBUG" in done.stderr  # the canary ran with debug logging on
+    quarantined = pd.read_parquet(tmp_path / "out" / ".private" / "quarantine" / "canary")
+    assert list(quarantined["g"]) == [MARK_QUARANTINED]  # control: the row was read and set aside
     for where, text in everything.items():
-        for marker in (MARK_DIM, str(MARK_PID), "987654"):
+        for marker in (MARK_DIM, str(MARK_PID), str(MARK_PID + 1), "987654", MARK_QUARANTINED):
             assert marker not in text, (marker, where)
     assert json.loads(manifest)["tables"][0]["released_cells"] == 1  # only the common cell
     ours = "\n".join(line for line in done.stderr.splitlines() if " dprelease: " in line)
     for text in (ours, done.stdout, manifest):
-        for count in (UNITS, UNITS + 1):
+        for count in (UNITS, UNITS + 1, UNITS + 2):
             assert not re.search(rf"\b{count}\b", text), count
 
 

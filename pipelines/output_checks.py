@@ -1,0 +1,86 @@
+"""Checks of a released table as written, before the release is committed.
+
+The staged table is read back and must have exactly the columns the spec implies, with the types
+the job produced, no null key, no null or NaN metric, no negative count when counts are clamped,
+and keys inside the public domain (the public key set, or the declared domains of the
+dimensions). A failure is a bug, not a user error: :class:`~dp_ops.errors.InternalError` aborts
+the release before the commit rename, so nothing becomes visible. Messages name tables and
+columns only: what is checked is released (noisy) data, but a broken table may not be.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from dp_ops.errors import InternalError
+from pipelines.spec import TableSpec
+
+COUNT_METRICS = ("count", "privacy_unit_count")
+
+
+def expected_columns(table: TableSpec) -> list[str]:
+    return [*table.dimensions, *(m.output_name for m in table.metrics)]
+
+
+def _fail(table: TableSpec, problem: str) -> InternalError:
+    return InternalError(
+        f"output check of table {table.name!r}: {problem}; the release was not committed "
+        "(nothing was published). This is a bug: please report it"
+    )
+
+
+def check_released(
+    staged: DataFrame,
+    produced: T.StructType,
+    table: TableSpec,
+    public_keys: DataFrame | None,
+    domains: dict[str, Sequence[Any]],
+    nonnegative_counts: bool,
+) -> int:
+    """Check the staged table; return its number of rows (the released, noisy, cell count).
+
+    ``produced``: the schema the job computed; ``public_keys``: the table's public key set (None
+    for private partitions); ``domains``: declared domains of the dimensions, converted to the
+    input's types.
+    """
+    if staged.columns != expected_columns(table):
+        raise _fail(table, f"columns {staged.columns} instead of {expected_columns(table)}")
+    got = {f.name: f.dataType for f in staged.schema.fields}
+    for f in produced.fields:
+        if got[f.name] != f.dataType:
+            raise _fail(table, f"column {f.name!r} has type {got[f.name].simpleString()}")
+    flags: dict[str, Column] = {"cells": F.count(F.lit(1))}
+    for d in table.dimensions:
+        flags[f"null key {d!r}"] = F.max(F.col(d).isNull().cast("int"))
+        if d in domains and public_keys is None:
+            outside = ~F.coalesce(F.col(d).isin(*domains[d]), F.lit(False))
+            flags[f"key {d!r} outside its declared domain"] = F.max(outside.cast("int"))
+    for m in table.metrics:
+        c = F.col(m.output_name)
+        bad = c.isNull()
+        if isinstance(got[m.output_name], T.FloatType | T.DoubleType):
+            bad = bad | F.isnan(c) | c.isin(float("inf"), float("-inf"))
+        flags[f"null or non-finite metric {m.output_name!r}"] = F.max(bad.cast("int"))
+        if nonnegative_counts and m.kind in COUNT_METRICS:
+            flags[f"negative count {m.output_name!r}"] = F.max((c < 0).cast("int"))
+    row = staged.agg(*[v.alias(f"f{i}") for i, v in enumerate(flags.values())]).first()
+    if row is None:
+        raise InternalError("an aggregation without grouping returned no row")
+    for i, problem in enumerate(flags):
+        if problem != "cells" and row[f"f{i}"]:
+            raise _fail(table, problem)
+    cells = int(row["f0"])  # safe: the size of the released (noisy) table
+    dims = list(table.dimensions)
+    if dims and staged.groupBy(*dims).count().where(F.col("count") > 1).limit(1).count():
+        raise _fail(table, "a key is released more than once")
+    if public_keys is not None and dims:
+        if staged.join(public_keys, on=dims, how="left_anti").limit(1).count():
+            raise _fail(table, "a released key is not in the table's public key set")
+        if cells != public_keys.count():  # public keys: every one is released, once
+            raise _fail(table, "not every public key is released")
+    return cells

@@ -1,0 +1,270 @@
+"""Input validation: the spec's expectations, a great-expectations verdict, invalid rows split off.
+
+The expectation suite follows from the spec (:func:`input_rules`): the privacy unit, every
+dimension and every value column not null; value columns numeric, and finite when they are
+floating point; dimensions with a declared domain inside it; plus the spec's own
+``input.expectations``. great-expectations gives one verdict per expectation
+(:func:`gx_verdict`). It runs with ``BOOLEAN_ONLY`` results, so no count and no example value is
+put into its result, and the result never leaves this module: callers get a pass/fail per rule
+name, and rule names come from the spec, never from the data.
+
+When a rule fails, the same rules as Spark predicates split the rows (:func:`split_invalid`): a
+row is valid when it passes every rule, so valid and quarantined rows together are the input,
+and nothing is lost. Dropping rows by a rule on their own values is a row-by-row filter: it costs
+no privacy, the bounding that follows still holds.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import reduce
+from typing import Any, Literal
+
+from pyspark.sql import Column, DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from dp_ops.errors import InputDataError, InternalError
+from pipelines.input_checks import NUMERIC, check_schema, required_columns
+from pipelines.partitions import INTEGRAL, convert_key
+from pipelines.spec import ReleaseSpec
+
+log = logging.getLogger("dprelease")
+
+FAILED_COLUMN = "_dprelease_failed_expectations"
+"""Quarantined rows carry the names of the expectations they fail in this column."""
+
+RuleKind = Literal["not_null", "numeric", "finite", "in_set", "between"]
+MAX_DOUBLE = 1.7976931348623157e308
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One expectation on the input, as a great-expectations expectation and a Spark predicate."""
+
+    name: str
+    """Shown to operators; made from the spec only (column names and declared constraints)."""
+    column: str
+    kind: RuleKind
+    values: tuple[Any, ...] = ()
+    min_value: float | None = None
+    max_value: float | None = None
+
+    @property
+    def row_level(self) -> bool:
+        """False for column-level rules (type), which no single row can fail."""
+        return self.kind != "numeric"
+
+    def row_ok(self) -> Column:
+        """True where the row passes (never null)."""
+        c = F.col(self.column)
+        if self.kind == "not_null":
+            return c.isNotNull()
+        if self.kind == "numeric":
+            return F.lit(True)
+        if self.kind == "finite":
+            ok = ~F.isnan(c) & ~c.isin(float("inf"), float("-inf"))
+        elif self.kind == "in_set":
+            ok = c.isin(*self.values)
+        else:
+            ok = F.lit(True)
+            if self.min_value is not None:
+                ok = ok & (c >= F.lit(self.min_value))
+            if self.max_value is not None:
+                ok = ok & (c <= F.lit(self.max_value))
+        return c.isNull() | F.coalesce(ok, F.lit(False))
+
+    def expectation(self) -> Any:
+        gxe: Any = importlib.import_module("great_expectations.expectations")  # lazy: slow
+
+        col = self.column
+        if self.kind == "not_null":
+            return gxe.ExpectColumnValuesToNotBeNull(column=col)
+        if self.kind == "numeric":
+            names = [t.__name__ for t in NUMERIC]
+            return gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=names)
+        if self.kind == "finite":  # NaN sorts above every double in Spark, so it fails too
+            return gxe.ExpectColumnValuesToBeBetween(
+                column=col, min_value=-MAX_DOUBLE, max_value=MAX_DOUBLE
+            )
+        if self.kind == "in_set":
+            return gxe.ExpectColumnValuesToBeInSet(column=col, value_set=list(self.values))
+        return gxe.ExpectColumnValuesToBeBetween(
+            column=col, min_value=self.min_value, max_value=self.max_value
+        )
+
+
+def input_rules(spec: ReleaseSpec, schema: T.StructType) -> tuple[Rule, ...]:
+    """The expectation suite of ``spec`` for an input with ``schema`` (checked by check_schema).
+
+    Raises InputDataError for a spec expectation on a missing or unsuitable column, SpecError for a
+    declared domain value that does not fit the column's type.
+    """
+    rules: list[Rule] = []
+    fields = {f.name: f.dataType for f in schema.fields}
+    for column, role in required_columns(spec).items():
+        rules.append(Rule(f"{column} not null ({role})", column, "not_null"))
+        dtype = fields[column]
+        if role == "value":
+            rules.append(Rule(f"{column} numeric", column, "numeric"))
+            if isinstance(dtype, T.FloatType | T.DoubleType):
+                rules.append(Rule(f"{column} finite (no NaN or infinity)", column, "finite"))
+        domain = spec.domain(column)
+        if role == "dimension" and domain is not None:
+            values = tuple(convert_key(v, dtype, f"domains.{column}") for v in domain)
+            rules.append(Rule(f"{column} in its declared domain", column, "in_set", values))
+    for i, e in enumerate(spec.input.expectations):
+        where = f"input.expectations[{i}]"
+        if e.column not in fields:
+            raise InputDataError(
+                f"{where}: column {e.column!r} is missing; the input has {sorted(fields)}"
+            )
+        dtype = fields[e.column]
+        if e.kind == "not_null":
+            rules.append(Rule(f"{e.column} not null ({where})", e.column, "not_null"))
+        elif e.kind == "in_set":
+            values = tuple(
+                convert_key(v, dtype, f"{where}.in_set")
+                if isinstance(dtype, (*INTEGRAL, T.StringType, T.BooleanType, T.DateType))
+                else v
+                for v in e.values
+            )
+            rules.append(Rule(f"{e.column} in a set ({where})", e.column, "in_set", values))
+        else:
+            if not isinstance(dtype, NUMERIC):
+                raise InputDataError(
+                    f"{where}: 'between' needs a numeric column; {e.column!r} is "
+                    f"{dtype.simpleString()}"
+                )
+            rules.append(
+                Rule(
+                    f"{e.column} between {e.min_value} and {e.max_value} ({where})",
+                    e.column,
+                    "between",
+                    min_value=e.min_value,
+                    max_value=e.max_value,
+                )
+            )
+    return tuple(rules)
+
+
+def _quiet_gx() -> None:
+    """Analytics off; GX's loggers (some set their own level on import) at WARNING."""
+    os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
+    for name in list(logging.root.manager.loggerDict):
+        if name.startswith("great_expectations."):
+            logging.getLogger(name).setLevel(logging.NOTSET)  # inherit WARNING
+
+
+def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
+    """Validate ``df`` with great-expectations: rule name -> passed.
+
+    An expectation great-expectations could not evaluate counts as failed; its exception text is
+    not logged (it may quote data).
+    """
+    _quiet_gx()
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    _quiet_gx()
+
+    context = gx.get_context(mode="ephemeral")
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+    batch = (
+        context.data_sources.add_spark(name="input", persist=False)  # never cache the input
+        .add_dataframe_asset(name="microdata")
+        .add_batch_definition_whole_dataframe("all rows")
+    )
+    suite = context.suites.add(gx.ExpectationSuite(name="release input"))
+    by_id: dict[str, Rule] = {}
+    for rule in rules:
+        expectation = suite.add_expectation(rule.expectation())
+        by_id[str(expectation.id)] = rule
+    result = batch.get_batch(batch_parameters={"dataframe": df}).validate(
+        suite, result_format="BOOLEAN_ONLY"
+    )
+    verdict: dict[str, bool] = {}
+    for r in result.results:
+        config = r.expectation_config
+        matched = by_id.get(str(config.id)) if config is not None else None
+        if matched is None:
+            raise InternalError("great-expectations returned a result for an unknown expectation")
+        rule = matched
+        raised = bool((r.exception_info or {}).get("raised_exception"))
+        if raised:
+            log.warning("validation: %r could not be evaluated; counted as failed", rule.name)
+        verdict[rule.name] = bool(r.success) and not raised
+    if set(verdict) != {r.name for r in rules}:
+        raise InternalError("great-expectations did not return a verdict for every expectation")
+    return verdict
+
+
+def row_is_valid(rules: Sequence[Rule]) -> Column:
+    checks = [r.row_ok() for r in rules if r.row_level]
+    return reduce(lambda a, b: a & b, checks, F.lit(True))
+
+
+def split_invalid(df: DataFrame, rules: Sequence[Rule]) -> tuple[DataFrame, DataFrame]:
+    """(valid rows, invalid rows with the names of the rules they fail in FAILED_COLUMN)."""
+    row_level = [r for r in rules if r.row_level]
+    valid = row_is_valid(row_level)
+    names = F.array(*[F.when(~r.row_ok(), F.lit(r.name)) for r in row_level])
+    failed = F.filter(names, lambda x: x.isNotNull())
+    return df.filter(valid), df.filter(~valid).withColumn(FAILED_COLUMN, failed)
+
+
+def failure_message(failed: Sequence[str]) -> str:
+    listed = ", ".join(repr(n) for n in failed)
+    return (
+        f"input: rows fail {len(failed)} expectation(s): {listed}. Fix the data, or set "
+        "input.on_invalid: quarantine to set those rows aside and release the rest"
+    )
+
+
+def has_rows(df: DataFrame) -> bool:
+    """Whether ``df`` has a row (a flag, not a count)."""
+    return bool(df.limit(1).count())
+
+
+@dataclass(frozen=True)
+class ValidatedInput:
+    valid: DataFrame
+    """The rows the release uses (all of the input when every expectation passed)."""
+    quarantined: DataFrame | None
+    """The rows that fail, with FAILED_COLUMN (None when every expectation passed)."""
+    verdict: dict[str, bool]
+    """Expectation name -> passed, in suite order. Operator-only: it says whether any row failed."""
+
+    @property
+    def failed(self) -> list[str]:
+        return [name for name, ok in self.verdict.items() if not ok]
+
+
+def validate_input(df: DataFrame, spec: ReleaseSpec) -> ValidatedInput:
+    """Check the schema, validate with great-expectations, apply ``input.on_invalid``.
+
+    Raises InputDataError (naming columns and expectations, never values or counts) for a schema
+    mismatch, for failed expectations under ``on_invalid: fail``, and for an input without
+    (valid) rows.
+    """
+    check_schema(df, spec)
+    rules = input_rules(spec, df.schema)
+    verdict = gx_verdict(df, rules)
+    failed = [name for name, ok in verdict.items() if not ok]
+    if failed and spec.input.on_invalid == "fail":
+        raise InputDataError(failure_message(failed))
+    quarantined = None
+    if failed:
+        df, quarantined = split_invalid(df, rules)
+    if not has_rows(df):
+        if quarantined is not None:
+            raise InputDataError(
+                f"input: no valid rows: every row fails {', '.join(repr(n) for n in failed)}"
+            )
+        raise InputDataError("input: no rows; check input.path and any filter on the data")
+    return ValidatedInput(df, quarantined, verdict)
