@@ -141,7 +141,8 @@ def _package(args: argparse.Namespace) -> int:
     with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
         for pkg in ("dp_ops", "pipelines", "jobs"):
             for f in sorted((ROOT / pkg).rglob("*.py")):
-                z.write(f, f.relative_to(ROOT))
+                if "examples" not in f.relative_to(ROOT).parts:  # scheduler files, not code
+                    z.write(f, f.relative_to(ROOT))
     print(f"wrote {out}: pass it to spark-submit with --py-files {out}")
     return EXIT_OK
 
