@@ -49,11 +49,19 @@ def is_released(output: str, release_id: str) -> bool:
 
 @contextmanager
 def staged_release(output: str, release_id: str) -> Iterator[Path]:
-    """Yield a private staging directory; on normal exit it becomes ``<output>/<release-id>``."""
+    """Yield a private staging directory; on normal exit it becomes ``<output>/<release-id>``.
+
+    A process killed mid-write leaves its staging directory behind (invisible, never
+    published); the next attempt of the same release id removes it. Run one attempt of a
+    release id at a time (a scheduler's ``max_active_runs=1``).
+    """
     root = local_path(output)
     staging_root = root / STAGING
     staging_root.mkdir(parents=True, exist_ok=True)
     os.chmod(staging_root, 0o700)
+    for stale in staging_root.glob(f"{release_id}-*"):  # left by a killed attempt of this id
+        if stale.is_dir() and len(stale.name) == len(release_id) + 13:
+            shutil.rmtree(stale, ignore_errors=True)
     staging = staging_root / f"{release_id}-{uuid.uuid4().hex[:12]}"
     staging.mkdir(mode=0o700)
     try:

@@ -1,0 +1,72 @@
+"""The job killed mid-run: nothing partial becomes visible, and a rerun completes uncharged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from jobs.cli import main
+from jobs.ledger import Ledger
+from tests.test_jobs import DEMO, _env
+
+KILL_POINTS = {
+    # the first table's Spark job is bounding, selecting, drawing noise and writing
+    "noise": "stage table persons_by_state_age_sex: bound, aggregate, select, noise, write: "
+    "started",
+    # the last table is written to staging; the manifest and the commit rename are next
+    "write": "stage table persons_by_county: check the written table: started",
+}
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("point", sorted(KILL_POINTS))
+def test_a_killed_release_leaves_nothing_visible_and_a_rerun_is_not_charged_again(
+    point: str, demo_path: str, tmp_path: Path, spark: Any
+) -> None:
+    ledger = tmp_path / "ledger.sqlite"
+    init = ["budget", "init", "demo", "--epsilon", "1.5", "--delta", "1e-5"]
+    assert main([*init, "--ledger", str(ledger)]) == 0
+    doc = yaml.safe_load(DEMO.read_text())
+    out = tmp_path / "out"
+    doc["input"]["path"], doc["output"]["path"] = demo_path, str(out)
+    doc["budget"] = {"epsilon": 1.0, "delta": 1e-6}
+    doc["ledger"] = {"dataset": "demo", "path": str(ledger)}
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
+    assert exe
+    args = ["run", str(spec), "--release-id", "monthly"]
+    proc = subprocess.Popen(
+        [exe, *args, "--master", "local[2]"],
+        env=_env(),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,  # its own process group: the kill takes the JVM with it
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if KILL_POINTS[point] in line:
+            os.killpg(proc.pid, signal.SIGKILL)
+            break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
+    assert not (out / "monthly").exists()  # nothing visible ...
+    if point == "write":
+        assert any((out / ".staging").iterdir())  # ... though a staged table was on disk
+    account = Ledger(ledger).account("demo")
+    assert [r for r, _, _ in account.releases] == ["monthly"]  # charged before any noise
+    assert main(args) == 0  # the rerun completes ...
+    assert (out / "monthly" / "manifest.json").exists()
+    assert not any((out / ".staging").iterdir())  # ... and clears the killed attempt's staging
+    assert Ledger(ledger).account("demo").spent.epsilon == 1  # ... without a second charge
