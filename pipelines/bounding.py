@@ -15,8 +15,9 @@ Duplicate rows tie, but they are interchangeable.
 
 Two physical plans, the same choice:
 
-* ``L0 = Linf = 1``: one hash aggregation per unit, ``min_by(row, key)`` with map-side partial
-  aggregation and no sort. ``key`` packs the top 32 bits of the pair priority above the top 32
+* ``L0 = Linf = 1``: one aggregation per unit, ``min_by(row, key)``, with map-side partial
+  aggregation (Spark runs it as a sort aggregation: the row is a struct, not a fixed-width
+  buffer), no window. ``key`` packs the top 32 bits of the pair priority above the top 32
   bits of the row priority, so it orders by pair first, then by row; priorities that tie in 32
   bits (probability 2^-32 per pair of candidates) only perturb uniformity, never a bound;
 * otherwise: one shuffle by unit and one sort by (unit, pair priority, partition, row priority)
