@@ -219,3 +219,17 @@ def test_csv_input_keys_file_and_csv_output(tmp_path: Path, spark: Any, capsys: 
     assert out.columns == ["g", "count", "sum_v"]
     manifest = json.loads((tmp_path / "out" / "csv1" / "manifest.json").read_text())
     assert manifest["tables"][0]["format"] == "csv" and manifest["tables"][0]["released_cells"] == 3
+
+
+def test_the_input_fingerprint_depends_on_the_key_and_the_files(
+    demo_path: str, tmp_path: Path, spark: Any
+) -> None:
+    from jobs.io import input_fingerprint
+
+    df = spark.read.parquet(demo_path)
+    a, b = b"\x01" * 32, b"\x02" * 32
+    assert input_fingerprint(df, a) == input_fingerprint(spark.read.parquet(demo_path), a)
+    assert input_fingerprint(df, a) != input_fingerprint(df, b)  # no key: no guess can be tested
+    copy = tmp_path / "copy"
+    df.limit(10).write.parquet(str(copy))
+    assert input_fingerprint(spark.read.parquet(str(copy)), a) != input_fingerprint(df, a)
