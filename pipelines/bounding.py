@@ -15,11 +15,14 @@ Duplicate rows tie, but they are interchangeable.
 
 Two physical plans, the same choice:
 
-* ``L0 = Linf = 1``: one aggregation per unit, ``min_by(row, key)``, with map-side partial
-  aggregation (Spark runs it as a sort aggregation: the row is a struct, not a fixed-width
-  buffer), no window. ``key`` packs the top 32 bits of the pair priority above the top 32
-  bits of the row priority, so it orders by pair first, then by row; priorities that tie in 32
-  bits (probability 2^-32 per pair of candidates) only perturb uniformity, never a bound;
+* ``L0 = Linf = 1``: one aggregation per unit, ``min_by(column, key)`` for each column, with
+  map-side partial aggregation and no window. When every column is fixed-width (the release
+  passes cell identities, :mod:`pipelines.cells`, instead of dimension values) Spark runs it as a
+  hash aggregation, without sorting. ``key`` packs the top 32 bits of the pair priority above
+  the top 32 bits of the row priority, so it orders by pair first, then by row; priorities that
+  tie in 32 bits (probability 2^-32 per pair of candidates) only perturb uniformity, never a
+  bound (tied rows may give the unit's one row its columns from different rows of that unit:
+  still one row, with clamped values);
 * otherwise: one shuffle by unit and one sort by (unit, pair priority, partition, row priority)
   that serves both rankings (``row_number`` within the pair, ``dense_rank`` of pairs in the unit).
 """
@@ -91,13 +94,15 @@ def bound_contributions(
     row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
     out_cols = [unit, *dims, *[v.grid_name for v in values]]
     if max_partitions == 1 and max_rows == 1:
-        payload = F.struct(*[F.col(c) for c in out_cols[1:]]) if len(out_cols) > 1 else F.lit(0)
         key = F.shiftleft(F.shiftright(pair_prio, 32), 32).bitwiseOR(
             F.shiftrightunsigned(row_prio, 32)
         )
-        chosen = rows.groupBy(unit).agg(F.min_by(payload, key).alias("_kept"))
-        fields = [F.col(f"_kept.{c}").alias(c) for c in out_cols[1:]]
-        return chosen.select(F.col(unit), *fields, F.lit(1).alias(FIRST))
+        keyed = rows.withColumn("_key", key)
+        if len(out_cols) == 1:  # a total of units: one row per unit, nothing to choose
+            chosen = keyed.select(unit).distinct()
+        else:
+            chosen = keyed.groupBy(unit).agg(*[F.min_by(c, "_key").alias(c) for c in out_cols[1:]])
+        return chosen.select(*out_cols, F.lit(1).alias(FIRST))
     ranked = (
         rows.repartition(unit)
         .withColumn("_pp", pair_prio)

@@ -20,6 +20,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp_ops.errors import SpecError
+from pipelines.cells import CELL_IDS
 
 INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 
@@ -118,10 +119,12 @@ def join_public(
 ) -> DataFrame:
     """Every public key once, with its aggregates (zero where the data has no such cell).
 
-    Without dimensions the table is one total cell: ``aggregated`` has exactly one row.
+    ``keys`` and ``aggregated`` meet on the cell identity columns (:mod:`pipelines.cells`); cells
+    of the data outside the keys are dropped. Without dimensions the table is one total cell:
+    ``aggregated`` has exactly one row.
     """
     filled = [F.coalesce(F.col(m), F.lit(0)).cast("long").alias(m) for m in measures]
     if not dims or keys is None:
         return aggregated.select(*filled)
-    joined = keys.join(aggregated, on=list(dims), how="left")  # keys are kept: no broadcast
+    joined = keys.join(aggregated, on=list(CELL_IDS), how="left")  # keys are kept: no broadcast
     return joined.select(*dims, *filled)

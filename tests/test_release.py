@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
@@ -55,6 +56,38 @@ def test_public_keys_release_absent_cells_and_drop_unknown_ones_exactly_without_
     # 'z' is not a public key and is dropped; 'c' has no data and is released (zero sums; the
     # mean of an empty cell is the centre of the bounds)
     assert_df_equality(got, expected, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize("private", [False, True])
+def test_each_cell_gets_its_own_aggregates_back_across_two_dimensions(
+    spark: Any, private: bool
+) -> None:
+    """Cells travel through bounding and aggregation as hashed identities; the dimension values
+    joined back must be each cell's own (exact, without noise, against pandas)."""
+    cells = [("a", 1), ("a", 2), ("b", 1), ("b", 2), ("c", 3)]
+    rows = [
+        (1000 * i + u, g, h, float(u % 7))
+        for i, (g, h) in enumerate(cells)
+        for u in range(300 + 17 * i)  # a different number of units in every cell
+    ]
+    df = spark.createDataFrame(rows, "pid long, g string, h long, v double")
+    doc = base_spec(domains={"g": ["a", "b", "c", "d"], "h": [1, 2, 3]})
+    table = doc["tables"][0]
+    table["dimensions"] = ["g", "h"]
+    table["metrics"] = ["count", "privacy_unit_count", {"sum": "v", "lower": 0, "upper": 10}]
+    if private:
+        table["partitions"] = {"type": "private", "strategy": "laplace"}
+    got = release(spark, doc, df, noise=False).toPandas().set_index(["g", "h"]).sort_index()
+    frame = pd.DataFrame(rows, columns=["pid", "g", "h", "v"])
+    want = frame.groupby(["g", "h"]).agg(count=("pid", "size"), sum_v=("v", "sum"))
+    want["privacy_unit_count"] = want["count"]
+    if not private:  # every public key, the empty ones with zeros
+        keys = [(g, h) for g in ["a", "b", "c", "d"] for h in [1, 2, 3]]
+        want = want.reindex(keys, fill_value=0)
+    want = want.rename_axis(["g", "h"]).sort_index()
+    assert list(got.index) == list(want.index)
+    for column in ("count", "privacy_unit_count", "sum_v"):
+        assert got[column].tolist() == pytest.approx(want[column].tolist()), column
 
 
 @pytest.mark.parametrize("strategy", ["auto", "laplace", "gaussian", "truncated_geometric"])
