@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,54 @@ def test_consistent_counts_add_up_at_every_level_and_are_non_negative_integers()
     internal = np.bincount(parent[1:], minlength=n) > 0
     sums = np.bincount(parent[1:], weights=counts[1:], minlength=n).astype(np.int64)
     assert np.array_equal(counts[internal], sums[internal])
+
+
+def test_spark_levels_match_the_numpy_reference(spark: Any) -> None:
+    from pipelines.consistency import (
+        COUNT,
+        ESTIMATE,
+        ESTIMATE_VAR,
+        NOISE_VAR,
+        NOISY,
+        gls_levels,
+        integer_levels,
+    )
+
+    rng = np.random.default_rng(3)
+    parent = random_tree(rng, (6, 5), low=2)  # total > states > counties
+    n = len(parent)
+    depth = depths(parent)
+    var = np.array([4.0, 9.0, 16.0])[depth]  # one noise variance per level
+    y = rng.normal(5, 4, n)  # small counts: some estimates go negative
+    ref = gls(parent, y, var)
+    ref_counts = consistent_counts(parent, ref.value)
+    state_of = {v: f"s{v:02d}" for v in np.flatnonzero(depth == 1)}
+    rows: list[list[tuple[Any, ...]]] = [[], [], []]
+    for v in range(n):
+        if depth[v] == 0:
+            rows[0].append((float(y[v]), float(var[v])))
+        elif depth[v] == 1:
+            rows[1].append((state_of[v], float(y[v]), float(var[v])))
+        else:
+            rows[2].append((state_of[parent[v]], f"c{v:03d}", float(y[v]), float(var[v])))
+    schemas = [
+        f"{NOISY} double, {NOISE_VAR} double",
+        f"state string, {NOISY} double, {NOISE_VAR} double",
+        f"state string, county string, {NOISY} double, {NOISE_VAR} double",
+    ]
+    levels = [spark.createDataFrame(r, s) for r, s in zip(rows, schemas, strict=True)]
+    hierarchy = ["state", "county"]
+    estimated = gls_levels(levels, hierarchy)
+    counted = integer_levels(estimated, hierarchy)
+    got = {}
+    for i, df in enumerate(counted):
+        for r in df.collect():
+            key = r["county"] if i == 2 else r["state"] if i == 1 else "total"
+            got[key] = (r[ESTIMATE], r[ESTIMATE_VAR], r[COUNT])
+    for v in range(n):
+        key = f"c{v:03d}" if depth[v] == 2 else state_of.get(v, "total")
+        est, est_var, count = got[key]
+        assert est == pytest.approx(ref.value[v], abs=1e-9)
+        assert est_var == pytest.approx(ref.variance[v], rel=1e-9)
+        assert count == ref_counts[v], key
+    assert min(c for _, _, c in got.values()) >= 0 and any(ref.value < 0)
