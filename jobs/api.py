@@ -19,7 +19,7 @@ from pyspark.sql import DataFrame, SparkSession
 
 from jobs.config import load_spec
 from jobs.io import read_input
-from jobs.runner import table_frame
+from jobs.runner import table_frames
 from pipelines.plan import ReleasePlan, plan_release
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
@@ -48,6 +48,8 @@ def release_dataframes(
     checked = validate_input(df, spec)
     secrets = Secrets.new()
     tables = {
-        t.table.name: table_frame(spark, spec, t, checked.valid, secrets) for t in plan.tables
+        name: frame
+        for t in plan.tables
+        for name, frame in table_frames(spark, spec, t, checked.valid, secrets).items()
     }
     return Release(tables, plan, privacy_report(plan), checked.quarantined)

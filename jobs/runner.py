@@ -40,7 +40,7 @@ from jobs.ledger import open_ledger
 from pipelines import output_checks, validation
 from pipelines.partitions import cast_keys, convert_key, cross_product_keys, inline_keys
 from pipelines.plan import ReleasePlan, TablePlan, plan_release
-from pipelines.release import Secrets, release_table
+from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
 from pipelines.spec import PublicPartitions, ReleaseSpec, TableSpec
 from pipelines.validation import validate_input
@@ -100,9 +100,11 @@ def check_output(
     df: DataFrame,
     released: DataFrame,
     staging: Path,
+    output: tuple[str, tuple[str, ...]],
 ) -> int:
-    """Read the staged table back and check it (InternalError aborts the commit); its size."""
-    path = str(staging / table.name)
+    """Read one staged output of ``table`` back and check it (InternalError aborts the commit);
+    its size. ``output``: (name, dimensions) of the output."""
+    path = str(staging / output[0])
     reader = spark.read
     if spec.output.format == "csv":
         reader = reader.schema(released.schema).option("header", "true").option("mode", "FAILFAST")
@@ -116,8 +118,19 @@ def check_output(
     }
     keys = public_keys(spark, spec, table, df)
     return output_checks.check_released(
-        staged, released.schema, table, keys, domains, spec.output.nonnegative_counts
+        staged, released.schema, table, keys, domains, spec.output.nonnegative_counts, output
     )
+
+
+def table_frames(
+    spark: SparkSession, spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets
+) -> dict[str, DataFrame]:
+    """Every released DataFrame of one planned table by output name (one, or one per level)."""
+    if not tplan.table.levels:
+        return {tplan.table.name: table_frame(spark, spec, tplan, df, secrets)}
+    keys = public_keys(spark, spec, tplan.table, df)
+    unit = spec.input.privacy_unit
+    return release_levels(df, tplan, unit, secrets, keys, spec.output.confidence)
 
 
 def versions(spark: SparkSession) -> dict[str, str]:
@@ -242,12 +255,17 @@ def run_release(
             name = tplan.table.name
             start = time.monotonic()
             with stage(f"table {name}: bound, aggregate, select, noise, write"):
-                released = table_frame(spark, spec, tplan, df, secrets)
-                write_table(released, staging / name, spec.output.format)
+                frames = table_frames(spark, spec, tplan, df, secrets)
+                for out_name, released in frames.items():
+                    write_table(released, staging / out_name, spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
             with stage(f"table {name}: check the written table"):
-                released_cells[name] = check_output(spark, spec, tplan.table, df, released, staging)
-            outcome.tables[name] = final / name
+                dims = dict(tplan.table.outputs)
+                for out_name, released in frames.items():
+                    released_cells[out_name] = check_output(
+                        spark, spec, tplan.table, df, released, staging, (out_name, dims[out_name])
+                    )
+                    outcome.tables[out_name] = final / out_name
         manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)
         writer.write_manifest(staging, manifest)
     report: dict[str, Any] = {
@@ -277,6 +295,9 @@ def build_manifest(
         entry["released_cells"] = released_cells[entry["name"]]
         entry["path"] = entry["name"]
         entry["format"] = spec.output.format
+        for level in entry.get("levels", {}).get("outputs", []):
+            level["released_cells"] = released_cells[level["name"]]
+            level["path"] = level["name"]
     return {
         "manifest_version": 1,
         "release_id": rid,

@@ -1,7 +1,9 @@
 """Consistency over a geography hierarchy on Spark, level by level (math in dp_ops.consistency).
 
-A hierarchy is a list of columns from the top (``["state", "county"]``); level ``i`` is a table
-keyed by the first ``i`` columns (level 0 is the one-row total). Each level's DataFrame has the
+A hierarchy is a chain of nested levels, coarsest first, each given by its key columns
+(``[[], ["state"], ["state", "county"]]``: the one-row total, the states, the counties; or
+``[["state"], ["state", "sex"]]`` for a table with its margin). A cell's parent is the cell of
+the previous level with the same values of that level's keys. Each level's DataFrame has the
 noisy count in ``noisy`` and its noise variance in ``noise_variance``.
 
 :func:`gls_levels` adds the exact GLS estimate and its variance (two passes: one aggregation and
@@ -24,20 +26,20 @@ COUNT = "consistent_count"
 _S, _V, _Z, _W = "_sum_z", "_sum_w", "_z", "_w"
 
 
-def gls_levels(levels: Sequence[DataFrame], hierarchy: Sequence[str]) -> list[DataFrame]:
+def gls_levels(levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]]) -> list[DataFrame]:
     """Each level with ``estimate`` and ``estimate_variance`` added (see the module docstring).
 
-    ``levels[i]`` has the columns ``hierarchy[:i]``, ``noisy`` and ``noise_variance`` (> 0,
+    ``levels[i]`` has the columns ``level_keys[i]``, ``noisy`` and ``noise_variance`` (> 0,
     finite); every parent must have at least one child in the next level.
     """
-    if len(levels) != len(hierarchy) + 1:
-        raise ValueError("give one level per hierarchy column, plus the total")
+    if len(levels) != len(level_keys):
+        raise ValueError("give the key columns of every level")
     # bottom-up: z, w per node; S, V (sums over the children) per internal node
     deepest = len(levels) - 1
     up: dict[int, DataFrame] = {}
     up[deepest] = levels[deepest].withColumn(_Z, F.col(NOISY)).withColumn(_W, F.col(NOISE_VAR))
     for i in range(deepest - 1, -1, -1):
-        keys = list(hierarchy[:i])
+        keys = list(level_keys[i])
         kids = up[i + 1].groupBy(*keys).agg(F.sum(_Z).alias(_S), F.sum(_W).alias(_V))
         node = levels[i].join(kids, on=keys, how="inner") if keys else levels[i].crossJoin(kids)
         w = 1.0 / (1.0 / F.col(NOISE_VAR) + 1.0 / F.col(_V))
@@ -47,7 +49,7 @@ def gls_levels(levels: Sequence[DataFrame], hierarchy: Sequence[str]) -> list[Da
     # top-down: share each parent's correction among its children in proportion to w
     out = [up[0].withColumn(ESTIMATE, F.col(_Z)).withColumn(ESTIMATE_VAR, F.col(_W))]
     for i in range(1, len(levels)):
-        keys = list(hierarchy[: i - 1])
+        keys = list(level_keys[i - 1])
         parent = out[i - 1].select(
             *keys,
             F.col(ESTIMATE).alias("_pf"),
@@ -68,7 +70,9 @@ def gls_levels(levels: Sequence[DataFrame], hierarchy: Sequence[str]) -> list[Da
     return [df.drop(*[c for c in internal if c in df.columns]) for df in out]
 
 
-def integer_levels(levels: Sequence[DataFrame], hierarchy: Sequence[str]) -> list[DataFrame]:
+def integer_levels(
+    levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]]
+) -> list[DataFrame]:
     """Each level (with ``estimate``) with ``consistent_count``: non-negative integers, each
     parent equal to the sum of its children. Top-down: the total is rounded and clamped at zero,
     then each parent's children are projected onto ``{x >= 0, sum x = parent}`` and rounded by
@@ -78,11 +82,11 @@ def integer_levels(levels: Sequence[DataFrame], hierarchy: Sequence[str]) -> lis
     )
     out = [total]
     for i in range(1, len(levels)):
-        keys = list(hierarchy[: i - 1])
+        keys = list(level_keys[i - 1])
         parent = out[i - 1].select(*keys, F.col(COUNT).alias("_t"))
         node = levels[i].join(parent, on=keys, how="inner") if keys else levels[i].crossJoin(parent)
         group = Window.partitionBy(*keys) if keys else Window.partitionBy(F.lit(0))
-        order = group.orderBy(F.col(ESTIMATE).desc(), *[F.col(c) for c in hierarchy[:i]])
+        order = group.orderBy(F.col(ESTIMATE).desc(), *[F.col(c) for c in level_keys[i]])
         running = order.rowsBetween(Window.unboundedPreceding, Window.currentRow)
         rank = F.row_number().over(order)
         cum = F.sum(ESTIMATE).over(running)
@@ -100,7 +104,7 @@ def integer_levels(levels: Sequence[DataFrame], hierarchy: Sequence[str]) -> lis
         base = F.floor(F.col("_x") + F.lit(1e-9)).cast("long")
         node = node.withColumn("_base", base).withColumn("_frac", F.col("_x") - F.col("_base"))
         missing = F.col("_t") - F.sum("_base").over(group)
-        by_frac = group.orderBy(F.col("_frac").desc(), *[F.col(c) for c in hierarchy[:i]])
+        by_frac = group.orderBy(F.col("_frac").desc(), *[F.col(c) for c in level_keys[i]])
         node = node.withColumn(
             COUNT,
             F.col("_base") + (F.row_number().over(by_frac) <= missing).cast("long"),

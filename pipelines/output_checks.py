@@ -23,13 +23,17 @@ from pipelines.spec import TableSpec
 COUNT_METRICS = ("count", "privacy_unit_count")
 
 
-def expected_columns(table: TableSpec) -> list[str]:
-    return [*table.dimensions, *(m.output_name for m in table.metrics)]
+def expected_columns(table: TableSpec, dims: Sequence[str] | None = None) -> list[str]:
+    """Columns of an output of ``table`` (``dims``: a level's dimensions, default the table's)."""
+    metrics = [m.output_name for m in table.metrics]
+    if table.levels:  # consistent levels carry per-cell error columns
+        metrics = [c for m in metrics for c in (m, f"{m}_sd", f"{m}_halfwidth")]
+    return [*(table.dimensions if dims is None else dims), *metrics]
 
 
-def _fail(table: TableSpec, problem: str) -> InternalError:
+def _fail(name: str, problem: str) -> InternalError:
     return InternalError(
-        f"output check of table {table.name!r}: {problem}; the release was not committed "
+        f"output check of table {name!r}: {problem}; the release was not committed "
         "(nothing was published). This is a bug: please report it"
     )
 
@@ -41,46 +45,53 @@ def check_released(
     public_keys: DataFrame | None,
     domains: dict[str, Sequence[Any]],
     nonnegative_counts: bool,
+    output: tuple[str, Sequence[str]] | None = None,
 ) -> int:
     """Check the staged table; return its number of rows (the released, noisy, cell count).
 
     ``produced``: the schema the job computed; ``public_keys``: the table's public key set (None
     for private partitions); ``domains``: declared domains of the dimensions, converted to the
-    input's types.
+    input's types; ``output``: (name, dimensions) of one of the table's consistent levels.
     """
-    if staged.columns != expected_columns(table):
-        raise _fail(table, f"columns {staged.columns} instead of {expected_columns(table)}")
+    name, dims = output if output is not None else (table.name, table.dimensions)
+    dims = list(dims)
+    expected = expected_columns(table, dims)
+    if staged.columns != expected:
+        raise _fail(name, f"columns {staged.columns} instead of {expected}")
     got = {f.name: f.dataType for f in staged.schema.fields}
     for f in produced.fields:
         if got[f.name] != f.dataType:
-            raise _fail(table, f"column {f.name!r} has type {got[f.name].simpleString()}")
+            raise _fail(name, f"column {f.name!r} has type {got[f.name].simpleString()}")
     flags: dict[str, Column] = {"cells": F.count(F.lit(1))}
-    for d in table.dimensions:
+    for d in dims:
         flags[f"null key {d!r}"] = F.max(F.col(d).isNull().cast("int"))
         if d in domains and public_keys is None:
             outside = ~F.coalesce(F.col(d).isin(*domains[d]), F.lit(False))
             flags[f"key {d!r} outside its declared domain"] = F.max(outside.cast("int"))
-    for m in table.metrics:
-        c = F.col(m.output_name)
+    counts = {m.output_name for m in table.metrics if m.kind in COUNT_METRICS}
+    for column in expected[len(dims) :]:
+        c = F.col(column)
         bad = c.isNull()
-        if isinstance(got[m.output_name], T.FloatType | T.DoubleType):
+        if isinstance(got[column], T.FloatType | T.DoubleType):
             bad = bad | F.isnan(c) | c.isin(float("inf"), float("-inf"))
-        flags[f"null or non-finite metric {m.output_name!r}"] = F.max(bad.cast("int"))
-        if nonnegative_counts and m.kind in COUNT_METRICS:
-            flags[f"negative count {m.output_name!r}"] = F.max((c < 0).cast("int"))
+        flags[f"null or non-finite metric {column!r}"] = F.max(bad.cast("int"))
+        if (nonnegative_counts or table.levels) and column in counts:
+            flags[f"negative count {column!r}"] = F.max((c < 0).cast("int"))
     row = staged.agg(*[v.alias(f"f{i}") for i, v in enumerate(flags.values())]).first()
     if row is None:
         raise InternalError("an aggregation without grouping returned no row")
     for i, problem in enumerate(flags):
         if problem != "cells" and row[f"f{i}"]:
-            raise _fail(table, problem)
+            raise _fail(name, problem)
     cells = int(row["f0"])  # safe: the size of the released (noisy) table
-    dims = list(table.dimensions)
     if dims and staged.groupBy(*dims).count().where(F.col("count") > 1).limit(1).count():
-        raise _fail(table, "a key is released more than once")
+        raise _fail(name, "a key is released more than once")
     if public_keys is not None and dims:
-        if staged.join(public_keys, on=dims, how="left_anti").limit(1).count():
-            raise _fail(table, "a released key is not in the table's public key set")
-        if cells != public_keys.count():  # public keys: every one is released, once
-            raise _fail(table, "not every public key is released")
+        keys = public_keys.select(*dims).distinct()
+        if staged.join(keys, on=dims, how="left_anti").limit(1).count():
+            raise _fail(name, "a released key is not in the table's public key set")
+        if cells != keys.count():  # public keys: every one is released, once
+            raise _fail(name, "not every public key is released")
+    if not dims and cells != 1:
+        raise _fail(name, "a table without dimensions must have exactly one row")
     return cells

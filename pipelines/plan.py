@@ -239,7 +239,18 @@ def _sensitivities(
         q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
         sens = sum_sensitivity(l0, linf, q_lo - v.center, q_hi - v.center)
         out.append((v.sum_name, sens, v.granularity))
+    for i in range(len(table.levels)):  # coarser levels of the same bounded rows
+        # a unit's (at most l0 * linf) rows may all fall in one coarser cell
+        if measures_count(table):
+            out.append((level_column(COUNT, i), Sensitivity(l0 * linf, 1), 1.0))
+        if "privacy_unit_count" in kinds:  # levels require l0 = 1: one cell per unit
+            out.append((level_column(UNITS, i), Sensitivity(1, 1), 1.0))
     return out
+
+
+def level_column(column: str, level: int) -> str:
+    """Name of the measurement of ``column`` at coarser level ``level`` of a table."""
+    return f"{column}@{level}"
 
 
 def _laplace(

@@ -13,17 +13,28 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from statistics import NormalDist
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from dp_ops.keyed_stream import new_key
-from pipelines.aggregation import UNITS, aggregate_partitions, measure_columns
+from pipelines.aggregation import COUNT, UNITS, aggregate_partitions, measure_columns
 from pipelines.bounding import bound_contributions
 from pipelines.cells import CELL_IDS, cell_keys, with_cell_ids
+from pipelines.consistency import (
+    COUNT as CONSISTENT,
+)
+from pipelines.consistency import (
+    ESTIMATE_VAR,
+    NOISE_VAR,
+    NOISY,
+    gls_levels,
+    integer_levels,
+)
 from pipelines.noise import KeepJob, NoiseJob, add_noise
 from pipelines.partitions import join_public
-from pipelines.plan import TablePlan
+from pipelines.plan import TablePlan, level_column
 from pipelines.postprocess import finalize
 
 SELECT = "_select"
@@ -114,3 +125,92 @@ def release_table(
         else:
             noisy = noisy.where(F.col(SELECT) >= sel.threshold).drop(SELECT)
     return finalize(noisy, plan, nonnegative)
+
+
+def error_columns(metric: str) -> tuple[str, str]:
+    """Per-cell error columns of a consistent metric: standard deviation, interval half-width."""
+    return f"{metric}_sd", f"{metric}_halfwidth"
+
+
+def release_levels(
+    df: DataFrame,
+    plan: TablePlan,
+    unit: str,
+    secrets: Secrets,
+    public_keys: DataFrame | None,
+    confidence: float,
+) -> dict[str, DataFrame]:
+    """The released tables of a table with consistent levels, by output name, coarsest first.
+
+    Every level is measured from the same bounded rows: the finest cells are aggregated once, and
+    each coarser level is the exact sum of its finest cells, then noised on its own. Per metric,
+    the noisy levels become consistent (GLS), non-negative and integral
+    (:mod:`pipelines.consistency`). Each cell carries its GLS standard deviation and the normal
+    ``confidence`` half-width: exact for the GLS estimate, approximate for the clamped and rounded
+    value released.
+    """
+    t = plan.table
+    dims = list(t.dimensions)
+    if dims and public_keys is None:
+        raise ValueError(f"table {t.name!r} has public partitions but no key DataFrame")
+    metrics = [m.kind for m in t.metrics]  # count, privacy_unit_count
+    exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
+    cells = bounded_aggregates(df, plan, unit, secrets)
+    keys = cell_keys(public_keys, dims, secrets.cell_salt) if public_keys is not None else None
+    # output-sized; kept so that writing each level does not bound the input again
+    finest = join_public(cells, keys, dims, [COUNT, UNITS]).persist()
+    outputs = t.outputs
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    per_metric: dict[str, list[DataFrame]] = {m: [] for m in metrics}
+    for i, (_, level_dims) in enumerate(outputs):
+        finest_level = i == len(outputs) - 1
+        level = (
+            finest
+            if finest_level
+            else finest.groupBy(*level_dims).agg(
+                *[F.sum(c).cast("long").alias(c) for c in (COUNT, UNITS)]
+            )
+        )
+        names = {
+            m: exact_columns[m] if finest_level else level_column(exact_columns[m], i)
+            for m in metrics
+        }
+        level = level.select(
+            *level_dims, *[F.col(exact_columns[m]).alias(names[m]) for m in metrics]
+        )
+        jobs = [NoiseJob(plan.noise_for(names[m]), f"{t.name}/{names[m]}") for m in metrics]
+        noisy = add_noise(level, level_dims, jobs, secrets.key)
+        for m in metrics:
+            sd, _ = plan.noise_for(names[m]).sd()
+            per_metric[m].append(
+                noisy.select(
+                    *level_dims,
+                    F.col(names[m]).cast("double").alias(NOISY),
+                    F.lit(sd * sd).alias(NOISE_VAR),
+                )
+            )
+    level_keys = [list(d) for _, d in outputs]
+    results: list[list[DataFrame]] = [[] for _ in outputs]
+    for m in metrics:
+        consistent = integer_levels(gls_levels(per_metric[m], level_keys), level_keys)
+        sd_col, hw_col = error_columns(m)
+        for i, frame in enumerate(consistent):
+            cell_sd = F.sqrt(F.col(ESTIMATE_VAR))
+            results[i].append(
+                frame.select(
+                    *level_keys[i],
+                    F.col(CONSISTENT).alias(m),
+                    cell_sd.alias(sd_col),
+                    (cell_sd * F.lit(z)).alias(hw_col),
+                )
+            )
+    out: dict[str, DataFrame] = {}
+    for i, (name, _) in enumerate(outputs):
+        joined = results[i][0]
+        for other in results[i][1:]:
+            joined = (
+                joined.join(other, on=level_keys[i]) if level_keys[i] else joined.crossJoin(other)
+            )
+        columns = [c for m in metrics for c in (m, *error_columns(m))]
+        out[name] = joined.select(*level_keys[i], *columns)
+    return out

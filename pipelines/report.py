@@ -8,7 +8,7 @@ from typing import Any
 
 from dp_ops import selection
 from dp_ops.selection import normal_ppf
-from pipelines.plan import NoiseParams, ReleasePlan, TablePlan
+from pipelines.plan import NoiseParams, ReleasePlan, TablePlan, level_column
 from pipelines.spec import PrivatePartitions
 
 
@@ -134,6 +134,36 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
         },
         "partitions": partitions,
         "metrics": metrics,
+        **({"levels": levels_report(t, confidence)} if t.table.levels else {}),
+    }
+
+
+def levels_report(t: TablePlan, confidence: float) -> dict[str, Any]:
+    """The consistent levels of a table: the raw measurement of each, and what is released."""
+    outputs = []
+    for i, (name, dims) in enumerate(t.table.outputs):
+        finest = i == len(t.table.levels)
+        measured = []
+        for m in t.table.metrics:
+            column = m.kind if finest else level_column(m.kind, i)
+            measured.append(
+                {"name": m.output_name, **noise_report(t.noise_for(column), confidence)}
+            )
+        outputs.append({"name": name, "dimensions": list(dims), "measurements": measured})
+    return {
+        "outputs": outputs,
+        "post_processing": (
+            "per metric, generalized least squares over the levels (exact two-pass method), then "
+            "per parent a projection onto non-negative values with the parent's total and "
+            "largest-remainder rounding: every level adds up exactly, counts are non-negative "
+            "integers"
+        ),
+        "per_cell_error": {
+            "columns": "<metric>_sd and <metric>_halfwidth on every released cell",
+            "exact": "the standard deviation is exact for the least-squares estimate; the normal "
+            "half-width and both figures for the clamped, rounded value released are approximate",
+            "confidence": confidence,
+        },
     }
 
 

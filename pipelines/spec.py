@@ -143,6 +143,20 @@ class TableSpec:
     metrics: tuple[MetricSpec, ...]
     weight: float = 1.0
     """Share of the release budget for this table, relative to the other tables' weights."""
+    levels: tuple[tuple[str, ...], ...] = ()
+    """Coarser levels released with the table and made consistent with it, coarsest first, each
+    nested in the next (``[[], [state]]`` for a state > county table: the total and the states).
+    The table's budget is shared by every level's measurements."""
+
+    def level_name(self, level: Sequence[str]) -> str:
+        """Output name of a coarser level: ``<name>__total`` or ``<name>__by_<dims>``."""
+        return f"{self.name}__{'by_' + '_'.join(level) if level else 'total'}"
+
+    @property
+    def outputs(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """(output name, dimensions) of every table this one writes, coarsest first."""
+        coarse = tuple((self.level_name(lv), lv) for lv in self.levels)
+        return (*coarse, (self.name, self.dimensions))
 
 
 @dataclass(frozen=True)
@@ -375,7 +389,7 @@ def parse_partitions(raw: Any, where: str) -> PublicPartitions | PrivatePartitio
 
 def parse_table(raw: Any, where: str) -> TableSpec:
     m = _mapping(raw, where)
-    _only(m, ("name", "dimensions", "partitions", "bounds", "metrics", "weight"), where)
+    _only(m, ("name", "dimensions", "partitions", "bounds", "metrics", "weight", "levels"), where)
     name = _name(_required(m, "name", where), f"{where}.name")
     dims_raw = m.get("dimensions", [])
     if not isinstance(dims_raw, list):
@@ -418,6 +432,21 @@ def parse_table(raw: Any, where: str) -> TableSpec:
     weight = _number(m.get("weight", 1.0), f"{where}.weight")
     if weight <= 0:
         raise _fail(f"{where}.weight", "must be > 0")
+    levels = _parse_levels(m.get("levels"), dims, f"{where}.levels")
+    if levels:
+        if isinstance(partitions, PrivatePartitions):
+            raise _fail(f"{where}.levels", "consistent levels need public partitions")
+        if any(x.kind not in ("count", "privacy_unit_count") for x in metrics):
+            raise _fail(
+                f"{where}.levels",
+                "levels are made consistent for count and "
+                "privacy_unit_count only; release sums and means in another table",
+            )
+        if bounds.max_partitions > 1 and any(x.kind == "privacy_unit_count" for x in metrics):
+            raise _fail(
+                f"{where}.levels",
+                "privacy_unit_count adds up over levels only with bounds.max_partitions: 1",
+            )
     return TableSpec(
         name=name,
         dimensions=dims,
@@ -425,7 +454,26 @@ def parse_table(raw: Any, where: str) -> TableSpec:
         bounds=bounds,
         metrics=metrics,
         weight=weight,
+        levels=levels,
     )
+
+
+def _parse_levels(raw: Any, dims: tuple[str, ...], where: str) -> tuple[tuple[str, ...], ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(lv, list) for lv in raw):
+        raise _fail(where, "must be a list of dimension lists, coarsest first, e.g. [[], [state]]")
+    levels = tuple(
+        tuple(_column(c, f"{where}[{i}][{j}]") for j, c in enumerate(lv))
+        for i, lv in enumerate(raw)
+    )
+    chain = [*levels, dims]
+    for i, lv in enumerate(levels):
+        if not set(lv) <= set(dims) or len(set(lv)) != len(lv):
+            raise _fail(f"{where}[{i}]", "must list distinct columns of the table's dimensions")
+        if not set(lv) < set(chain[i + 1]):
+            raise _fail(f"{where}[{i}]", "each level must be nested in the next, coarsest first")
+    return levels
 
 
 def parse_output(raw: Any, where: str = "output") -> OutputSpec:
@@ -472,6 +520,9 @@ def parse_spec(raw: Any) -> ReleaseSpec:
     tables = tuple(parse_table(t, f"tables[{i}]") for i, t in enumerate(tables_raw))
     if len({t.name for t in tables}) != len(tables):
         raise _fail("tables", "two tables share a name")
+    outputs = [name for t in tables for name, _ in t.outputs]
+    if len(set(outputs)) != len(outputs):
+        raise _fail("tables", "two output tables share a name (levels add '<name>__by_<dims>')")
     spec = ReleaseSpec(
         input=parse_input(_required(m, "input", "spec")),
         budget=parse_budget(_required(m, "budget", "spec")),

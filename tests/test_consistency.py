@@ -180,9 +180,9 @@ def test_spark_levels_match_the_numpy_reference(spark: Any) -> None:
         f"state string, county string, {NOISY} double, {NOISE_VAR} double",
     ]
     levels = [spark.createDataFrame(r, s) for r, s in zip(rows, schemas, strict=True)]
-    hierarchy = ["state", "county"]
-    estimated = gls_levels(levels, hierarchy)
-    counted = integer_levels(estimated, hierarchy)
+    level_keys = [[], ["state"], ["state", "county"]]
+    estimated = gls_levels(levels, level_keys)
+    counted = integer_levels(estimated, level_keys)
     got = {}
     for i, df in enumerate(counted):
         for r in df.collect():
