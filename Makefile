@@ -35,6 +35,7 @@ bench: setup
 	$(BIN)/pip install --quiet -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_samplers.py --draws 1000000
 	$(BIN)/python benchmarks/bench_release.py --rows 1000000 10000000
+	$(BIN)/python benchmarks/bench_accuracy.py --trials 50
 
 clean:
 	rm -rf $(VENV) out data/demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,172 @@
+"""Accuracy of a nation > state > county count suite, before and after consistency.
+
+Generates census-shaped truth (50 states, about 3,000 counties with log-normal populations, many
+small), plans the suite with dprelease's own planner at each epsilon (discrete Gaussian noise,
+the budget shared by the three levels), draws the planned noise with the exact samplers, and
+applies the consistency step of ``dp_ops.consistency`` (the math that ``pipelines.consistency``
+runs level by level on Spark, checked equal in the tests). Prints, per epsilon and level, the
+RMSE of the raw noisy measurements, of the GLS estimate and of the released non-negative
+integers, and the median relative error of released county counts by county size.
+
+Not a test: ``python benchmarks/bench_accuracy.py [--trials 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dp_ops.consistency import consistent_counts, gls  # noqa: E402
+from dp_ops.keyed_stream import KeyedStreams, new_key  # noqa: E402
+from dp_ops.samplers import discrete_gaussian  # noqa: E402
+from pipelines.plan import level_column, plan_release  # noqa: E402
+from pipelines.spec import parse_spec  # noqa: E402
+
+EPSILONS = (0.5, 1.0, 4.0)
+DELTA = 1e-10
+SIZE_BINS = ((0, 100), (100, 1_000), (1_000, 10_000), (10_000, 10**9))
+
+
+def census_tree(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, list[tuple[str, str]]]:
+    """(parent array, true counts, (state, county) keys): nation, 50 states, ~3,000 counties."""
+    parent, keys = [-1], []
+    counties_per_state = rng.poisson(60, 50) + 1
+    parent.extend([0] * 50)
+    leaves = []
+    for s, k in enumerate(counties_per_state):
+        for c in range(k):
+            parent.append(1 + s)
+            leaves.append(len(parent) - 1)
+            keys.append((f"{s:02d}", f"{s:02d}{c:03d}"))
+    p = np.array(parent)
+    truth = np.zeros(len(p))
+    truth[leaves] = np.round(rng.lognormal(8.0, 1.6, len(leaves)))
+    for v in reversed(leaves):  # counties into states, states into the nation
+        truth[p[v]] += truth[v]
+    truth[0] = truth[1:51].sum()
+    return p, truth, keys
+
+
+def suite_doc(epsilon: float, keys: list[tuple[str, str]]) -> dict[str, Any]:
+    return {
+        "input": {"path": "unused", "privacy_unit": "person_id"},
+        "budget": {"epsilon": epsilon, "delta": DELTA},
+        "noise": "gaussian",
+        "output": {"path": "unused"},
+        "tables": [
+            {
+                "name": "persons_by_county",
+                "dimensions": ["state", "county"],
+                "levels": [[], ["state"]],
+                "partitions": {"type": "public", "keys": [list(k) for k in keys]},
+                "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                "metrics": ["privacy_unit_count"],
+            }
+        ],
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    rng = np.random.default_rng(args.seed)
+    parent, truth, keys = census_tree(rng)
+    depth = np.where(parent == -1, 0, np.where(parent == 0, 1, 2))
+    names = ["nation", "state", "county"]
+    rows = []
+    for eps in EPSILONS:
+        (table,) = plan_release(parse_spec(suite_doc(eps, keys))).tables
+        columns = [level_column("privacy_unit_count", 0), level_column("privacy_unit_count", 1)]
+        columns.append("privacy_unit_count")
+        sigma2 = [table.noise_for(c).parameter for c in columns]
+        variance = np.array([float(sigma2[d]) for d in depth])
+        err: dict[str, list[np.ndarray]] = {"raw": [], "gls": [], "released": []}
+        start = time.perf_counter()
+        for _ in range(args.trials):
+            noise = np.empty(len(parent))
+            for d in range(3):
+                at = np.flatnonzero(depth == d)
+                ids = np.column_stack([at, np.full(len(at), d)]).astype(np.uint64)
+                noise[at] = discrete_gaussian(KeyedStreams(new_key(), ids), sigma2[d])
+            raw = truth + noise
+            est = gls(parent, raw, variance)
+            released = consistent_counts(parent, est.value)
+            err["raw"].append(raw - truth)
+            err["gls"].append(est.value - truth)
+            err["released"].append(released - truth)
+        elapsed = time.perf_counter() - start
+        stacked = {k: np.stack(v) for k, v in err.items()}
+        for d, level in enumerate(names):
+            at = depth == d
+            row: dict[str, Any] = {"epsilon": eps, "level": level, "cells": int(at.sum())}
+            for k, e in stacked.items():
+                row[f"rmse_{k}"] = round(float(np.sqrt(np.mean(e[:, at] ** 2))), 2)
+            rows.append(row)
+        leaves = depth == 2
+        for lo, hi in SIZE_BINS:
+            cells = leaves & (truth >= lo) & (truth < hi)
+            if not cells.any():
+                continue
+            rel = {
+                k: float(np.median(np.abs(e[:, cells]) / np.maximum(truth[cells], 1)))
+                for k, e in stacked.items()
+            }
+            rows.append(
+                {
+                    "epsilon": eps,
+                    "level": f"county {lo}-{hi if hi < 10**9 else 'inf'}",
+                    "cells": int(cells.sum()),
+                    "median_rel_raw": round(rel["raw"], 4),
+                    "median_rel_released": round(rel["released"], 4),
+                }
+            )
+        total_raw = float(np.sum(stacked["raw"] ** 2))
+        rows.append(
+            {
+                "epsilon": eps,
+                "level": "all cells: total squared error / raw",
+                "gls": round(float(np.sum(stacked["gls"] ** 2)) / total_raw, 4),
+                "ratio": round(float(np.sum(stacked["released"] ** 2)) / total_raw, 4),
+                "seconds": round(elapsed, 2),
+            }
+        )
+    for r in rows:
+        print(json.dumps(r), flush=True)
+    print()
+    print(f"{'eps':>4} {'level':>9} {'cells':>6} {'RMSE raw':>9} {'RMSE GLS':>9} {'released':>9}")
+    for r in rows:
+        if "rmse_raw" in r:
+            print(
+                f"{r['epsilon']:>4} {r['level']:>9} {r['cells']:>6} {r['rmse_raw']:>9} "
+                f"{r['rmse_gls']:>9} {r['rmse_released']:>9}"
+            )
+    print()
+    for r in rows:
+        if "median_rel_raw" in r:
+            print(
+                f"eps {r['epsilon']}: {r['level']:>20} ({r['cells']} cells) median relative "
+                f"error raw {r['median_rel_raw']}, released {r['median_rel_released']}"
+            )
+        if "ratio" in r:
+            print(
+                f"eps {r['epsilon']}: {r['level']}: GLS {r['gls']}, released integers {r['ratio']}"
+            )
+    out = ROOT / "benchmarks" / "results"
+    out.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    (out / f"accuracy-{stamp}.json").write_text(json.dumps({"args": vars(args), "rows": rows}))
+
+
+if __name__ == "__main__":
+    main()
