@@ -36,6 +36,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_samplers.py --draws 1000000
 	$(BIN)/python benchmarks/bench_release.py --rows 1000000 10000000
 	$(BIN)/python benchmarks/bench_accuracy.py --trials 50
+	$(BIN)/python benchmarks/bench_real.py --trials 5
 
 clean:
 	rm -rf $(VENV) out data/demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

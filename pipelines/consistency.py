@@ -26,6 +26,12 @@ COUNT = "consistent_count"
 _S, _V, _Z, _W = "_sum_z", "_sum_w", "_z", "_w"
 
 
+def _materialize(df: DataFrame) -> DataFrame:
+    """Compute an output-sized level now and cut its lineage: each level builds on the previous
+    ones, and without this every output would re-plan and recompute the whole chain."""
+    return df.localCheckpoint(eager=True)
+
+
 def gls_levels(levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]]) -> list[DataFrame]:
     """Each level with ``estimate`` and ``estimate_variance`` added (see the module docstring).
 
@@ -43,8 +49,10 @@ def gls_levels(levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]])
         kids = up[i + 1].groupBy(*keys).agg(F.sum(_Z).alias(_S), F.sum(_W).alias(_V))
         node = levels[i].join(kids, on=keys, how="inner") if keys else levels[i].crossJoin(kids)
         w = 1.0 / (1.0 / F.col(NOISE_VAR) + 1.0 / F.col(_V))
-        up[i] = node.withColumn(_W, w).withColumn(
-            _Z, F.col(_W) * (F.col(NOISY) / F.col(NOISE_VAR) + F.col(_S) / F.col(_V))
+        up[i] = _materialize(
+            node.withColumn(_W, w).withColumn(
+                _Z, F.col(_W) * (F.col(NOISY) / F.col(NOISE_VAR) + F.col(_S) / F.col(_V))
+            )
         )
     # top-down: share each parent's correction among its children in proportion to w
     out = [up[0].withColumn(ESTIMATE, F.col(_Z)).withColumn(ESTIMATE_VAR, F.col(_W))]
@@ -60,11 +68,13 @@ def gls_levels(levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]])
         node = up[i].join(parent, on=keys, how="inner") if keys else up[i].crossJoin(parent)
         share = F.col(_W) / F.col("_psum_w")
         out.append(
-            node.withColumn(ESTIMATE, F.col(_Z) + share * (F.col("_pf") - F.col("_psum_z")))
-            .withColumn(
-                ESTIMATE_VAR, F.col(_W) + share * share * (F.col("_pvar") - F.col("_psum_w"))
+            _materialize(
+                node.withColumn(ESTIMATE, F.col(_Z) + share * (F.col("_pf") - F.col("_psum_z")))
+                .withColumn(
+                    ESTIMATE_VAR, F.col(_W) + share * share * (F.col("_pvar") - F.col("_psum_w"))
+                )
+                .drop("_pf", "_pvar", "_psum_z", "_psum_w")
             )
-            .drop("_pf", "_pvar", "_psum_z", "_psum_w")
         )
     internal = [_S, _V, _Z, _W]
     return [df.drop(*[c for c in internal if c in df.columns]) for df in out]
@@ -80,7 +90,7 @@ def integer_levels(
     total = levels[0].withColumn(
         COUNT, F.greatest(F.round(F.col(ESTIMATE)), F.lit(0.0)).cast("long")
     )
-    out = [total]
+    out = [_materialize(total)]
     for i in range(1, len(levels)):
         keys = list(level_keys[i - 1])
         parent = out[i - 1].select(*keys, F.col(COUNT).alias("_t"))
@@ -109,5 +119,5 @@ def integer_levels(
             COUNT,
             F.col("_base") + (F.row_number().over(by_frac) <= missing).cast("long"),
         )
-        out.append(node.drop("_t", "_rank", "_cum", "_k", "_x", "_base", "_frac"))
+        out.append(_materialize(node.drop("_t", "_rank", "_cum", "_k", "_x", "_base", "_frac")))
     return out
