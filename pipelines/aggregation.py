@@ -19,10 +19,24 @@ UNITS = "privacy_unit_count"
 
 
 def aggregate_partitions(
-    bounded: DataFrame, dims: Sequence[str], values: Sequence[ValueColumn]
+    bounded: DataFrame,
+    dims: Sequence[str],
+    values: Sequence[ValueColumn],
+    bins: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> DataFrame:
+    """``bins``: (bin index column, output column per bin) of each histogram."""
     sums = [F.sum(v.grid_name).cast("long").alias(v.sum_name) for v in values]
-    aggs = [F.count(F.lit(1)).alias(COUNT), F.sum(FIRST).cast("long").alias(UNITS), *sums]
+    counts = [
+        F.sum((F.col(index) == i).cast("long")).alias(name)
+        for index, names in bins
+        for i, name in enumerate(names)
+    ]
+    aggs = [
+        F.count(F.lit(1)).alias(COUNT),
+        F.sum(FIRST).cast("long").alias(UNITS),
+        *sums,
+        *counts,
+    ]
     if dims:
         return bounded.groupBy(*dims).agg(*aggs)
     return bounded.agg(*aggs)

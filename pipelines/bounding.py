@@ -81,18 +81,20 @@ def bound_contributions(
     max_partitions: int,
     max_rows: int,
     salt: tuple[int, int, int, int],
+    extra: Sequence[str] = (),
 ) -> DataFrame:
-    """Kept rows ``(unit, dims..., q_<col>..., first)``; see the module docstring.
+    """Kept rows ``(unit, dims..., q_<col>..., extra..., first)``; see the module docstring.
 
-    ``salt`` is four secret 64-bit integers for this run, never logged.
+    ``salt`` is four secret 64-bit integers for this run, never logged. ``extra``: columns of
+    ``df`` kept as they are with each chosen row (histogram bin indexes).
     """
     keys = [F.col(unit), *[F.col(d) for d in dims]]
     grid = [v.grid_value().alias(v.grid_name) for v in values]
-    rows = df.select(*keys, *grid)
-    q_cols = [F.col(v.grid_name) for v in values]
+    rows = df.select(*keys, *grid, *[F.col(c) for c in extra])
+    q_cols = [F.col(v.grid_name) for v in values] + [F.col(c) for c in extra]
     pair_prio = _salted_hash(salt[2:], keys)
     row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
-    out_cols = [unit, *dims, *[v.grid_name for v in values]]
+    out_cols = [unit, *dims, *[v.grid_name for v in values], *extra]
     if max_partitions == 1 and max_rows == 1:
         key = F.shiftleft(F.shiftright(pair_prio, 32), 32).bitwiseOR(
             F.shiftrightunsigned(row_prio, 32)

@@ -28,14 +28,16 @@ CELL = "_cell"
 
 @dataclass(frozen=True)
 class NoiseJob:
-    """Noise ``params`` added to ``params.column``, streams labelled ``label``."""
+    """Noise ``params`` added to ``target`` (default ``params.column``), streams labelled
+    ``label``. A histogram is one measurement noised in each of its bin columns."""
 
     params: NoiseParams
     label: str
+    target: str | None = None
 
     @property
     def column(self) -> str:
-        return self.params.column
+        return self.target or self.params.column
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,12 @@ from pyspark.sql import types as T
 from dp_ops.errors import InternalError
 from pipelines.spec import TableSpec
 
-COUNT_METRICS = ("count", "privacy_unit_count")
+COUNT_METRICS = ("count", "privacy_unit_count", "histogram")
 
 
 def expected_columns(table: TableSpec, dims: Sequence[str] | None = None) -> list[str]:
     """Columns of an output of ``table`` (``dims``: a level's dimensions, default the table's)."""
-    metrics = [m.output_name for m in table.metrics]
+    metrics = [name for m in table.metrics for name in m.output_names]
     if table.levels:  # consistent levels carry per-cell error columns
         metrics = [c for m in metrics for c in (m, f"{m}_sd", f"{m}_halfwidth")]
     return [*(table.dimensions if dims is None else dims), *metrics]
@@ -68,7 +68,7 @@ def check_released(
         if d in domains and public_keys is None:
             outside = ~F.coalesce(F.col(d).isin(*domains[d]), F.lit(False))
             flags[f"key {d!r} outside its declared domain"] = F.max(outside.cast("int"))
-    counts = {m.output_name for m in table.metrics if m.kind in COUNT_METRICS}
+    counts = {n for m in table.metrics if m.kind in COUNT_METRICS for n in m.output_names}
     for column in expected[len(dims) :]:
         c = F.col(column)
         bad = c.isNull()

@@ -36,7 +36,13 @@ from dp_ops.sensitivity import (
 )
 from pipelines.aggregation import COUNT, UNITS
 from pipelines.bounding import ValueColumn
-from pipelines.spec import PrivatePartitions, ReleaseSpec, TableSpec
+from pipelines.spec import (
+    HISTOGRAM_KINDS,
+    MetricSpec,
+    PrivatePartitions,
+    ReleaseSpec,
+    TableSpec,
+)
 
 Family = Literal["laplace", "gaussian"]
 
@@ -216,6 +222,8 @@ def value_columns(table: TableSpec) -> tuple[ValueColumn, ...]:
     """The value columns of a table, centered when the count is measured anyway."""
     seen: dict[str, ValueColumn] = {}
     for m in table.metrics:
+        if m.kind in HISTOGRAM_KINDS:
+            continue
         if m.column is not None and m.column not in seen:
             if m.lower is None or m.upper is None or m.granularity is None:
                 raise InternalError("value metric without bounds passed validation")
@@ -239,6 +247,8 @@ def _sensitivities(
         q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
         sens = sum_sensitivity(l0, linf, q_lo - v.center, q_hi - v.center)
         out.append((v.sum_name, sens, v.granularity))
+    for h in histograms(table):  # one measurement per histogram, over all of its bins
+        out.append((h.measure, count_sensitivity(l0, linf), 1.0))
     for i in range(len(table.levels)):  # coarser levels of the same bounded rows
         # a unit's (at most l0 * linf) rows may all fall in one coarser cell
         if measures_count(table):
@@ -246,6 +256,40 @@ def _sensitivities(
         if "privacy_unit_count" in kinds:  # levels require l0 = 1: one cell per unit
             out.append((level_column(UNITS, i), Sensitivity(1, 1), 1.0))
     return out
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A histogram (or the grid of a quantile metric) measured as one vector of bin counts.
+
+    A unit's rows in a cell fall in at most ``max_rows_per_partition`` bins, at most that many
+    in all: the bin counts together have the sensitivity of one count.
+    """
+
+    metric: MetricSpec
+    index: int
+    """Position among the table's histograms (names the measurement)."""
+
+    @property
+    def measure(self) -> str:
+        return f"h{self.index}_{self.metric.column}"
+
+    @property
+    def bin_column(self) -> str:
+        """Per input row: the bin index of the (clamped) value."""
+        return f"_bin{self.index}"
+
+    @property
+    def bins(self) -> int:
+        return len(self.metric.edges) - 1
+
+    def count_column(self, i: int) -> str:
+        return f"{self.measure}_{i}"
+
+
+def histograms(table: TableSpec) -> tuple[Histogram, ...]:
+    hist = [m for m in table.metrics if m.kind in HISTOGRAM_KINDS]
+    return tuple(Histogram(m, j) for j, m in enumerate(hist))
 
 
 def level_column(column: str, level: int) -> str:

@@ -13,11 +13,14 @@ Sums and means use the noisy count before any clamping at zero.
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable
+
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.aggregation import COUNT, UNITS
-from pipelines.plan import TablePlan
+from pipelines.plan import Histogram, TablePlan, histograms
 from pipelines.spec import MetricSpec
 
 
@@ -40,7 +43,58 @@ def _metric(m: MetricSpec, plan: TablePlan, nonnegative: bool) -> Column:
     return F.least(F.greatest(mean, F.lit(v.lower)), F.lit(v.upper))
 
 
+def _histogram(h: Histogram, nonnegative: bool) -> list[Column]:
+    bins = [F.col(h.count_column(i)) for i in range(h.bins)]
+    if nonnegative:
+        bins = [F.greatest(b, F.lit(0)) for b in bins]
+    return [b.cast("long").alias(n) for b, n in zip(bins, h.metric.output_names, strict=True)]
+
+
+def _reached(target: Column) -> Callable[[Column], Column]:
+    return lambda c: c >= target
+
+
+def _quantiles(h: Histogram) -> list[Column]:
+    """Each quantile read from the noisy histogram (bins clamped at zero): the point where the
+    cumulative count reaches ``p`` times the total, by linear interpolation inside its bin. A
+    cell with no count left gets the middle of the range."""
+    edges = h.metric.edges
+    clamped = [F.greatest(F.col(h.count_column(i)), F.lit(0)).cast("double") for i in range(h.bins)]
+    counts = F.array(*clamped)
+    start = F.array().cast("array<double>")
+    cum = F.aggregate(  # running totals: [c0, c0 + c1, ...]
+        counts,
+        start,
+        lambda acc, x: F.concat(
+            acc, F.array(F.coalesce(F.try_element_at(acc, F.lit(-1)), F.lit(0.0)) + x)
+        ),
+    )
+    total = F.element_at(cum, h.bins)
+    lows = F.array(*[F.lit(float(e)) for e in edges[:-1]])
+    widths = F.array(*[F.lit(float(b - a)) for a, b in itertools.pairwise(edges)])
+    middle = F.lit((edges[0] + edges[-1]) / 2)
+    out = []
+    for p, name in zip(h.metric.probabilities, h.metric.output_names, strict=True):
+        target = total * F.lit(p)
+        idx = F.array_position(F.transform(cum, _reached(target)), True).cast("int")  # 1-based
+        before = F.when(idx > 1, F.element_at(cum, F.greatest(idx - 1, F.lit(1)))).otherwise(0.0)
+        in_bin = F.element_at(counts, idx)
+        frac = F.when(in_bin > 0, (target - before) / in_bin).otherwise(F.lit(0.0))
+        share = F.least(F.greatest(frac, F.lit(0.0)), F.lit(1.0))
+        value = F.element_at(lows, idx) + share * F.element_at(widths, idx)
+        out.append(F.when(total > 0, value).otherwise(middle).cast("double").alias(name))
+    return out
+
+
 def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
     dims = list(plan.table.dimensions)
-    metrics = [_metric(m, plan, nonnegative).alias(m.output_name) for m in plan.table.metrics]
+    hist = {h.metric: h for h in histograms(plan.table)}
+    metrics: list[Column] = []
+    for m in plan.table.metrics:
+        if m.kind == "histogram":
+            metrics.extend(_histogram(hist[m], nonnegative))
+        elif m.kind == "quantiles":
+            metrics.extend(_quantiles(hist[m]))
+        else:
+            metrics.append(_metric(m, plan, nonnegative).alias(m.output_name))
     return noisy.select(*dims, *metrics)

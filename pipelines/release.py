@@ -15,7 +15,7 @@ import struct
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from dp_ops.keyed_stream import new_key
@@ -34,7 +34,7 @@ from pipelines.consistency import (
 )
 from pipelines.noise import KeepJob, NoiseJob, add_noise
 from pipelines.partitions import join_public
-from pipelines.plan import TablePlan, level_column
+from pipelines.plan import Histogram, TablePlan, histograms, level_column
 from pipelines.postprocess import finalize
 
 SELECT = "_select"
@@ -65,11 +65,16 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
     table without dimensions.
     """
     t = plan.table
+    hist = histograms(t)
+    for h in hist:
+        df = df.withColumn(h.bin_column, bin_index(h))
+    extra = [h.bin_column for h in hist]
     cells: list[str] = []
     if t.dimensions:
-        keep = list(dict.fromkeys([unit, *(v.column for v in plan.values)]))
+        keep = list(dict.fromkeys([unit, *(v.column for v in plan.values), *extra]))
         df = with_cell_ids(df, t.dimensions, secrets.cell_salt, keep)
         cells = list(CELL_IDS)
+    bins = [(h.bin_column, [h.count_column(i) for i in range(h.bins)]) for h in hist]
     return df.transform(
         bound_contributions,
         unit,
@@ -78,7 +83,40 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
         t.bounds.max_partitions,
         t.bounds.max_rows_per_partition,
         secrets.salt,
-    ).transform(aggregate_partitions, cells, plan.values)
+        extra,
+    ).transform(aggregate_partitions, cells, plan.values, bins)
+
+
+def bin_index(h: Histogram) -> Column:
+    """The bin of a row's value, clamped into the histogram's range: 0 .. bins - 1."""
+    value = F.col(h.metric.column or "").cast("double")
+    inner = h.metric.edges[1:-1]
+    index = F.lit(0)
+    for edge in inner:
+        index = index + (value >= F.lit(edge)).cast("int")
+    return index
+
+
+def all_measures(plan: TablePlan) -> list[str]:
+    """The aggregated columns of a table: counts, sums, histogram bins."""
+    bins = [h.count_column(i) for h in histograms(plan.table) for i in range(h.bins)]
+    return [*measure_columns(plan.values), *bins]
+
+
+def noise_jobs(plan: TablePlan) -> list[NoiseJob | KeepJob]:
+    """One job per noised column; a histogram's measurement is noised in each of its bins."""
+    name = plan.table.name
+    hist = {h.measure: h for h in histograms(plan.table)}
+    jobs: list[NoiseJob | KeepJob] = []
+    for m in plan.measurements:
+        h = hist.get(m.column)
+        if h is None:
+            jobs.append(NoiseJob(m, f"{name}/{m.column}"))
+            continue
+        for i in range(h.bins):
+            column = h.count_column(i)
+            jobs.append(NoiseJob(m, f"{name}/{column}", target=column))
+    return jobs
 
 
 def release_table(
@@ -96,10 +134,10 @@ def release_table(
     aggregation without noise, so tests can compare exactly. The jobs never set it.
     """
     dims = list(plan.table.dimensions)
-    measures = measure_columns(plan.values)
+    measures = all_measures(plan)
     cells = bounded_aggregates(df, plan, unit, secrets)
     name = plan.table.name
-    jobs: list[NoiseJob | KeepJob] = [NoiseJob(m, f"{name}/{m.column}") for m in plan.measurements]
+    jobs = noise_jobs(plan)
     sel = plan.selection
     if sel is None:
         if public_keys is None and dims:

@@ -8,7 +8,7 @@ from typing import Any
 
 from dp_ops import selection
 from dp_ops.selection import normal_ppf
-from pipelines.plan import NoiseParams, ReleasePlan, TablePlan, level_column
+from pipelines.plan import NoiseParams, ReleasePlan, TablePlan, histograms, level_column
 from pipelines.spec import PrivatePartitions
 
 
@@ -106,6 +106,27 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
             entry["derived_from"] = ["count", f"sum_{m.column}"]
         elif m.kind == "sum":
             entry.update(_sum_report(t, m.column or "", confidence))
+        elif m.kind in ("histogram", "quantiles"):
+            h = next(h for h in histograms(t.table) if h.metric == m)
+            entry["columns"] = list(m.output_names)
+            entry["bin_edges"] = list(m.edges)
+            entry.update(noise_report(t.noise_for(h.measure), confidence))
+            entry["measurement"] = (
+                "one noisy count per bin (values clamped into the edges), noised together: a "
+                "unit's rows fall in at most max_rows_per_partition bins"
+            )
+            if m.kind == "quantiles":
+                entry["probabilities"] = list(m.probabilities)
+                entry["mechanism"] = (
+                    "post-processing of the noisy histogram over the public grid (bins clamped "
+                    "at zero): interpolated where the cumulative count reaches p x total"
+                )
+                entry["interval"] = {
+                    "confidence": confidence,
+                    "half_width": None,
+                    "exact": False,
+                    "note": "no closed form; the error is at least the grid step",
+                }
         else:
             entry.update(noise_report(t.noise_for(m.kind), confidence))
         metrics.append(entry)

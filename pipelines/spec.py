@@ -8,6 +8,7 @@ fall back to a default that spends budget differently.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,15 @@ from dp_ops.fixed_point import default_granularity
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
 MetricKind = Literal["count", "privacy_unit_count", "sum", "mean"]
-METRIC_KINDS: tuple[str, ...] = ("count", "privacy_unit_count", "sum", "mean")
+METRIC_KINDS: tuple[str, ...] = (
+    "count",
+    "privacy_unit_count",
+    "sum",
+    "mean",
+    "histogram",
+    "quantiles",
+)
+HISTOGRAM_KINDS = ("histogram", "quantiles")
 NoiseFamily = Literal["auto", "laplace", "gaussian"]
 
 
@@ -103,10 +112,26 @@ class MetricSpec:
     """Public upper clamping bound; sum noise grows with max(|lower|, |upper|)."""
     granularity: float | None = None
     """Fixed-point grid step of sums; values round to it. Coarser: less precision, same privacy."""
+    edges: tuple[float, ...] = ()
+    """Bin edges of a histogram (public), or of the grid a quantile is read from."""
+    probabilities: tuple[float, ...] = ()
+    """Quantiles to release (0.5: the median)."""
 
     @property
     def output_name(self) -> str:
         return self.kind if self.column is None else f"{self.kind}_{self.column}"
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The released columns: one per histogram bin, one per quantile, else one."""
+        if self.kind == "histogram":
+            return tuple(f"hist_{self.column}_{i}" for i in range(len(self.edges) - 1))
+        if self.kind == "quantiles":
+            return tuple(
+                f"p{format(100 * p, 'g').replace('.', '_')}_{self.column}"
+                for p in self.probabilities
+            )
+        return (self.output_name,)
 
 
 @dataclass(frozen=True)
@@ -338,6 +363,8 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
     if kind in ("count", "privacy_unit_count"):
         _only(m, (kind,), where)
         return MetricSpec(kind=kind)
+    if kind in HISTOGRAM_KINDS:
+        return _parse_histogram(m, kind, where)
     _only(m, (kind, "lower", "upper", "granularity"), where)
     column = _column(m[kind], f"{where}.{kind}")
     lower = _number(_required(m, "lower", where), f"{where}.lower")
@@ -351,6 +378,33 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
     if granularity <= 0:
         raise _fail(f"{where}.granularity", "must be > 0")
     return MetricSpec(kind=kind, column=column, lower=lower, upper=upper, granularity=granularity)
+
+
+def _parse_histogram(m: Mapping[str, Any], kind: str, where: str) -> MetricSpec:
+    column = _column(m[kind], f"{where}.{kind}")
+    if kind == "histogram":
+        _only(m, (kind, "bins"), where)
+        raw = _required(m, "bins", where)
+        if not isinstance(raw, list) or len(raw) < 2:
+            raise _fail(f"{where}.bins", "must list at least two bin edges, e.g. [0, 10, 100]")
+        edges = tuple(_number(e, f"{where}.bins[{i}]") for i, e in enumerate(raw))
+        if any(b <= a for a, b in itertools.pairwise(edges)):
+            raise _fail(f"{where}.bins", "edges must increase")
+        return MetricSpec(kind, column, edges[0], edges[-1], edges=edges)
+    _only(m, (kind, "probabilities", "lower", "upper", "bins"), where)
+    lower = _number(_required(m, "lower", where), f"{where}.lower")
+    upper = _number(_required(m, "upper", where), f"{where}.upper")
+    if not lower < upper:
+        raise _fail(f"{where}.lower", f"must be below upper ({lower!r} >= {upper!r})")
+    bins = _positive_int(m.get("bins", 100), f"{where}.bins")
+    raw = _required(m, "probabilities", where)
+    if not isinstance(raw, list) or not raw:
+        raise _fail(f"{where}.probabilities", "must list probabilities, e.g. [0.5, 0.9]")
+    probabilities = tuple(_number(p, f"{where}.probabilities[{i}]") for i, p in enumerate(raw))
+    if any(not 0 < p < 1 for p in probabilities) or len(set(probabilities)) != len(raw):
+        raise _fail(f"{where}.probabilities", "must be distinct numbers strictly between 0 and 1")
+    edges = tuple(lower + (upper - lower) * i / bins for i in range(bins + 1))
+    return MetricSpec(kind, column, lower, upper, edges=edges, probabilities=probabilities)
 
 
 def parse_partitions(raw: Any, where: str) -> PublicPartitions | PrivatePartitions:
@@ -415,13 +469,20 @@ def parse_table(raw: Any, where: str) -> TableSpec:
     if not isinstance(metrics_raw, list) or not metrics_raw:
         raise _fail(f"{where}.metrics", "must be a non-empty list")
     metrics = tuple(parse_metric(x, f"{where}.metrics[{i}]") for i, x in enumerate(metrics_raw))
-    names = [x.output_name for x in metrics]
+    names = [n for x in metrics for n in x.output_names]
     if len(set(names)) != len(names):
         raise _fail(f"{where}.metrics", "lists the same metric twice")
     for i, metric in enumerate(metrics):
         if metric.column is not None and metric.column in dims:
             raise _fail(f"{where}.metrics[{i}]", f"column {metric.column!r} is also a dimension")
-        same = [x for x in metrics if x.column == metric.column and x.column is not None]
+        same = [
+            x
+            for x in metrics
+            if x.column == metric.column
+            and x.column is not None
+            and x.kind not in HISTOGRAM_KINDS
+            and metric.kind not in HISTOGRAM_KINDS
+        ]
         if any(
             (x.lower, x.upper, x.granularity) != (metric.lower, metric.upper, metric.granularity)
             for x in same

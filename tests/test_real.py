@@ -43,6 +43,14 @@ def test_cps_suite_adds_up_and_is_accurate_for_cells_of_100_workers(
     big = joined[joined["true"] >= 100]
     relative = ((big[unit] - big["true"]).abs() / big["true"]).median()
     assert 0 < relative < 0.05  # one row per worker: no bounding bias, only noise
+    earnings = pd.read_parquet(release / "earnings_by_region_gender").set_index(
+        ["region", "gender"]
+    )
+    true_median = truth.groupby(["region", "gender"])["earnings"].median()
+    assert ((earnings["p50_earnings"] - true_median).abs() < 1.5).all()  # grid step 1, ~4k workers
+    assert (earnings["p90_earnings"] > earnings["p50_earnings"]).all()
+    hist = earnings[[f"hist_earnings_{i}" for i in range(6)]].sum(axis=1)
+    assert ((hist - earnings["count"]).abs() / earnings["count"] < 0.02).all()  # bins ~ count
 
 
 def test_nlswork_suite_quarantines_rows_without_the_south_flag(
