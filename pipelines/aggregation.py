@@ -23,9 +23,12 @@ def aggregate_partitions(
     dims: Sequence[str],
     values: Sequence[ValueColumn],
     bins: Sequence[tuple[str, Sequence[str]]] = (),
+    extra_sums: Sequence[tuple[str, str]] = (),
 ) -> DataFrame:
-    """``bins``: (bin index column, output column per bin) of each histogram."""
+    """``bins``: (bin index column, output column per bin) of each histogram; ``extra_sums``:
+    (input column, output column) summed as they are (squares for variances)."""
     sums = [F.sum(v.grid_name).cast("long").alias(v.sum_name) for v in values]
+    sums += [F.sum(c).cast("long").alias(name) for c, name in extra_sums]
     counts = [
         F.sum((F.col(index) == i).cast("long")).alias(name)
         for index, names in bins

@@ -38,6 +38,7 @@ from pipelines.aggregation import COUNT, UNITS
 from pipelines.bounding import ValueColumn
 from pipelines.spec import (
     HISTOGRAM_KINDS,
+    SPREAD_KINDS,
     MetricSpec,
     PrivatePartitions,
     ReleaseSpec,
@@ -215,7 +216,45 @@ class ReleasePlan:
 
 
 def measures_count(table: TableSpec) -> bool:
-    return any(m.kind in ("count", "mean") for m in table.metrics)
+    return any(m.kind in ("count", "mean", *SPREAD_KINDS) for m in table.metrics)
+
+
+SQUARE_STEPS = 1 << 20
+"""Squares of centered grid values are measured on a grid of this many steps (see Squares)."""
+
+
+@dataclass(frozen=True)
+class Squares:
+    """The sum of squared centered values of a column, for its variance and standard deviation.
+
+    A row's centered grid value ``q - center`` is squared and put on a coarser grid: one step is
+    ``max_square / SQUARE_STEPS`` (in squared grid units), so a row adds at most SQUARE_STEPS and
+    sums stay far inside 64 bits. Released variance = noisy squares / count - (noisy centered sum
+    / count)^2, clamped to [0, (range / 2)^2]: post-processing of three measurements.
+    """
+
+    value: ValueColumn
+    max_square: int
+    """The largest squared centered grid value a row can have."""
+
+    @property
+    def measure(self) -> str:
+        return f"ss_{self.value.column}"
+
+    @property
+    def step(self) -> float:
+        """Squared grid units per step of the squares grid."""
+        return max(self.max_square, 1) / SQUARE_STEPS
+
+
+def squares(table: TableSpec, values: tuple[ValueColumn, ...]) -> tuple[Squares, ...]:
+    spread = {m.column for m in table.metrics if m.kind in SPREAD_KINDS}
+    out = []
+    for v in values:
+        if v.column in spread:
+            q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
+            out.append(Squares(v, max((q_lo - v.center) ** 2, (q_hi - v.center) ** 2)))
+    return tuple(out)
 
 
 def value_columns(table: TableSpec) -> tuple[ValueColumn, ...]:
@@ -247,6 +286,8 @@ def _sensitivities(
         q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
         sens = sum_sensitivity(l0, linf, q_lo - v.center, q_hi - v.center)
         out.append((v.sum_name, sens, v.granularity))
+    for sq in squares(table, values):
+        out.append((sq.measure, Sensitivity(linf * SQUARE_STEPS, l0), 1.0))
     for h in histograms(table):  # one measurement per histogram, over all of its bins
         out.append((h.measure, count_sensitivity(l0, linf), 1.0))
     for i in range(len(table.levels)):  # coarser levels of the same bounded rows

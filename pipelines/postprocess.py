@@ -20,7 +20,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.aggregation import COUNT, UNITS
-from pipelines.plan import Histogram, TablePlan, histograms
+from pipelines.plan import Histogram, TablePlan, histograms, squares
 from pipelines.spec import MetricSpec
 
 
@@ -86,12 +86,28 @@ def _quantiles(h: Histogram) -> list[Column]:
     return out
 
 
+def _spread(m: MetricSpec, plan: TablePlan) -> Column:
+    """Variance (or standard deviation) from the noisy count, centered sum and squares."""
+    sq = next(s for s in squares(plan.table, plan.values) if s.value.column == m.column)
+    v = sq.value
+    n = F.greatest(F.col(COUNT), F.lit(1)).cast("double")
+    mean = F.col(v.sum_name).cast("double") / n
+    second = F.col(sq.measure).cast("double") * F.lit(sq.step) / n
+    top = ((v.upper - v.lower) / 2) ** 2
+    variance = F.least(
+        F.greatest(second - mean * mean, F.lit(0.0)) * F.lit(v.granularity**2), F.lit(top)
+    )
+    return F.sqrt(variance) if m.kind == "stddev" else variance
+
+
 def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
     dims = list(plan.table.dimensions)
     hist = {h.metric: h for h in histograms(plan.table)}
     metrics: list[Column] = []
     for m in plan.table.metrics:
-        if m.kind == "histogram":
+        if m.kind in ("variance", "stddev"):
+            metrics.append(_spread(m, plan).alias(m.output_name))
+        elif m.kind == "histogram":
             metrics.extend(_histogram(hist[m], nonnegative))
         elif m.kind == "quantiles":
             metrics.extend(_quantiles(hist[m]))

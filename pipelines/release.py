@@ -34,7 +34,14 @@ from pipelines.consistency import (
 )
 from pipelines.noise import KeepJob, NoiseJob, add_noise
 from pipelines.partitions import join_public
-from pipelines.plan import Histogram, TablePlan, histograms, level_column
+from pipelines.plan import (
+    Histogram,
+    Squares,
+    TablePlan,
+    histograms,
+    level_column,
+    squares,
+)
 from pipelines.postprocess import finalize
 
 SELECT = "_select"
@@ -68,7 +75,10 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
     hist = histograms(t)
     for h in hist:
         df = df.withColumn(h.bin_column, bin_index(h))
-    extra = [h.bin_column for h in hist]
+    sq = squares(t, plan.values)
+    for s in sq:
+        df = df.withColumn(f"_{s.measure}", square_steps(s))
+    extra = [h.bin_column for h in hist] + [f"_{s.measure}" for s in sq]
     cells: list[str] = []
     if t.dimensions:
         keep = list(dict.fromkeys([unit, *(v.column for v in plan.values), *extra]))
@@ -84,7 +94,15 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
         t.bounds.max_rows_per_partition,
         secrets.salt,
         extra,
-    ).transform(aggregate_partitions, cells, plan.values, bins)
+    ).transform(
+        aggregate_partitions, cells, plan.values, bins, [(f"_{s.measure}", s.measure) for s in sq]
+    )
+
+
+def square_steps(s: Squares) -> Column:
+    """A row's squared centered grid value, on the squares grid (0 .. SQUARE_STEPS)."""
+    centered = s.value.grid_value().cast("double")
+    return F.round(centered * centered / F.lit(s.step)).cast("long")
 
 
 def bin_index(h: Histogram) -> Column:
@@ -100,7 +118,8 @@ def bin_index(h: Histogram) -> Column:
 def all_measures(plan: TablePlan) -> list[str]:
     """The aggregated columns of a table: counts, sums, histogram bins."""
     bins = [h.count_column(i) for h in histograms(plan.table) for i in range(h.bins)]
-    return [*measure_columns(plan.values), *bins]
+    sq = [s.measure for s in squares(plan.table, plan.values)]
+    return [*measure_columns(plan.values), *sq, *bins]
 
 
 def noise_jobs(plan: TablePlan) -> list[NoiseJob | KeepJob]:

@@ -25,9 +25,12 @@ METRIC_KINDS: tuple[str, ...] = (
     "privacy_unit_count",
     "sum",
     "mean",
+    "variance",
+    "stddev",
     "histogram",
     "quantiles",
 )
+SPREAD_KINDS = ("variance", "stddev")
 HISTOGRAM_KINDS = ("histogram", "quantiles")
 NoiseFamily = Literal["auto", "laplace", "gaussian"]
 

@@ -108,3 +108,29 @@ def test_each_bin_gets_its_own_noise_with_the_planned_spread(spark: Any) -> None
 def test_bad_histograms_are_spec_errors(metric: dict[str, Any], message: str) -> None:
     with pytest.raises(SpecError, match=message):
         parse_spec(doc_with([metric]))
+
+
+def test_variance_and_standard_deviation_are_exact_without_noise(spark: Any) -> None:
+    metrics = [
+        {"variance": "v", "lower": 0, "upper": 100},
+        {"stddev": "v", "lower": 0, "upper": 100},
+        {"mean": "v", "lower": 0, "upper": 100},
+    ]
+    df, frame = data(spark)
+    got = release(spark, doc_with(metrics), df, noise=False).toPandas().set_index("g")
+    clamped = frame.assign(v=frame["v"].clip(0, 100)).groupby("g")["v"]
+    want = clamped.var(ddof=0).reindex(got.index)
+    assert np.allclose(got["variance_v"], want, rtol=1e-3)
+    assert np.allclose(got["stddev_v"], np.sqrt(want), rtol=1e-3)
+    plan = plan_release(parse_spec(doc_with(metrics)))
+    columns = sorted(m.column for m in plan.tables[0].measurements)
+    assert columns == ["count", "s_v", "ss_v"]  # count, sum and squares: three measurements
+
+
+def test_a_noisy_variance_stays_in_its_range(spark: Any) -> None:
+    df, frame = data(spark)
+    doc = doc_with([{"stddev": "v", "lower": 0, "upper": 100}])
+    got = release(spark, doc, df).toPandas().set_index("g")
+    truth = frame.assign(v=frame["v"].clip(0, 100)).groupby("g")["v"].std(ddof=0)
+    assert ((got["stddev_v"] >= 0) & (got["stddev_v"] <= 50)).all()
+    assert (np.abs(got["stddev_v"] - truth.reindex(got.index)) < 5).all()  # ~1,000 per cell
