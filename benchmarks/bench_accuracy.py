@@ -5,8 +5,8 @@ small), plans the suite with dprelease's own planner at each epsilon (discrete G
 the budget shared by the three levels), draws the planned noise with the exact samplers, and
 applies the consistency step of ``dp_ops.consistency`` (the math that ``pipelines.consistency``
 runs level by level on Spark, checked equal in the tests). Prints, per epsilon and level, the
-RMSE of the raw noisy measurements, of the GLS estimate and of the released non-negative
-integers, and the median relative error of released county counts by county size.
+RMSE of the raw noisy measurements, of the GLS estimate, of its non-negative projection and
+of the released non-negative integers, and the median relative error of released county counts by county size.
 
 Not a test: ``python benchmarks/bench_accuracy.py [--trials 20]``.
 """
@@ -25,7 +25,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from dp_ops.consistency import consistent_counts, gls  # noqa: E402
+from dp_ops.consistency import consistent_counts, consistent_nonnegative, gls  # noqa: E402
 from dp_ops.keyed_stream import KeyedStreams, new_key  # noqa: E402
 from dp_ops.samplers import discrete_gaussian  # noqa: E402
 from pipelines.plan import level_column, plan_release  # noqa: E402
@@ -91,7 +91,7 @@ def main() -> None:
         columns.append("privacy_unit_count")
         sigma2 = [table.noise_for(c).parameter for c in columns]
         variance = np.array([float(sigma2[d]) for d in depth])
-        err: dict[str, list[np.ndarray]] = {"raw": [], "gls": [], "released": []}
+        err: dict[str, list[np.ndarray]] = {"raw": [], "gls": [], "nonneg": [], "released": []}
         start = time.perf_counter()
         for _ in range(args.trials):
             noise = np.empty(len(parent))
@@ -104,6 +104,7 @@ def main() -> None:
             released = consistent_counts(parent, est.value)
             err["raw"].append(raw - truth)
             err["gls"].append(est.value - truth)
+            err["nonneg"].append(consistent_nonnegative(parent, est.value) - truth)
             err["released"].append(released - truth)
         elapsed = time.perf_counter() - start
         stacked = {k: np.stack(v) for k, v in err.items()}
@@ -137,6 +138,7 @@ def main() -> None:
                 "epsilon": eps,
                 "level": "all cells: total squared error / raw",
                 "gls": round(float(np.sum(stacked["gls"] ** 2)) / total_raw, 4),
+                "nonneg": round(float(np.sum(stacked["nonneg"] ** 2)) / total_raw, 4),
                 "ratio": round(float(np.sum(stacked["released"] ** 2)) / total_raw, 4),
                 "seconds": round(elapsed, 2),
             }
@@ -144,12 +146,15 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     print()
-    print(f"{'eps':>4} {'level':>9} {'cells':>6} {'RMSE raw':>9} {'RMSE GLS':>9} {'released':>9}")
+    print(
+        f"{'eps':>4} {'level':>9} {'cells':>6} {'RMSE raw':>9} {'RMSE GLS':>9} "
+        f"{'non-neg':>9} {'released':>9}"
+    )
     for r in rows:
         if "rmse_raw" in r:
             print(
                 f"{r['epsilon']:>4} {r['level']:>9} {r['cells']:>6} {r['rmse_raw']:>9} "
-                f"{r['rmse_gls']:>9} {r['rmse_released']:>9}"
+                f"{r['rmse_gls']:>9} {r['rmse_nonneg']:>9} {r['rmse_released']:>9}"
             )
     print()
     for r in rows:
@@ -160,7 +165,8 @@ def main() -> None:
             )
         if "ratio" in r:
             print(
-                f"eps {r['epsilon']}: {r['level']}: GLS {r['gls']}, released integers {r['ratio']}"
+                f"eps {r['epsilon']}: {r['level']}: GLS {r['gls']}, non-negative {r['nonneg']}, "
+                f"released integers {r['ratio']}"
             )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)

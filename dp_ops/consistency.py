@@ -167,20 +167,34 @@ def consistent_counts(parent: npt.ArrayLike, estimate: npt.ArrayLike) -> IntArra
 
     Top-down: roots are rounded and clamped at zero; the children of each parent are projected
     onto the non-negative values that sum to the parent's final count, then rounded by largest
-    remainders. Post-processing: costs no privacy, but biases small cells up.
+    remainders. Post-processing: costs no privacy, but biases small cells up, and rounding moves a
+    cell by f(1 - f) in mean square (f the fractional part its family shares), at most 1/4.
     """
+    return _top_down(parent, estimate, integer=True).astype(np.int64)
+
+
+def consistent_nonnegative(parent: npt.ArrayLike, estimate: npt.ArrayLike) -> FloatArray:
+    """The same top-down projection as ``consistent_counts`` without the rounding: non-negative
+    real values that add up at every level (what rounding to whole persons starts from)."""
+    return _top_down(parent, estimate, integer=False)
+
+
+def _top_down(parent: npt.ArrayLike, estimate: npt.ArrayLike, integer: bool) -> FloatArray:
     p = np.asarray(parent, dtype=np.int64)
     f = np.asarray(estimate, dtype=np.float64)
     depth = depths(p)
-    out = np.zeros(len(p), dtype=np.int64)
+    out = np.zeros(len(p), dtype=np.float64)
     roots = np.flatnonzero(depth == 0)
-    out[roots] = np.maximum(np.rint(f[roots]), 0).astype(np.int64)
+    out[roots] = np.maximum(np.rint(f[roots]) if integer else f[roots], 0)
     for d in range(1, int(depth.max()) + 1 if len(p) else 1):
         kids = np.flatnonzero(depth == d)
         if len(kids) == 0:
             break
         parents, group = np.unique(p[kids], return_inverse=True)
         totals = out[parents]
-        projected = simplex_projection(group, f[kids], totals.astype(np.float64))
-        out[kids] = largest_remainder(group, projected, totals)
+        projected = simplex_projection(group, f[kids], totals)
+        if integer:
+            out[kids] = largest_remainder(group, projected, totals.astype(np.int64))
+        else:
+            out[kids] = projected
     return out

@@ -9,6 +9,7 @@ import pytest
 
 from dp_ops.consistency import (
     consistent_counts,
+    consistent_nonnegative,
     depths,
     gls,
     largest_remainder,
@@ -144,6 +145,23 @@ def test_consistent_counts_add_up_at_every_level_and_are_non_negative_integers()
     internal = np.bincount(parent[1:], minlength=n) > 0
     sums = np.bincount(parent[1:], weights=counts[1:], minlength=n).astype(np.int64)
     assert np.array_equal(counts[internal], sums[internal])
+
+
+def test_the_real_valued_projection_adds_up_and_keeps_a_positive_estimate() -> None:
+    rng = np.random.default_rng(12)
+    parent = random_tree(rng, (4, 5), low=2)
+    n = len(parent)
+    internal = np.bincount(parent[1:], minlength=n) > 0
+    y = rng.normal(2, 3, n)
+    est = gls(parent, y, np.full(n, 9.0)).value
+    assert np.any(est < 0)
+    x = consistent_nonnegative(parent, est)
+    assert np.all(x >= 0)
+    sums = np.bincount(parent[1:], weights=x[1:], minlength=n)
+    assert np.allclose(x[internal], sums[internal])
+    assert np.all(np.abs(x - consistent_counts(parent, est)) < 1)  # rounding moves less than 1
+    positive = gls(parent, y + 100, np.full(n, 9.0)).value
+    assert np.allclose(consistent_nonnegative(parent, positive), positive)  # nothing to clamp
 
 
 def test_spark_levels_match_the_numpy_reference(spark: Any) -> None:
