@@ -6,7 +6,8 @@ the budget shared by the three levels), draws the planned noise with the exact s
 applies the consistency step of ``dp_ops.consistency`` (the math that ``pipelines.consistency``
 runs level by level on Spark, checked equal in the tests). Prints, per epsilon and level, the
 RMSE of the raw noisy measurements, of the GLS estimate, of its non-negative projection and
-of the released non-negative integers, and the median relative error of released county counts by county size.
+of the released non-negative integers, and the median relative error of released county
+counts by county size.
 
 Not a test: ``python benchmarks/bench_accuracy.py [--trials 20]``.
 """

@@ -9,6 +9,10 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
            partition selection, keyed exact noise, post-processing) for the same cells;
 * checks:  the input checks pass that a release runs first (nulls, NaN/inf, empty).
 
+and, to show where the release's fixed costs go, the same release on a DataFrame built once
+(``prebuilt``: without building and analysing the plan, about 20 DataFrame operations) and
+without noise (``no_noise``: the test mode, without the Python stage that draws the noise).
+
 Every plan ends in Spark's ``noop`` sink, so all of them compute everything and write nothing.
 Prints a table with the ratios and writes JSON to ``benchmarks/results/``.
 
@@ -121,6 +125,11 @@ def main() -> None:
                 args.repeats,
                 lambda df=df, s=secrets: sink(release_table(df, tplan, "person_id", s, None)),
             )
+            built = release_table(df, tplan, "person_id", secrets, None)
+            quiet = release_table(df, tplan, "person_id", secrets, None, add_noise_=False)
+            sink(quiet)
+            t_built = best_of(args.repeats, lambda d=built: sink(d))
+            t_quiet = best_of(args.repeats, lambda d=quiet: sink(d))
             validate_input(df, spec)  # warm-up: great-expectations import and first context
             t_checks = best_of(args.repeats, lambda df=df: validate_input(df, spec))
             row = {
@@ -129,6 +138,8 @@ def main() -> None:
                 "plain_s": round(t_plain, 2),
                 "floor_s": round(t_floor, 2),
                 "release_s": round(t_release, 2),
+                "prebuilt_s": round(t_built, 2),
+                "no_noise_s": round(t_quiet, 2),
                 "checks_s": round(t_checks, 2),
                 "release_over_floor": round(t_release / t_floor, 2),
                 "release_over_plain": round(t_release / t_plain, 2),
@@ -139,13 +150,14 @@ def main() -> None:
     print()
     print(
         f"{'rows':>12} {'plain s':>8} {'floor s':>8} {'release s':>10} {'checks s':>9} "
-        f"{'rel/floor':>9} {'rel/plain':>9} {'(rel+chk)/floor':>15}"
+        f"{'rel/floor':>9} {'rel/plain':>9} {'(rel+chk)/floor':>15} {'prebuilt s':>10} "
+        f"{'no-noise s':>10}"
     )
     for r in results:
         print(
             f"{r['rows']:>12,} {r['plain_s']:>8} {r['floor_s']:>8} {r['release_s']:>10} "
             f"{r['checks_s']:>9} {r['release_over_floor']:>9} {r['release_over_plain']:>9} "
-            f"{r['release_with_checks_over_floor']:>15}"
+            f"{r['release_with_checks_over_floor']:>15} {r['prebuilt_s']:>10} {r['no_noise_s']:>10}"
         )
     out = ROOT / "benchmarks" / "results"
     out.mkdir(exist_ok=True)

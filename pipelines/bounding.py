@@ -90,21 +90,24 @@ def bound_contributions(
     """
     keys = [F.col(unit), *[F.col(d) for d in dims]]
     grid = [v.grid_value().alias(v.grid_name) for v in values]
-    rows = df.select(*keys, *grid, *[F.col(c) for c in extra])
-    q_cols = [F.col(v.grid_name) for v in values] + [F.col(c) for c in extra]
     pair_prio = _salted_hash(salt[2:], keys)
-    row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
     out_cols = [unit, *dims, *[v.grid_name for v in values], *extra]
     if max_partitions == 1 and max_rows == 1:
+        if len(out_cols) == 1:  # a total of units: one row per unit, nothing to choose
+            return df.select(unit).distinct().select(unit, F.lit(1).alias(FIRST))
+        # the row of least key: pair priority in the high half (the cell), row priority below
+        payload = [*[v.grid_value() for v in values], *[F.col(c) for c in extra]]
+        row_prio = _salted_hash(salt[:2], [*keys, *payload])
         key = F.shiftleft(F.shiftright(pair_prio, 32), 32).bitwiseOR(
             F.shiftrightunsigned(row_prio, 32)
         )
-        keyed = rows.withColumn("_key", key)
-        if len(out_cols) == 1:  # a total of units: one row per unit, nothing to choose
-            chosen = keyed.select(unit).distinct()
-        else:
-            chosen = keyed.groupBy(unit).agg(*[F.min_by(c, "_key").alias(c) for c in out_cols[1:]])
-        return chosen.select(*out_cols, F.lit(1).alias(FIRST))
+        keyed = df.select(*keys, *grid, *[F.col(c) for c in extra], key.alias("_key"))
+        return keyed.groupBy(unit).agg(
+            *[F.min_by(c, "_key").alias(c) for c in out_cols[1:]], F.max(F.lit(1)).alias(FIRST)
+        )
+    rows = df.select(*keys, *grid, *[F.col(c) for c in extra])
+    q_cols = [F.col(v.grid_name) for v in values] + [F.col(c) for c in extra]
+    row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
     ranked = (
         rows.repartition(unit)
         .withColumn("_pp", pair_prio)

@@ -166,21 +166,21 @@ def release_table(
     else:
         cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
         if dims:  # the dimension values of the cells found in the data
-            found = cell_keys(df, dims, secrets.cell_salt)
-            cells = cells.join(found, on=list(CELL_IDS)).select(*dims, *measures)
-        shifted = F.col(UNITS) - F.lit(sel.pre_threshold - 1)
+            cells = cells.join(cell_keys(df, dims, secrets.cell_salt), on=list(CELL_IDS))
+        statistic: list[Column] = []
         if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
-            cells = cells.withColumn(SELECT, F.col(UNITS))
+            statistic = [F.col(UNITS).alias(SELECT)]
             jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
         elif sel.noise is not None:  # thresholding of a separate noisy count
-            cells = cells.withColumn(SELECT, shifted)
+            statistic = [(F.col(UNITS) - F.lit(sel.pre_threshold - 1)).alias(SELECT)]
             jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
+        cells = cells.select(*dims, *measures, *statistic)
     noisy = add_noise(cells, dims, jobs, secrets.key) if add_noise_ else cells
     if sel is not None:
         if sel.strategy == "post_aggregation":  # the released unit count decides
             noisy = noisy.where(F.col(UNITS) - F.lit(sel.pre_threshold - 1) >= sel.threshold)
-        else:
-            noisy = noisy.where(F.col(SELECT) >= sel.threshold).drop(SELECT)
+        else:  # finalize drops SELECT
+            noisy = noisy.where(F.col(SELECT) >= sel.threshold)
     return finalize(noisy, plan, nonnegative)
 
 
