@@ -4,26 +4,31 @@
 >>> result = release_dataframes("conf/demo.yaml", spark)      # doctest: +SKIP
 >>> result.tables["persons_by_state_age_sex"].show()  # doctest: +SKIP  # safe: released table
 
-Each call draws fresh noise and spends the spec's budget again: the API keeps no ledger, so
-publish from one call only. Within a call, noise is keyed to the cells, so evaluating a returned
-DataFrame several times shows the same values.
+Each call draws fresh noise and spends the spec's budget again. When the spec names a ledger
+(``ledger:`` or the ``ledger`` argument), every call is charged to it under its own release id
+before any noise is drawn, and a call that reuses a charged id is refused: a notebook cannot
+draw a second version of a release for the price of one. Without a ledger nothing is recorded,
+so publish from one call only. Within a call, noise is keyed to the cells, so evaluating a
+returned DataFrame several times shows the same values.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from jobs.config import load_spec
+from dp_ops.errors import BudgetError
+from jobs.config import load_spec, spec_hash
 from jobs.io import read_input
-from jobs.runner import table_frames
+from jobs.ledger import open_ledger
+from jobs.runner import new_release_id, table_frames
 from pipelines.plan import ReleasePlan, plan_release
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
-from pipelines.spec import ReleaseSpec
+from pipelines.spec import LedgerSpec, ReleaseSpec
 from pipelines.validation import validate_input
 
 
@@ -35,21 +40,53 @@ class Release:
     """The manifest's privacy section: budget split, mechanisms, noise scales, intervals."""
     quarantined: DataFrame | None = None
     """Rows that failed validation under ``input.on_invalid: quarantine`` (private: not noised)."""
+    release_id: str | None = None
+    """The id this call was charged under in the ledger; None without a ledger."""
 
 
 def release_dataframes(
-    spec: ReleaseSpec | str | Path, spark: SparkSession, input_df: DataFrame | None = None
+    spec: ReleaseSpec | str | Path,
+    spark: SparkSession,
+    input_df: DataFrame | None = None,
+    release_id: str | None = None,
+    ledger: str | Path | None = None,
 ) -> Release:
-    """Plan, check and compute every table of ``spec``; returns lazy DataFrames."""
+    """Plan, check and compute every table of ``spec``; returns lazy DataFrames.
+
+    ``ledger`` (a path) overrides the path of the spec's ``ledger:`` section, which names the
+    dataset. With a ledger, the call is charged the spec's whole budget under ``release_id`` (a
+    new id by default) after validation and before noise; BudgetError if it does not fit or if
+    that id was charged before.
+    """
     if not isinstance(spec, ReleaseSpec):
         spec = load_spec(spec)
+    if ledger is not None:
+        if spec.ledger is None:
+            raise BudgetError("ledger: the spec has no ledger section naming the dataset to charge")
+        spec = replace(spec, ledger=LedgerSpec(dataset=spec.ledger.dataset, path=str(ledger)))
     plan = plan_release(spec)
+    rid = None
+    if spec.ledger is not None:
+        rid = release_id or new_release_id()
+        account = open_ledger(spec.ledger.path)
+        if account.check(spec.ledger.dataset, rid, plan.cost):  # before reading any data
+            raise _charged_before(rid)
     df = input_df if input_df is not None else read_input(spark, spec.input)
     checked = validate_input(df, spec)
+    if spec.ledger is not None and rid is not None:
+        if not account.charge(spec.ledger.dataset, rid, plan.cost, spec_hash(spec)):
+            raise _charged_before(rid)
     secrets = Secrets.new()
     tables = {
         name: frame
         for t in plan.tables
         for name, frame in table_frames(spark, spec, t, checked.valid, secrets).items()
     }
-    return Release(tables, plan, privacy_report(plan), checked.quarantined)
+    return Release(tables, plan, privacy_report(plan), checked.quarantined, rid)
+
+
+def _charged_before(release_id: str) -> BudgetError:
+    return BudgetError(
+        f"release id {release_id!r} is already charged in the ledger; drawing it again would "
+        "spend its budget a second time unrecorded: use a new release id"
+    )

@@ -136,6 +136,34 @@ def test_python_api_returns_lazy_tables_with_stable_noise(demo_path: str, spark:
     assert result.privacy["spent"]["epsilon"] == pytest.approx(1.0)
 
 
+def test_python_api_charges_the_ledger_and_refuses_a_second_draw(
+    demo_path: str, spark: Any, tmp_path: Path
+) -> None:
+    from dataclasses import replace
+
+    from dp_ops.errors import BudgetError
+    from jobs.ledger import Budget, Ledger
+    from pipelines.spec import LedgerSpec
+
+    path = tmp_path / "ledger.sqlite"
+    Ledger(path).init("demo", Budget(Fraction(5, 2), Fraction(1, 10**5)))
+    spec = load_spec(DEMO, input_path=demo_path, output_path="unused")
+    spec = replace(spec, ledger=LedgerSpec(dataset="demo", path="elsewhere.sqlite"))
+    first = release_dataframes(spec, spark, release_id="nb-1", ledger=path)
+    assert first.release_id == "nb-1"
+    assert Ledger(path).account("demo").spent.epsilon == pytest.approx(1.0)
+    with pytest.raises(BudgetError, match="'nb-1' is already charged"):
+        release_dataframes(spec, spark, release_id="nb-1", ledger=path)
+    second = release_dataframes(spec, spark, ledger=path)  # a new id by default
+    assert second.release_id not in (None, "nb-1")
+    with pytest.raises(BudgetError, match="remaining"):  # 0.5 left: refused before the data
+        release_dataframes(spec, spark, input_df=None, release_id="nb-3", ledger=path)
+    assert len(Ledger(path).account("demo").releases) == 2
+    assert not Path("elsewhere.sqlite").exists()
+    with pytest.raises(BudgetError, match="no ledger section"):
+        release_dataframes(replace(spec, ledger=None), spark, ledger=path)
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     venv_bin = str(Path(sys.executable).parent)
