@@ -380,12 +380,22 @@ def plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePla
         raise InternalError("private selection under a rho budget passed validation")
     values = value_columns(table)
     sens = _sensitivities(table, values)
-    shares = accounting.split(rho, [Fraction(1)] * len(sens))
+    shares = accounting.split(rho, level_weights(table, sens))
     if family == "gaussian":
         measurements = _gaussian(sens, shares)
     else:
         measurements = _laplace(sens, [accounting.epsilon_for_rho(r) for r in shares])
     return TablePlan(table, Fraction(0), Fraction(0), family, measurements, values, None, rho=rho)
+
+
+def level_weights(table: TableSpec, sens: list[tuple[str, Sensitivity, float]]) -> list[Fraction]:
+    """Budget weights of a table's measurements: a level's measurements get its
+    ``level_weights`` entry, the table's own the last one; all equal without level weights."""
+    if not table.level_weights:
+        return [Fraction(1)] * len(sens)
+    w = [Fraction(x) for x in table.level_weights]
+    by_column = {level_column(c, i): w[i] for c in (COUNT, UNITS) for i in range(len(table.levels))}
+    return [by_column.get(column, w[-1]) for column, _, _ in sens]
 
 
 def _threshold(noise: NoiseParams, delta: Fraction, l0: int) -> int:
@@ -435,7 +445,7 @@ def plan_table(
     sens = _sensitivities(table, values)
     chosen = table.partitions if isinstance(table.partitions, PrivatePartitions) else None
     if chosen is None:
-        weights = [Fraction(1)] * len(sens)
+        weights = level_weights(table, sens)
         measurements = _measurements(
             family, sens, epsilon, delta if family == "gaussian" else Fraction(0), weights
         )

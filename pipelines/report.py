@@ -178,7 +178,10 @@ def levels_report(t: TablePlan, confidence: float) -> dict[str, Any]:
             measured.append(
                 {"name": m.output_name, **noise_report(t.noise_for(column), confidence)}
             )
-        outputs.append({"name": name, "dimensions": list(dims), "measurements": measured})
+        entry: dict[str, Any] = {"name": name, "dimensions": list(dims)}
+        if t.table.level_weights:
+            entry["budget_weight"] = t.table.level_weights[i]
+        outputs.append({**entry, "measurements": measured})
     return {
         "outputs": outputs,
         "post_processing": (

@@ -175,6 +175,9 @@ class TableSpec:
     """Coarser levels released with the table and made consistent with it, coarsest first, each
     nested in the next (``[[], [state]]`` for a state > county table: the total and the states).
     The table's budget is shared by every level's measurements."""
+    level_weights: tuple[float, ...] = ()
+    """Relative budget of each level's measurements, coarsest first, the table itself last
+    (empty: equal). More weight on a level: less noise there, more everywhere else."""
 
     def level_name(self, level: Sequence[str]) -> str:
         """Output name of a coarser level: ``<name>__total`` or ``<name>__by_<dims>``."""
@@ -446,7 +449,20 @@ def parse_partitions(raw: Any, where: str) -> PublicPartitions | PrivatePartitio
 
 def parse_table(raw: Any, where: str) -> TableSpec:
     m = _mapping(raw, where)
-    _only(m, ("name", "dimensions", "partitions", "bounds", "metrics", "weight", "levels"), where)
+    _only(
+        m,
+        (
+            "name",
+            "dimensions",
+            "partitions",
+            "bounds",
+            "metrics",
+            "weight",
+            "levels",
+            "level_weights",
+        ),
+        where,
+    )
     name = _name(_required(m, "name", where), f"{where}.name")
     dims_raw = m.get("dimensions", [])
     if not isinstance(dims_raw, list):
@@ -511,6 +527,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
                 f"{where}.levels",
                 "privacy_unit_count adds up over levels only with bounds.max_partitions: 1",
             )
+    level_weights = _parse_level_weights(m.get("level_weights"), levels, f"{where}.level_weights")
     return TableSpec(
         name=name,
         dimensions=dims,
@@ -519,7 +536,28 @@ def parse_table(raw: Any, where: str) -> TableSpec:
         metrics=metrics,
         weight=weight,
         levels=levels,
+        level_weights=level_weights,
     )
+
+
+def _parse_level_weights(
+    raw: Any, levels: tuple[tuple[str, ...], ...], where: str
+) -> tuple[float, ...]:
+    if raw is None:
+        return ()
+    if not levels:
+        raise _fail(where, "needs levels: one weight per level, then one for the table itself")
+    if not isinstance(raw, list) or len(raw) != len(levels) + 1:
+        raise _fail(
+            where,
+            f"must list {len(levels) + 1} weights: one per level, coarsest first, then one for "
+            "the table itself",
+        )
+    weights = tuple(_number(w, f"{where}[{i}]") for i, w in enumerate(raw))
+    for i, w in enumerate(weights):
+        if w <= 0:
+            raise _fail(f"{where}[{i}]", f"must be > 0, got {w!r}")
+    return weights
 
 
 def _parse_levels(raw: Any, dims: tuple[str, ...], where: str) -> tuple[tuple[str, ...], ...]:

@@ -58,6 +58,9 @@ def test_the_suite_releases_levels_that_add_up_with_per_cell_errors(
         "persons_by_county",
     ]
     assert [lv["released_cells"] for lv in levels] == [1, 20, 160]
+    assert [lv["budget_weight"] for lv in levels] == [1, 1, 2]  # conf: counties get twice
+    rho = [lv["measurements"][0]["rho"] for lv in levels]
+    assert rho[2] == pytest.approx(2 * rho[0]) and rho[1] == pytest.approx(rho[0])
     for level, frame in zip(levels, (total, states, counties), strict=True):
         raw_sd = level["measurements"][0]["standard_deviation"]
         assert (frame[f"{unit}_sd"] < raw_sd).all()  # combining levels never adds error
@@ -106,3 +109,39 @@ def test_bad_levels_are_spec_errors(levels: Any, change: dict[str, Any], message
     with pytest.raises(SpecError) as err:
         parse_spec(doc)
     assert str(err.value).startswith("tables[0].levels") and message in str(err.value)
+
+
+@pytest.mark.parametrize("budget", [{"rho": 0.3}, {"epsilon": 1.0, "delta": 1e-6}])
+def test_level_weights_split_the_table_budget_between_levels(budget: dict[str, float]) -> None:
+    doc = base_spec(budget=budget, noise="gaussian", domains={"g": ["a", "b"], "h": [1, 2]})
+    table = doc["tables"][0]
+    table.update(dimensions=["g", "h"], levels=[[], ["g"]], metrics=["count"])
+    equal = plan_release(parse_spec(doc)).tables[0]
+    table["level_weights"] = [1, 1, 2]
+    (t,) = plan_release(parse_spec(doc)).tables
+    rho = {m.column: m.rho for m in t.measurements}
+    assert rho["count"] == 2 * rho["count@0"] == 2 * rho["count@1"]  # the finest gets half
+    assert sum(rho.values()) == sum(m.rho for m in equal.measurements)  # same table budget
+    variance = {m.column: m.parameter for m in t.measurements}
+    assert float(variance["count@0"]) == pytest.approx(2 * float(variance["count"]), rel=1e-4)
+    base = float(next(m.parameter for m in equal.measurements if m.column == "count"))
+    assert float(variance["count"]) < base < float(variance["count@0"])
+
+
+@pytest.mark.parametrize(
+    ("levels", "weights", "message"),
+    [
+        ([[], ["g"]], [1, 2], "must list 3 weights"),
+        ([[], ["g"]], [1, 0, 2], "level_weights[1]: must be > 0"),
+        (None, [1], "needs levels"),
+    ],
+)
+def test_bad_level_weights_are_spec_errors(levels: Any, weights: Any, message: str) -> None:
+    doc = base_spec(budget={"epsilon": 1.0, "delta": 1e-6}, domains={"g": ["a"], "h": [1]})
+    table = doc["tables"][0]
+    table.update(dimensions=["g", "h"], metrics=["count"], level_weights=weights)
+    if levels is not None:
+        table["levels"] = levels
+    with pytest.raises(SpecError) as err:
+        parse_spec(doc)
+    assert str(err.value).startswith("tables[0].level_weights") and message in str(err.value)
