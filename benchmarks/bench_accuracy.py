@@ -26,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import save_results  # noqa: E402
 from dp_ops.consistency import consistent_counts, consistent_nonnegative, gls  # noqa: E402
 from dp_ops.keyed_stream import KeyedStreams, new_key  # noqa: E402
 from dp_ops.samplers import discrete_gaussian  # noqa: E402
@@ -169,10 +170,7 @@ def main() -> None:
                 f"eps {r['epsilon']}: {r['level']}: GLS {r['gls']}, non-negative {r['nonneg']}, "
                 f"released integers {r['ratio']}"
             )
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out / f"accuracy-{stamp}.json").write_text(json.dumps({"args": vars(args), "rows": rows}))
+    save_results("accuracy", {"args": vars(args), "rows": rows})
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
+from benchmarks.results_file import save_results  # noqa: E402
 from pipelines.demo_data import demo_microdata  # noqa: E402
 from pipelines.plan import plan_release  # noqa: E402
 from pipelines.release import Secrets, release_table  # noqa: E402
@@ -159,12 +160,7 @@ def main() -> None:
             f"{r['checks_s']:>9} {r['release_over_floor']:>9} {r['release_over_plain']:>9} "
             f"{r['release_with_checks_over_floor']:>15} {r['prebuilt_s']:>10} {r['no_noise_s']:>10}"
         )
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out / f"release-{stamp}.json").write_text(
-        json.dumps({"args": vars(args), "results": results}, indent=2)
-    )
+    save_results("release", {"args": vars(args), "results": results})
     spark.stop()
 
 

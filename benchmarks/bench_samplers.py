@@ -22,6 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.results_file import save_results  # noqa: E402
 from dp_ops import table_samplers  # noqa: E402
 from dp_ops.keyed_stream import KeyedStreams, new_key  # noqa: E402
 from dp_ops.rational import round_up  # noqa: E402
@@ -94,10 +95,7 @@ def main() -> None:
             f"{r['sampler']:<18} {r['scale']:>7} {r['dprelease_cpu_s_per_1M']:>15} "
             f"{r['opendp_cpu_s_per_1M'] or '-':>12} {r['speedup'] or '-':>8}"
         )
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    (out / f"samplers-{stamp}.json").write_text(json.dumps(rows, indent=2))
+    save_results("samplers", rows)
 
 
 if __name__ == "__main__":

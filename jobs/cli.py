@@ -122,7 +122,7 @@ def _budget(args: argparse.Namespace) -> int:
     from fractions import Fraction
 
     from dp_ops.errors import SpecError
-    from jobs.ledger import Budget, open_ledger
+    from jobs.ledger import Budget, currency, open_ledger
 
     ledger = open_ledger(args.ledger)
     if args.action == "init":
@@ -139,7 +139,7 @@ def _budget(args: argparse.Namespace) -> int:
         return EXIT_OK
     account = ledger.account(args.dataset)
     zcdp = account.lifetime.is_zcdp
-    print(f"dataset {account.dataset} (accounted in {'rho-zCDP' if zcdp else '(epsilon, delta)'})")
+    print(f"dataset {account.dataset} (accounted in {currency(account.lifetime)})")
     print(f"  lifetime:  {account.lifetime.describe(zcdp)}")
     print(f"  spent:     {account.spent.describe(zcdp)}")
     print(f"  remaining: {account.remaining.describe(zcdp)}")

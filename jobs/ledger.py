@@ -83,7 +83,7 @@ def amount_for(lifetime: Budget, dataset: str, request: Budget | ReleaseCost) ->
     if isinstance(request, Budget):
         if request.is_zcdp != lifetime.is_zcdp:
             raise BudgetError(
-                f"ledger: dataset {dataset!r} keeps its account in {_currency(lifetime)}"
+                f"ledger: dataset {dataset!r} keeps its account in {currency(lifetime)}"
             )
         return request
     if lifetime.is_zcdp:
@@ -102,7 +102,8 @@ def amount_for(lifetime: Budget, dataset: str, request: Budget | ReleaseCost) ->
     return Budget(request.epsilon, request.delta)
 
 
-def _currency(budget: Budget) -> str:
+def currency(budget: Budget) -> str:
+    """The currency an account with this lifetime budget keeps."""
     return "rho-zCDP" if budget.is_zcdp else "(epsilon, delta)"
 
 

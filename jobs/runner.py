@@ -93,17 +93,28 @@ def table_frame(
     return release_table(df, tplan, unit, secrets, keys, spec.output.nonnegative_counts)
 
 
+def declared_domains(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> dict[str, list[Any]]:
+    """The declared domains of ``table``'s dimensions, converted to the input's types."""
+    return {
+        d: [convert_key(v, df.schema[d].dataType, f"domains.{d}") for v in values]
+        for d in table.dimensions
+        if (values := spec.domain(d)) is not None
+    }
+
+
 def check_output(
     spark: SparkSession,
     spec: ReleaseSpec,
     table: TableSpec,
-    df: DataFrame,
+    keys: DataFrame | None,
+    domains: dict[str, list[Any]],
     released: DataFrame,
     staging: Path,
     output: tuple[str, tuple[str, ...]],
 ) -> int:
     """Read one staged output of ``table`` back and check it (InternalError aborts the commit);
-    its size. ``output``: (name, dimensions) of the output."""
+    its size. ``keys``, ``domains``: the table's public keys and declared domains; ``output``:
+    (name, dimensions) of the output."""
     path = str(staging / output[0])
     reader = spark.read
     if spec.output.format == "csv":
@@ -111,12 +122,6 @@ def check_output(
         staged = reader.csv(path)
     else:
         staged = reader.parquet(path)
-    domains = {
-        d: [convert_key(v, df.schema[d].dataType, f"domains.{d}") for v in values]
-        for d in table.dimensions
-        if (values := spec.domain(d)) is not None
-    }
-    keys = public_keys(spark, spec, table, df)
     return output_checks.check_released(
         staged, released.schema, table, keys, domains, spec.output.nonnegative_counts, output
     )
@@ -261,9 +266,12 @@ def run_release(
             timings[name] = round(time.monotonic() - start, 3)
             with stage(f"table {name}: check the written table"):
                 dims = dict(tplan.table.outputs)
+                keys = public_keys(spark, spec, tplan.table, df)  # once for all its outputs
+                domains = declared_domains(spec, tplan.table, df)
                 for out_name, released in frames.items():
+                    output = (out_name, dims[out_name])
                     released_cells[out_name] = check_output(
-                        spark, spec, tplan.table, df, released, staging, (out_name, dims[out_name])
+                        spark, spec, tplan.table, keys, domains, released, staging, output
                     )
                     outcome.tables[out_name] = final / out_name
         manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)

@@ -25,6 +25,8 @@ from pyspark.sql import DataFrame
 from dp_ops.errors import InternalError, SpecError
 
 STAGING = ".staging"
+_ATTEMPT_CHARS = 12
+"""Hex characters of the random suffix naming one attempt's staging directory."""
 MANIFEST = "manifest.json"
 
 
@@ -60,9 +62,9 @@ def staged_release(output: str, release_id: str) -> Iterator[Path]:
     staging_root.mkdir(parents=True, exist_ok=True)
     os.chmod(staging_root, 0o700)
     for stale in staging_root.glob(f"{release_id}-*"):  # left by a killed attempt of this id
-        if stale.is_dir() and len(stale.name) == len(release_id) + 13:
+        if stale.is_dir() and len(stale.name) == len(release_id) + 1 + _ATTEMPT_CHARS:
             shutil.rmtree(stale, ignore_errors=True)
-    staging = staging_root / f"{release_id}-{uuid.uuid4().hex[:12]}"
+    staging = staging_root / f"{release_id}-{uuid.uuid4().hex[:_ATTEMPT_CHARS]}"
     staging.mkdir(mode=0o700)
     try:
         yield staging

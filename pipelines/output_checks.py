@@ -18,6 +18,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp_ops.errors import InternalError
+from pipelines.plan import error_columns
 from pipelines.spec import TableSpec
 
 COUNT_METRICS = ("count", "privacy_unit_count", "histogram")
@@ -27,7 +28,7 @@ def expected_columns(table: TableSpec, dims: Sequence[str] | None = None) -> lis
     """Columns of an output of ``table`` (``dims``: a level's dimensions, default the table's)."""
     metrics = [name for m in table.metrics for name in m.output_names]
     if table.levels:  # consistent levels carry per-cell error columns
-        metrics = [c for m in metrics for c in (m, f"{m}_sd", f"{m}_halfwidth")]
+        metrics = [c for m in metrics for c in (m, *error_columns(m))]
     return [*(table.dimensions if dims is None else dims), *metrics]
 
 

@@ -172,6 +172,13 @@ class TablePlan:
                 return m
         raise InternalError(f"no measurement planned for column {column!r}")
 
+    def squares_of(self, column: str) -> Squares:
+        """The sum-of-squares measurement of the value column ``column`` (variance, stddev)."""
+        for s in squares(self.table, self.values):
+            if s.value.column == column:
+                return s
+        raise InternalError(f"no squares planned for column {column!r}")
+
 
 @dataclass(frozen=True)
 class ReleaseCost:
@@ -242,9 +249,20 @@ class Squares:
         return f"ss_{self.value.column}"
 
     @property
+    def row_column(self) -> str:
+        """Per input row: the squared centered value on the squares grid."""
+        return f"_{self.measure}"
+
+    @property
     def step(self) -> float:
         """Squared grid units per step of the squares grid."""
         return max(self.max_square, 1) / SQUARE_STEPS
+
+
+def centered_grid_bounds(v: ValueColumn) -> tuple[int, int]:
+    """The least and greatest centered grid value a row of ``v`` can have."""
+    q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
+    return q_lo - v.center, q_hi - v.center
 
 
 def squares(table: TableSpec, values: tuple[ValueColumn, ...]) -> tuple[Squares, ...]:
@@ -252,8 +270,8 @@ def squares(table: TableSpec, values: tuple[ValueColumn, ...]) -> tuple[Squares,
     out = []
     for v in values:
         if v.column in spread:
-            q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
-            out.append(Squares(v, max((q_lo - v.center) ** 2, (q_hi - v.center) ** 2)))
+            lo, hi = centered_grid_bounds(v)
+            out.append(Squares(v, max(lo * lo, hi * hi)))
     return tuple(out)
 
 
@@ -283,19 +301,17 @@ def _sensitivities(
     if "privacy_unit_count" in kinds:
         out.append((UNITS, unit_count_sensitivity(l0), 1.0))
     for v in values:
-        q_lo, q_hi = grid_bounds(v.lower, v.upper, v.granularity)
-        sens = sum_sensitivity(l0, linf, q_lo - v.center, q_hi - v.center)
-        out.append((v.sum_name, sens, v.granularity))
-    for sq in squares(table, values):
-        out.append((sq.measure, Sensitivity(linf * SQUARE_STEPS, l0), 1.0))
+        out.append((v.sum_name, sum_sensitivity(l0, linf, *centered_grid_bounds(v)), v.granularity))
+    for sq in squares(table, values):  # a row adds 0 .. SQUARE_STEPS
+        out.append((sq.measure, sum_sensitivity(l0, linf, 0, SQUARE_STEPS), 1.0))
     for h in histograms(table):  # one measurement per histogram, over all of its bins
         out.append((h.measure, count_sensitivity(l0, linf), 1.0))
     for i in range(len(table.levels)):  # coarser levels of the same bounded rows
         # a unit's (at most l0 * linf) rows may all fall in one coarser cell
         if measures_count(table):
-            out.append((level_column(COUNT, i), Sensitivity(l0 * linf, 1), 1.0))
+            out.append((level_column(COUNT, i), count_sensitivity(1, l0 * linf), 1.0))
         if "privacy_unit_count" in kinds:  # levels require l0 = 1: one cell per unit
-            out.append((level_column(UNITS, i), Sensitivity(1, 1), 1.0))
+            out.append((level_column(UNITS, i), unit_count_sensitivity(1), 1.0))
     return out
 
 
@@ -336,6 +352,11 @@ def histograms(table: TableSpec) -> tuple[Histogram, ...]:
 def level_column(column: str, level: int) -> str:
     """Name of the measurement of ``column`` at coarser level ``level`` of a table."""
     return f"{column}@{level}"
+
+
+def error_columns(metric: str) -> tuple[str, str]:
+    """Per-cell error columns of a consistent metric: standard deviation, interval half-width."""
+    return f"{metric}_sd", f"{metric}_halfwidth"
 
 
 def _laplace(

@@ -20,8 +20,8 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.aggregation import COUNT, UNITS
-from pipelines.plan import Histogram, TablePlan, histograms, squares
-from pipelines.spec import MetricSpec
+from pipelines.plan import Histogram, TablePlan, histograms
+from pipelines.spec import SPREAD_KINDS, MetricSpec
 
 
 def _metric(m: MetricSpec, plan: TablePlan, nonnegative: bool) -> Column:
@@ -88,7 +88,7 @@ def _quantiles(h: Histogram) -> list[Column]:
 
 def _spread(m: MetricSpec, plan: TablePlan) -> Column:
     """Variance (or standard deviation) from the noisy count, centered sum and squares."""
-    sq = next(s for s in squares(plan.table, plan.values) if s.value.column == m.column)
+    sq = plan.squares_of(m.column or "")
     v = sq.value
     n = F.greatest(F.col(COUNT), F.lit(1)).cast("double")
     mean = F.col(v.sum_name).cast("double") / n
@@ -105,7 +105,7 @@ def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
     hist = {h.metric: h for h in histograms(plan.table)}
     metrics: list[Column] = []
     for m in plan.table.metrics:
-        if m.kind in ("variance", "stddev"):
+        if m.kind in SPREAD_KINDS:
             metrics.append(_spread(m, plan).alias(m.output_name))
         elif m.kind == "histogram":
             metrics.extend(_histogram(hist[m], nonnegative))

@@ -38,6 +38,7 @@ from pipelines.plan import (
     Histogram,
     Squares,
     TablePlan,
+    error_columns,
     histograms,
     level_column,
     squares,
@@ -77,8 +78,8 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
         df = df.withColumn(h.bin_column, bin_index(h))
     sq = squares(t, plan.values)
     for s in sq:
-        df = df.withColumn(f"_{s.measure}", square_steps(s))
-    extra = [h.bin_column for h in hist] + [f"_{s.measure}" for s in sq]
+        df = df.withColumn(s.row_column, square_steps(s))
+    extra = [h.bin_column for h in hist] + [s.row_column for s in sq]
     cells: list[str] = []
     if t.dimensions:
         keep = list(dict.fromkeys([unit, *(v.column for v in plan.values), *extra]))
@@ -95,7 +96,7 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
         secrets.salt,
         extra,
     ).transform(
-        aggregate_partitions, cells, plan.values, bins, [(f"_{s.measure}", s.measure) for s in sq]
+        aggregate_partitions, cells, plan.values, bins, [(s.row_column, s.measure) for s in sq]
     )
 
 
@@ -182,11 +183,6 @@ def release_table(
         else:  # finalize drops SELECT
             noisy = noisy.where(F.col(SELECT) >= sel.threshold)
     return finalize(noisy, plan, nonnegative)
-
-
-def error_columns(metric: str) -> tuple[str, str]:
-    """Per-cell error columns of a consistent metric: standard deviation, interval half-width."""
-    return f"{metric}_sd", f"{metric}_halfwidth"
 
 
 def release_levels(

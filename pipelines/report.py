@@ -9,7 +9,7 @@ from typing import Any
 from dp_ops import selection
 from dp_ops.selection import normal_ppf
 from pipelines.plan import NoiseParams, ReleasePlan, TablePlan, histograms, level_column
-from pipelines.spec import PrivatePartitions
+from pipelines.spec import SPREAD_KINDS, PrivatePartitions
 
 
 def _num(x: Fraction) -> float:
@@ -106,13 +106,14 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
             entry["derived_from"] = ["count", f"sum_{m.column}"]
         elif m.kind == "sum":
             entry.update(_sum_report(t, m.column or "", confidence))
-        elif m.kind in ("variance", "stddev"):
+        elif m.kind in SPREAD_KINDS:
+            sq = t.squares_of(m.column or "")
             entry["mechanism"] = (
                 "post-processing: noisy squares / n - (noisy centered sum / n)^2 with n the "
                 "noisy count, clamped to [0, ((upper - lower) / 2)^2]"
             )
-            entry["derived_from"] = ["count", f"sum_{m.column}", f"ss_{m.column}"]
-            entry["squares"] = noise_report(t.noise_for(f"ss_{m.column}"), confidence)
+            entry["derived_from"] = ["count", f"sum_{m.column}", sq.measure]
+            entry["squares"] = noise_report(t.noise_for(sq.measure), confidence)
             entry["interval"] = {"confidence": confidence, "half_width": None, "exact": False}
         elif m.kind in ("histogram", "quantiles"):
             h = next(h for h in histograms(t.table) if h.metric == m)

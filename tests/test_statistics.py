@@ -134,3 +134,21 @@ def test_a_noisy_variance_stays_in_its_range(spark: Any) -> None:
     truth = frame.assign(v=frame["v"].clip(0, 100)).groupby("g")["v"].std(ddof=0)
     assert ((got["stddev_v"] >= 0) & (got["stddev_v"] <= 50)).all()
     assert (np.abs(got["stddev_v"] - truth.reindex(got.index)) < 5).all()  # ~1,000 per cell
+
+
+@pytest.mark.parametrize(("lower", "upper"), [(0, 100), (-30, 5), (10, 11)])
+def test_a_row_adds_at_most_the_squares_sensitivity(spark: Any, lower: float, upper: float) -> None:
+    """The planned sensitivity of the squares holds for every row: 0 <= row <= SQUARE_STEPS."""
+    from pipelines.plan import SQUARE_STEPS
+    from pipelines.release import square_steps
+
+    doc = doc_with([{"variance": "v", "lower": lower, "upper": upper}], max_rows_per_partition=3)
+    plan = plan_release(parse_spec(doc)).tables[0]
+    sq = plan.squares_of("v")
+    sens = plan.noise_for(sq.measure).sensitivity
+    assert (sens.per_partition, sens.partitions) == (3 * SQUARE_STEPS, 1)  # L-inf rows of one
+    values = [-1e9, lower - 1.0, lower, (lower + upper) / 2, upper, upper + 1.0, 1e9, 0.0]
+    df = spark.createDataFrame([(float(x),) for x in values], "v double")
+    steps = [r[0] for r in df.select(square_steps(sq)).collect()]
+    assert min(steps) >= 0 and max(steps) <= SQUARE_STEPS
+    assert max(steps) == SQUARE_STEPS  # a value at the farther bound uses the whole grid
