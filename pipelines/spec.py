@@ -375,8 +375,12 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
     column = _column(m[kind], f"{where}.{kind}")
     lower = _number(_required(m, "lower", where), f"{where}.lower")
     upper = _number(_required(m, "upper", where), f"{where}.upper")
-    if lower > upper:
-        raise _fail(f"{where}.lower", f"must not exceed upper ({lower!r} > {upper!r})")
+    if not lower < upper:
+        raise _fail(
+            f"{where}.lower",
+            f"must be below upper ({lower!r} >= {upper!r}); with equal bounds every value is "
+            "clamped to one constant, so release the count and multiply instead",
+        )
     granularity = m.get("granularity")
     if granularity is None:
         granularity = default_granularity(lower, upper)

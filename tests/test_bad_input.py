@@ -54,7 +54,7 @@ def check(capsys: Any, code: int, expected_code: int, match: str, out: Path) -> 
         ({"metrics": ["median"]}, "tables[0].metrics[0]: must be one of"),
         (
             {"metrics": [{"sum": "v", "lower": 3, "upper": 1}]},
-            "tables[0].metrics[0].lower: must not exceed upper",
+            "tables[0].metrics[0].lower: must be below upper",
         ),
     ],
 )

@@ -46,7 +46,11 @@ def test_a_valid_spec_parses_into_frozen_objects() -> None:
         ),
         (
             with_table(metrics=[{"sum": "v", "lower": 5, "upper": 1}]),
-            r"tables\[0\]\.metrics\[0\]\.lower: must not exceed upper",
+            r"tables\[0\]\.metrics\[0\]\.lower: must be below upper",
+        ),
+        (
+            with_table(metrics=["count", {"mean": "v", "lower": 5, "upper": 5}]),
+            r"tables\[0\]\.metrics\[1\]\.lower: must be below upper \(5\.0 >= 5\.0\)",
         ),
         (
             with_table(metrics=[{"sum": "v", "upper": 1}]),
