@@ -210,8 +210,9 @@ def release_levels(
     exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
     cells = bounded_aggregates(df, plan, unit, secrets)
     keys = cell_keys(public_keys, dims, secrets.cell_salt) if public_keys is not None else None
-    # output-sized; kept so that writing each level does not bound the input again
-    finest = join_public(cells, keys, dims, [COUNT, UNITS]).persist()
+    # output-sized; checkpointed so that the levels do not bound the input again (Spark drops the
+    # blocks once no released frame refers to them, unlike a persist that lasts the session)
+    finest = join_public(cells, keys, dims, [COUNT, UNITS]).localCheckpoint(eager=True)
     outputs = t.outputs
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     per_metric: dict[str, list[DataFrame]] = {m: [] for m in metrics}

@@ -19,11 +19,13 @@ SUITE = ROOT / "conf" / "census_suite.yaml"
 
 
 def test_the_suite_releases_levels_that_add_up_with_per_cell_errors(
-    demo_path: str, tmp_path: Path, capsys: Any
+    spark: Any, demo_path: str, tmp_path: Path, capsys: Any
 ) -> None:
     out = tmp_path / "out"
     args = ["run", str(SUITE), "--input", demo_path, "--output", str(out), "--release-id", "s1"]
     assert main(args) == 0, capsys.readouterr().err
+    # nothing stays cached in the session after the release (a scheduler may reuse it)
+    assert spark._jsparkSession.sharedState().cacheManager().isEmpty()
     release = out / "s1"
     manifest = json.loads((release / "manifest.json").read_text())
     assert manifest["budget"]["spent"]["rho"] == pytest.approx(0.5, rel=1e-9)
