@@ -24,7 +24,7 @@ from dp_ops.errors import BudgetError
 from jobs.config import load_spec, spec_hash
 from jobs.io import read_input
 from jobs.ledger import open_ledger
-from jobs.runner import new_release_id, table_frames
+from jobs.runner import new_release_id, public_keys, table_frames
 from pipelines.plan import ReleasePlan, plan_release
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
@@ -78,11 +78,10 @@ def release_dataframes(
         if not ledger_.charge(ledger_spec.dataset, rid, plan.cost, spec_hash(spec)):
             raise _charged_before(rid)
     secrets = Secrets.new()
-    tables = {
-        name: frame
-        for t in plan.tables
-        for name, frame in table_frames(spark, spec, t, checked.valid, secrets).items()
-    }
+    tables: dict[str, DataFrame] = {}
+    for t in plan.tables:
+        keys = public_keys(spark, spec, t.table, checked.valid)
+        tables.update(table_frames(spec, t, checked.valid, secrets, keys))
     return Release(tables, plan, privacy_report(plan), checked.quarantined, rid)
 
 

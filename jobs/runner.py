@@ -85,10 +85,10 @@ def public_keys(
 
 
 def table_frame(
-    spark: SparkSession, spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets
+    spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: DataFrame | None
 ) -> DataFrame:
-    """The released DataFrame of one planned table (lazy; noise keyed by ``secrets``)."""
-    keys = public_keys(spark, spec, tplan.table, df)
+    """The released DataFrame of one planned table (lazy; noise keyed by ``secrets``); ``keys``:
+    its public keys (:func:`public_keys`)."""
     unit = spec.input.privacy_unit
     return release_table(df, tplan, unit, secrets, keys, spec.output.nonnegative_counts)
 
@@ -128,12 +128,12 @@ def check_output(
 
 
 def table_frames(
-    spark: SparkSession, spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets
+    spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: DataFrame | None
 ) -> dict[str, DataFrame]:
-    """Every released DataFrame of one planned table by output name (one, or one per level)."""
+    """Every released DataFrame of one planned table by output name (one, or one per level);
+    ``keys``: the table's public keys (:func:`public_keys`)."""
     if not tplan.table.levels:
-        return {tplan.table.name: table_frame(spark, spec, tplan, df, secrets)}
-    keys = public_keys(spark, spec, tplan.table, df)
+        return {tplan.table.name: table_frame(spec, tplan, df, secrets, keys)}
     unit = spec.input.privacy_unit
     return release_levels(df, tplan, unit, secrets, keys, spec.output.confidence)
 
@@ -259,14 +259,14 @@ def run_release(
         for tplan in plan.tables:
             name = tplan.table.name
             start = time.monotonic()
+            keys = public_keys(spark, spec, tplan.table, df)  # for the release and the checks
             with stage(f"table {name}: bound, aggregate, select, noise, write"):
-                frames = table_frames(spark, spec, tplan, df, secrets)
+                frames = table_frames(spec, tplan, df, secrets, keys)
                 for out_name, released in frames.items():
                     write_table(released, staging / out_name, spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
             with stage(f"table {name}: check the written table"):
                 dims = dict(tplan.table.outputs)
-                keys = public_keys(spark, spec, tplan.table, df)  # once for all its outputs
                 domains = declared_domains(spec, tplan.table, df)
                 for out_name, released in frames.items():
                     output = (out_name, dims[out_name])
