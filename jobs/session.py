@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -36,17 +37,41 @@ def _under_spark_submit() -> bool:
     return "PYSPARK_GATEWAY_PORT" in os.environ or bool(os.environ.get("SPARK_ENV_LOADED"))
 
 
+def local_cores(master: str) -> int | None:
+    """The cores of a ``local``, ``local[N]``, ``local[*]`` or ``local[N,F]`` master; else None."""
+    m = re.fullmatch(r"local(?:\[(\*|\d+)(?:,\d+)?\])?", master.strip())
+    if m is None:
+        return None
+    if m.group(1) is None:
+        return 1
+    return (os.cpu_count() or 1) if m.group(1) == "*" else int(m.group(1))
+
+
+def session_conf(master: str | None, profile: dict[str, str]) -> dict[str, str]:
+    """The settings of a new session: the defaults, then the profile's, which win.
+
+    In local mode without a profile setting, shuffles get two partitions per core instead of
+    Spark's 200, which suit a cluster: after bounding a release's shuffles are small, and on a
+    laptop most of 200 tasks would only add scheduling.
+    """
+    conf = dict(DEFAULTS)
+    cores = local_cores(master) if master else None
+    if cores is not None:
+        conf["spark.sql.shuffle.partitions"] = str(2 * cores)
+    return {**conf, **profile}
+
+
 def get_session(
     master: str | None = None, profile: str | Path | None = None, app: str = "dprelease"
 ) -> SparkSession:
     """The active session (under spark-submit) or a new one with the profile's settings."""
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(app)
+    if not master and not _under_spark_submit():
+        master = os.environ.get("DPRELEASE_MASTER", "local[*]")
     if master:
         builder = builder.master(master)
-    elif not _under_spark_submit():
-        builder = builder.master(os.environ.get("DPRELEASE_MASTER", "local[*]"))
-    for key, value in {**DEFAULTS, **load_profile(profile)}.items():
+    for key, value in session_conf(master, load_profile(profile)).items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(os.environ.get("DPRELEASE_SPARK_LOG_LEVEL", "WARN"))

@@ -17,6 +17,7 @@ from jobs import runner, writer
 from jobs.api import release_dataframes
 from jobs.cli import main
 from jobs.config import load_spec
+from jobs.session import load_profile, local_cores, session_conf
 from tests.conftest import ROOT
 
 DEMO = ROOT / "conf" / "demo.yaml"
@@ -261,3 +262,27 @@ def test_the_input_fingerprint_depends_on_the_key_and_the_files(
     copy = tmp_path / "copy"
     df.limit(10).write.parquet(str(copy))
     assert input_fingerprint(spark.read.parquet(str(copy)), a) != input_fingerprint(df, a)
+
+
+@pytest.mark.parametrize(
+    ("master", "cores"),
+    [
+        ("local", 1),
+        ("local[3]", 3),
+        ("local[4,2]", 4),
+        ("local[*]", os.cpu_count()),
+        ("spark://host:7077", None),
+        ("yarn", None),
+    ],
+)
+def test_local_masters_are_told_apart(master: str, cores: int | None) -> None:
+    assert local_cores(master) == cores
+
+
+def test_local_sessions_get_few_shuffle_partitions_unless_the_profile_says() -> None:
+    key = "spark.sql.shuffle.partitions"
+    assert session_conf("local[2]", {})[key] == "4"
+    assert key not in session_conf("spark://host:7077", {})  # the cluster's own default stands
+    assert key not in session_conf(None, {})  # spark-submit's master: not ours to guess
+    profile = load_profile(ROOT / "conf" / "spark" / "local.yaml")
+    assert session_conf("local[2]", profile)[key] == profile[key] == "8"
