@@ -1,17 +1,19 @@
 """Release speed against plain Spark on the same data, in one process (not a test).
 
-For each N it generates N rows of demo microdata (Parquet, written by Spark), then times, best of
-``--repeats``:
+For each N it generates N rows of demo microdata (Parquet, written by Spark), then times:
 
-* plain:   ``groupBy(cell).agg(count, sum(clamped income))``;
-* floor:   the same after ``repartition(person_id)``: the least any per-person bounding costs;
-* release: the dprelease table (bounding L0=1, Linf=1 by salted hash, aggregation, private
-           partition selection, keyed exact noise, post-processing) for the same cells;
-* checks:  the input checks pass that a release runs first (nulls, NaN/inf, empty).
+* plain:    ``groupBy(cell).agg(count, sum(clamped income))``;
+* floor:    the same after ``repartition(person_id)``: the least any per-person bounding costs;
+* release:  the dprelease table (bounding L0=1, Linf=1 by salted hash, aggregation, private
+            partition selection, keyed exact noise, post-processing) for the same cells, from
+            building the plan to the last row;
+* no_noise: the same release in the test mode without noise: the release minus this is what
+            drawing the noise costs;
+* checks:   the input checks pass that a release runs first (nulls, NaN/inf, empty).
 
-and, to show where the release's fixed costs go, the same release on a DataFrame built once
-(``prebuilt``: without building and analysing the plan, about 20 DataFrame operations) and
-without noise (``no_noise``: the test mode, without the Python stage that draws the noise).
+The JVM gets faster over the first runs of each plan (JIT), unevenly across plans, so every kind
+runs ``--warmup`` times untimed, then ``--repeats`` timed rounds run the kinds in turn (plain,
+floor, release, ...) and each kind's best time is kept: no kind gains from running after another.
 
 Every plan ends in Spark's ``noop`` sink, so all of them compute everything and write nothing.
 Prints a table with the ratios and writes JSON to ``benchmarks/results/``.
@@ -71,13 +73,21 @@ def sink(df: DataFrame) -> None:
     df.write.format("noop").mode("overwrite").save()
 
 
-def best_of(repeats: int, fn: Callable[[], None]) -> float:
-    times = []
+def best_in_turns(
+    kinds: dict[str, Callable[[], None]], warmup: int, repeats: int
+) -> dict[str, float]:
+    """Each kind's best time over ``repeats`` rounds that run every kind once, in turn, after
+    ``warmup`` untimed rounds."""
+    for _ in range(warmup):
+        for fn in kinds.values():
+            fn()
+    best = {name: float("inf") for name in kinds}
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
+        for name, fn in kinds.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
 
 
 def plain(df: DataFrame) -> DataFrame:
@@ -88,7 +98,8 @@ def plain(df: DataFrame) -> DataFrame:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000_000, 10_000_000])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--shuffle-partitions", type=int, default=16)
     ap.add_argument("--driver-memory", default="8g")
@@ -118,47 +129,43 @@ def main() -> None:
             gen = time.perf_counter() - start
             df = spark.read.parquet(path)
             secrets = Secrets.new()
-            sink(plain(df))  # warm-up: JIT, file listing, Python workers
-            sink(release_table(df, tplan, "person_id", secrets, None))
-            t_plain = best_of(args.repeats, lambda df=df: sink(plain(df)))
-            t_floor = best_of(args.repeats, lambda df=df: sink(plain(df.repartition("person_id"))))
-            t_release = best_of(
+
+            def release(df: DataFrame = df, s: Secrets = secrets, noise: bool = True) -> None:
+                sink(release_table(df, tplan, "person_id", s, None, add_noise_=noise))
+
+            t = best_in_turns(
+                {
+                    "plain": lambda df=df: sink(plain(df)),
+                    "floor": lambda df=df: sink(plain(df.repartition("person_id"))),
+                    "release": release,
+                    "no_noise": lambda: release(noise=False),
+                    "checks": lambda df=df: validate_input(df, spec),
+                },
+                args.warmup,
                 args.repeats,
-                lambda df=df, s=secrets: sink(release_table(df, tplan, "person_id", s, None)),
             )
-            built = release_table(df, tplan, "person_id", secrets, None)
-            quiet = release_table(df, tplan, "person_id", secrets, None, add_noise_=False)
-            sink(quiet)
-            t_built = best_of(args.repeats, lambda d=built: sink(d))
-            t_quiet = best_of(args.repeats, lambda d=quiet: sink(d))
-            validate_input(df, spec)  # warm-up: great-expectations import and first context
-            t_checks = best_of(args.repeats, lambda df=df: validate_input(df, spec))
             row = {
                 "rows": n,
                 "generate_s": round(gen, 2),
-                "plain_s": round(t_plain, 2),
-                "floor_s": round(t_floor, 2),
-                "release_s": round(t_release, 2),
-                "prebuilt_s": round(t_built, 2),
-                "no_noise_s": round(t_quiet, 2),
-                "checks_s": round(t_checks, 2),
-                "release_over_floor": round(t_release / t_floor, 2),
-                "release_over_plain": round(t_release / t_plain, 2),
-                "release_with_checks_over_floor": round((t_release + t_checks) / t_floor, 2),
+                **{f"{name}_s": round(seconds, 2) for name, seconds in t.items()},
+                "release_over_floor": round(t["release"] / t["floor"], 2),
+                "release_over_plain": round(t["release"] / t["plain"], 2),
+                "release_with_checks_over_floor": round(
+                    (t["release"] + t["checks"]) / t["floor"], 2
+                ),
             }
             results.append(row)
             print(json.dumps(row), flush=True)
     print()
     print(
         f"{'rows':>12} {'plain s':>8} {'floor s':>8} {'release s':>10} {'checks s':>9} "
-        f"{'rel/floor':>9} {'rel/plain':>9} {'(rel+chk)/floor':>15} {'prebuilt s':>10} "
-        f"{'no-noise s':>10}"
+        f"{'rel/floor':>9} {'rel/plain':>9} {'(rel+chk)/floor':>15} {'no-noise s':>10}"
     )
     for r in results:
         print(
             f"{r['rows']:>12,} {r['plain_s']:>8} {r['floor_s']:>8} {r['release_s']:>10} "
             f"{r['checks_s']:>9} {r['release_over_floor']:>9} {r['release_over_plain']:>9} "
-            f"{r['release_with_checks_over_floor']:>15} {r['prebuilt_s']:>10} {r['no_noise_s']:>10}"
+            f"{r['release_with_checks_over_floor']:>15} {r['no_noise_s']:>10}"
         )
     save_results("release", {"args": vars(args), "results": results})
     spark.stop()

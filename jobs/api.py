@@ -51,7 +51,8 @@ def release_dataframes(
     release_id: str | None = None,
     ledger: str | Path | None = None,
 ) -> Release:
-    """Plan, check and compute every table of ``spec``; returns lazy DataFrames.
+    """Plan, check and compute every table of ``spec``; returns the released DataFrames (the
+    noise is drawn in this call; evaluating a frame again shows the same values).
 
     ``ledger`` (a path) overrides the path of the spec's ``ledger:`` section, which names the
     dataset. With a ledger, the call is charged the spec's whole budget under ``release_id`` (a

@@ -87,7 +87,7 @@ def public_keys(
 def table_frame(
     spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: DataFrame | None
 ) -> DataFrame:
-    """The released DataFrame of one planned table (lazy; noise keyed by ``secrets``); ``keys``:
+    """The released DataFrame of one planned table (noise keyed by ``secrets``); ``keys``:
     its public keys (:func:`public_keys`)."""
     unit = spec.input.privacy_unit
     return release_table(df, tplan, unit, secrets, keys, spec.output.nonnegative_counts)

@@ -1,4 +1,4 @@
-"""Noise for output-sized tables, drawn on the executors from keyed streams.
+"""Noise for output-sized tables, drawn from keyed streams on the driver or the executors.
 
 Each noised value is ``true + Z`` with ``Z`` from an exact integer sampler in :mod:`dp_ops`, fed by
 the AES stream of the pair (cell, measurement). The cell's identity is the SHA-256 of its key
@@ -6,6 +6,12 @@ columns (as JSON, computed by Spark), the measurement's is a label such as ``"ta
 Noise is therefore a pure function of the release key and what the value *is*: a recomputed task,
 a retried stage or a second action on the same DataFrame gives the same released value, never a
 second independent draw. Only output-sized data (one row per partition) passes through Python.
+
+Where it is drawn changes no value, only the cost. :func:`add_noise` first computes the exact
+table once (a local checkpoint). Up to ``DRIVER_MAX_CELLS`` rows, it is collected and noised on
+the driver, which already runs Python: starting Python workers for one small stage costs more than
+the noise. Larger tables are noised on the executors (``mapInArrow``), in parallel, so the
+driver's memory stays small. The choice depends on the table's size, so it is never logged.
 """
 
 from __future__ import annotations
@@ -24,6 +30,8 @@ from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
 from pipelines.plan import NoiseParams, TruncatedGeometric
 
 CELL = "_cell"
+DRIVER_MAX_CELLS = 100_000
+"""Tables of up to this many rows are noised on the driver (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -93,13 +101,25 @@ def _noise_batches(
 
 
 def add_noise(
-    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob], key: bytes
+    df: DataFrame,
+    key_columns: Sequence[str],
+    jobs: Sequence[NoiseJob | KeepJob],
+    key: bytes,
 ) -> DataFrame:
-    """``df`` with each job's column replaced by its noisy value (long); other columns kept."""
-    identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
-    with_cell = df.withColumn(CELL, F.unhex(F.sha2(identity, 256)))
-    out_schema = df.schema
+    """``df`` with each job's column replaced by its noisy value (long); other columns kept.
+
+    Runs Spark now: ``df`` (output-sized) is computed once, then noised on the driver if it has
+    at most ``DRIVER_MAX_CELLS`` rows, else on the executors. Both give the same values.
+    """
     for job in jobs:
         if job.column not in df.columns:
             raise InternalError(f"noise planned for a missing column {job.column!r}")
-    return with_cell.mapInArrow(_noise_batches(key, jobs), out_schema)
+    identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
+    exact = df.withColumn(CELL, F.unhex(F.sha2(identity, 256))).localCheckpoint(eager=True)
+    apply = _noise_batches(key, jobs)
+    if exact.count() > DRIVER_MAX_CELLS:
+        return exact.mapInArrow(apply, df.schema)
+    table = exact.toArrow()
+    batches = list(apply(table.to_batches()))
+    noisy = pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])
+    return df.sparkSession.createDataFrame(noisy, schema=df.schema)

@@ -4,8 +4,9 @@
 pre-threshold and the data's cell keys -> add_noise (measurements, and the selection statistic
 unless the released unit count is it) -> keep selected -> finalize``.
 
-The result is lazy; because noise is keyed (see :mod:`pipelines.noise`), evaluating it twice gives
-the same released values.
+Spark runs when the noise is added: the exact per-cell table is computed once, then noised on the
+driver or the executors (:mod:`pipelines.noise`). Because noise is keyed, evaluating the result
+twice gives the same released values.
 """
 
 from __future__ import annotations

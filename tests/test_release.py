@@ -11,6 +11,7 @@ from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
 from jobs.runner import public_keys
+from pipelines import noise as noise_module
 from pipelines.plan import plan_release
 from pipelines.release import Secrets, release_table
 from pipelines.report import privacy_report
@@ -123,8 +124,16 @@ def test_pre_threshold_never_releases_small_partitions(spark: Any) -> None:
     assert got == {"a"}  # 'b' has 10 units < 15: never released, whatever the noise
 
 
+@pytest.fixture(params=["driver", "executors"])
+def noise_on(request: Any, monkeypatch: Any) -> str:
+    """Runs a test with the noise drawn on the driver, then on the executors."""
+    if request.param == "executors":
+        monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
+    return str(request.param)
+
+
 def test_noise_is_drawn_once_recomputation_and_repartitioning_give_the_same_values(
-    spark: Any,
+    spark: Any, noise_on: str
 ) -> None:
     df = spark.range(5000).select(
         (F.col("id") % 1700).alias("pid"),
@@ -141,6 +150,31 @@ def test_noise_is_drawn_once_recomputation_and_repartitioning_give_the_same_valu
     assert a == b == c
     fresh = sorted(tuple(r) for r in release(spark, doc, df).collect())
     assert fresh != a  # a new release key draws new noise
+
+
+@pytest.mark.parametrize("partitions", ["public", "private"])
+def test_the_driver_and_the_executors_draw_the_same_noise(
+    spark: Any, monkeypatch: Any, partitions: str
+) -> None:
+    df = spark.range(3000).select(
+        (F.col("id") % 900).alias("pid"),
+        (F.col("id") % 7).cast("string").alias("g"),
+        (F.col("id") % 50).cast("double").alias("v"),
+    )
+    budget = {"epsilon": 4.0, "delta": 1e-6}
+    doc = base_spec(domains={"g": [str(i) for i in range(8)]}, budget=budget)
+    table = doc["tables"][0]
+    table["metrics"] = ["count", "privacy_unit_count", {"mean": "v", "lower": 0, "upper": 50}]
+    if partitions == "private":
+        table["partitions"] = {"type": "private", "strategy": "laplace"}
+    secrets = Secrets.new()
+    on_driver = release(spark, doc, df, secrets=secrets)
+    monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
+    on_executors = release(spark, doc, df, secrets=secrets)
+    assert on_driver.count() > 0  # safe: released table
+    assert_df_equality(on_driver, on_executors, ignore_row_order=True, ignore_nullable=True)
+    other = release(spark, doc, df)  # control: another release key gives other values
+    assert sorted(map(tuple, other.collect())) != sorted(map(tuple, on_driver.collect()))
 
 
 def test_released_noise_matches_the_manifest_standard_deviation(spark: Any) -> None:
