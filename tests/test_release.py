@@ -177,6 +177,32 @@ def test_the_driver_and_the_executors_draw_the_same_noise(
     assert sorted(map(tuple, other.collect())) != sorted(map(tuple, on_driver.collect()))
 
 
+def test_every_dimension_type_comes_back_from_the_driver_unchanged(
+    spark: Any, monkeypatch: Any
+) -> None:
+    df = spark.sql(
+        "select cast(id as int) as i, id % 2 = 0 as b, date_add(date'2020-01-01', cast(id as int))"
+        " as d, timestamp'2021-03-14 01:30:00' + make_interval(0, 0, 0, 0, cast(id as int), 0, 0)"
+        " as ts, cast(id / 3 as decimal(10, 2)) as dec, cast(id as string) as s,"
+        " cast(0 as long) as count from range(6)"
+    )
+    dims = ["i", "b", "d", "ts", "dec", "s"]
+    params = plan_release(parse_spec(base_spec())).tables[0].measurements[0]
+    job = noise_module.NoiseJob(params, "t/count", target="count")
+    key = Secrets.new().key
+    zone = spark.conf.get("spark.sql.session.timeZone")
+    spark.conf.set("spark.sql.session.timeZone", "America/New_York")  # DST starts in the range
+    try:
+        on_driver = noise_module.add_noise(df, dims, [job], key)
+        monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
+        on_executors = noise_module.add_noise(df, dims, [job], key)
+        assert on_driver.schema == df.schema
+        assert_df_equality(on_driver, on_executors, ignore_row_order=True)
+        assert_df_equality(on_driver.drop("count"), df.drop("count"), ignore_row_order=True)
+    finally:
+        spark.conf.set("spark.sql.session.timeZone", zone)
+
+
 def test_released_noise_matches_the_manifest_standard_deviation(spark: Any) -> None:
     cells = 6000  # one unit per public cell: released - 1 is one noise draw per cell
     df = spark.range(cells).select(
