@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results_file import save_results  # noqa: E402
+from benchmarks.results_file import print_table, save_results  # noqa: E402
 from dp_ops.consistency import consistent_counts, consistent_nonnegative, gls  # noqa: E402
 from dp_ops.keyed_stream import KeyedStreams, new_key  # noqa: E402
 from dp_ops.samplers import discrete_gaussian  # noqa: E402
@@ -148,16 +148,18 @@ def main() -> None:
     for r in rows:
         print(json.dumps(r), flush=True)
     print()
-    print(
-        f"{'eps':>4} {'level':>9} {'cells':>6} {'RMSE raw':>9} {'RMSE GLS':>9} "
-        f"{'non-neg':>9} {'released':>9}"
+    print_table(
+        [r for r in rows if "rmse_raw" in r],
+        [
+            ("eps", "epsilon", ">4"),
+            ("level", "level", ">9"),
+            ("cells", "cells", ">6"),
+            ("RMSE raw", "rmse_raw", ">9"),
+            ("RMSE GLS", "rmse_gls", ">9"),
+            ("non-neg", "rmse_nonneg", ">9"),
+            ("released", "rmse_released", ">9"),
+        ],
     )
-    for r in rows:
-        if "rmse_raw" in r:
-            print(
-                f"{r['epsilon']:>4} {r['level']:>9} {r['cells']:>6} {r['rmse_raw']:>9} "
-                f"{r['rmse_gls']:>9} {r['rmse_nonneg']:>9} {r['rmse_released']:>9}"
-            )
     print()
     for r in rows:
         if "median_rel_raw" in r:

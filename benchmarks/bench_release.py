@@ -40,7 +40,7 @@ os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
 from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from benchmarks.results_file import save_results  # noqa: E402
+from benchmarks.results_file import print_table, save_results  # noqa: E402
 from pipelines.demo_data import demo_microdata  # noqa: E402
 from pipelines.plan import plan_release  # noqa: E402
 from pipelines.release import Secrets, release_table  # noqa: E402
@@ -157,16 +157,20 @@ def main() -> None:
             results.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print(
-        f"{'rows':>12} {'plain s':>8} {'floor s':>8} {'release s':>10} {'checks s':>9} "
-        f"{'rel/floor':>9} {'rel/plain':>9} {'(rel+chk)/floor':>15} {'no-noise s':>10}"
+    print_table(
+        results,
+        [
+            ("rows", "rows", ">12,"),
+            ("plain s", "plain_s", ">8"),
+            ("floor s", "floor_s", ">8"),
+            ("release s", "release_s", ">10"),
+            ("checks s", "checks_s", ">9"),
+            ("rel/floor", "release_over_floor", ">9"),
+            ("rel/plain", "release_over_plain", ">9"),
+            ("(rel+chk)/floor", "release_with_checks_over_floor", ">15"),
+            ("no-noise s", "no_noise_s", ">10"),
+        ],
     )
-    for r in results:
-        print(
-            f"{r['rows']:>12,} {r['plain_s']:>8} {r['floor_s']:>8} {r['release_s']:>10} "
-            f"{r['checks_s']:>9} {r['release_over_floor']:>9} {r['release_over_plain']:>9} "
-            f"{r['release_with_checks_over_floor']:>15} {r['no_noise_s']:>10}"
-        )
     save_results("release", {"args": vars(args), "results": results})
     spark.stop()
 

@@ -22,7 +22,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.results_file import save_results  # noqa: E402
+from benchmarks.results_file import print_table, save_results  # noqa: E402
 from dp_ops import table_samplers  # noqa: E402
 from dp_ops.keyed_stream import KeyedStreams, new_key  # noqa: E402
 from dp_ops.rational import round_up  # noqa: E402
@@ -89,12 +89,16 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     print()
-    print(f"{'sampler':<18} {'scale':>7} {'dprelease s/1M':>15} {'OpenDP s/1M':>12} {'speedup':>8}")
-    for r in rows:
-        print(
-            f"{r['sampler']:<18} {r['scale']:>7} {r['dprelease_cpu_s_per_1M']:>15} "
-            f"{r['opendp_cpu_s_per_1M'] or '-':>12} {r['speedup'] or '-':>8}"
-        )
+    print_table(
+        rows,
+        [
+            ("sampler", "sampler", "<18"),
+            ("scale", "scale", ">7"),
+            ("dprelease s/1M", "dprelease_cpu_s_per_1M", ">15"),
+            ("OpenDP s/1M", "opendp_cpu_s_per_1M", ">12"),
+            ("speedup", "speedup", ">8"),
+        ],
+    )
     save_results("samplers", rows)
 
 

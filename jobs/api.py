@@ -66,18 +66,19 @@ def release_dataframes(
             raise BudgetError("ledger: the spec has no ledger section naming the dataset to charge")
         spec = replace(spec, ledger=LedgerSpec(dataset=spec.ledger.dataset, path=str(ledger)))
     plan = plan_release(spec)
-    ledger_spec = spec.ledger
-    rid = (release_id or new_release_id()) if ledger_spec is not None else None
-    if ledger_spec is not None and rid is not None:  # refused before reading any data
-        already = open_ledger(ledger_spec.path).check(ledger_spec.dataset, rid, plan.cost)
-        if already:
-            raise _charged_before(rid)
+    account = spec.ledger
+    rid = (release_id or new_release_id()) if account is not None else None
+    # refused before reading any data, charged before any noise is drawn
+    if account and rid and open_ledger(account.path).check(account.dataset, rid, plan.cost):
+        raise _charged_before(rid)
     df = input_df if input_df is not None else read_input(spark, spec.input)
     checked = validate_input(df, spec)
-    if ledger_spec is not None and rid is not None:  # charged before any noise is drawn
-        ledger_ = open_ledger(ledger_spec.path)
-        if not ledger_.charge(ledger_spec.dataset, rid, plan.cost, spec_hash(spec)):
-            raise _charged_before(rid)
+    if (
+        account
+        and rid
+        and not open_ledger(account.path).charge(account.dataset, rid, plan.cost, spec_hash(spec))
+    ):
+        raise _charged_before(rid)
     secrets = Secrets.new()
     tables: dict[str, DataFrame] = {}
     for t in plan.tables:

@@ -101,15 +101,14 @@ def _noise_batches(
 
 
 def add_noise(
-    df: DataFrame,
-    key_columns: Sequence[str],
-    jobs: Sequence[NoiseJob | KeepJob],
-    key: bytes,
+    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob], key: bytes
 ) -> DataFrame:
     """``df`` with each job's column replaced by its noisy value (long); other columns kept.
 
     Runs Spark now: ``df`` (output-sized) is computed once, then noised on the driver if it has
-    at most ``DRIVER_MAX_CELLS`` rows, else on the executors. Both give the same values.
+    at most ``DRIVER_MAX_CELLS`` rows, else on the executors. Both give the same values, and both
+    return a computed table (local data, or a local checkpoint), so readers of the result never
+    recompute the noise.
     """
     for job in jobs:
         if job.column not in df.columns:
@@ -118,7 +117,7 @@ def add_noise(
     exact = df.withColumn(CELL, F.unhex(F.sha2(identity, 256))).localCheckpoint(eager=True)
     apply = _noise_batches(key, jobs)
     if exact.count() > DRIVER_MAX_CELLS:
-        return exact.mapInArrow(apply, df.schema)
+        return exact.mapInArrow(apply, df.schema).localCheckpoint(eager=True)
     table = exact.toArrow()
     batches = list(apply(table.to_batches()))
     noisy = pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])

@@ -234,8 +234,8 @@ def release_levels(
             *level_dims, *[F.col(exact_columns[m]).alias(names[m]) for m in metrics]
         )
         jobs = [NoiseJob(plan.noise_for(names[m]), f"{t.name}/{names[m]}") for m in metrics]
-        # drawn once and kept: every consistent level is computed from these measurements
-        noisy = add_noise(level, level_dims, jobs, secrets.key).localCheckpoint(eager=True)
+        # computed here: every consistent level is read from these measurements
+        noisy = add_noise(level, level_dims, jobs, secrets.key)
         for m in metrics:
             sd, _ = plan.noise_for(names[m]).sd()
             per_metric[m].append(
