@@ -9,6 +9,10 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
             building the plan to the last row;
 * no_noise: the same release in the test mode without noise: the release minus this is what
             drawing the noise costs;
+* bounding: the release's per-person work alone: bounding and the per-cell aggregation, cells
+            by identity (no dimension values, no selection, no noise);
+* keys:     the release's second scan alone: the distinct dimension values of the input, which
+            private selection joins back to the selected cells;
 * checks:   the input checks pass that a release runs first (nulls, NaN/inf, empty).
 
 The JVM gets faster over the first runs of each plan (JIT), unevenly across plans, so every kind
@@ -41,9 +45,10 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from benchmarks.results_file import print_table, save_results  # noqa: E402
+from pipelines.cells import cell_keys  # noqa: E402
 from pipelines.demo_data import demo_microdata  # noqa: E402
 from pipelines.plan import plan_release  # noqa: E402
-from pipelines.release import Secrets, release_table  # noqa: E402
+from pipelines.release import Secrets, bounded_aggregates, release_table  # noqa: E402
 from pipelines.spec import parse_spec  # noqa: E402
 from pipelines.validation import validate_input  # noqa: E402
 
@@ -139,6 +144,10 @@ def main() -> None:
                     "floor": lambda df=df: sink(plain(df.repartition("person_id"))),
                     "release": release,
                     "no_noise": lambda: release(noise=False),
+                    "bounding": lambda df=df, s=secrets: sink(
+                        bounded_aggregates(df, tplan, "person_id", s)
+                    ),
+                    "keys": lambda df=df, s=secrets: sink(cell_keys(df, CELL, s.cell_salt)),
                     "checks": lambda df=df: validate_input(df, spec),
                 },
                 args.warmup,
@@ -150,6 +159,7 @@ def main() -> None:
                 **{f"{name}_s": round(seconds, 2) for name, seconds in t.items()},
                 "release_over_floor": round(t["release"] / t["floor"], 2),
                 "release_over_plain": round(t["release"] / t["plain"], 2),
+                "bounding_over_floor": round(t["bounding"] / t["floor"], 2),
                 "release_with_checks_over_floor": round(
                     (t["release"] + t["checks"]) / t["floor"], 2
                 ),
@@ -169,6 +179,9 @@ def main() -> None:
             ("rel/plain", "release_over_plain", ">9"),
             ("(rel+chk)/floor", "release_with_checks_over_floor", ">15"),
             ("no-noise s", "no_noise_s", ">10"),
+            ("bounding s", "bounding_s", ">10"),
+            ("bnd/floor", "bounding_over_floor", ">9"),
+            ("keys s", "keys_s", ">6"),
         ],
     )
     save_results("release", {"args": vars(args), "results": results})
