@@ -121,4 +121,5 @@ def add_noise(
     table = exact.toArrow()
     batches = list(apply(table.to_batches()))
     noisy = pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])
-    return df.sparkSession.createDataFrame(noisy, schema=df.schema)
+    # one partition, not one per core: written, it is one file rather than a file per core
+    return df.sparkSession.createDataFrame(noisy, schema=df.schema).coalesce(1)

@@ -197,6 +197,7 @@ def test_every_dimension_type_comes_back_from_the_driver_unchanged(
         monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
         on_executors = noise_module.add_noise(df, dims, [job], key)
         assert on_driver.schema == df.schema
+        assert on_driver.rdd.getNumPartitions() == 1  # written as one file
         assert_df_equality(on_driver, on_executors, ignore_row_order=True)
         assert_df_equality(on_driver.drop("count"), df.drop("count"), ignore_row_order=True)
     finally:
