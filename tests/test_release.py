@@ -177,7 +177,7 @@ def test_the_driver_and_the_executors_draw_the_same_noise(
     assert sorted(map(tuple, other.collect())) != sorted(map(tuple, on_driver.collect()))
 
 
-def test_every_dimension_type_comes_back_from_the_driver_unchanged(
+def test_the_driver_returns_one_partition_with_every_dimension_type_unchanged(
     spark: Any, monkeypatch: Any
 ) -> None:
     df = spark.sql(
