@@ -17,6 +17,9 @@ DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
     "spark.sql.session.timeZone": "UTC",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # PySpark otherwise records the Python call site of every DataFrame function it is handed:
+    # several JVM round trips each, about a third of the time a release spends building its plan
+    "spark.python.sql.dataFrameDebugging.enabled": "false",
 }
 
 

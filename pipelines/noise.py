@@ -116,9 +116,10 @@ def add_noise(
     identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
     exact = df.withColumn(CELL, F.unhex(F.sha2(identity, 256))).localCheckpoint(eager=True)
     apply = _noise_batches(key, jobs)
-    if exact.count() > DRIVER_MAX_CELLS:
+    # at most one row more than the driver takes: one small job that both sizes and collects
+    table = exact.limit(DRIVER_MAX_CELLS + 1).toArrow()
+    if table.num_rows > DRIVER_MAX_CELLS:
         return exact.mapInArrow(apply, df.schema).localCheckpoint(eager=True)
-    table = exact.toArrow()
     batches = list(apply(table.to_batches()))
     noisy = pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])
     # one partition, not one per core: written, it is one file rather than a file per core
