@@ -11,9 +11,10 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dp_ops.errors import DPReleaseError
@@ -75,10 +76,26 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _import_in_background(load: Callable[[], None]) -> threading.Thread:
+    """Run ``load`` (imports) in a thread. A failure is left for the later import to raise where
+    it is used, with its own message."""
+
+    def run() -> None:
+        try:
+            load()
+        except Exception:  # reported by the import that needs the module
+            log.debug("background import failed; the release imports it again", exc_info=True)
+
+    thread = threading.Thread(target=run, name="dprelease-imports", daemon=True)
+    thread.start()
+    return thread
+
+
 def _run(args: argparse.Namespace) -> int:
     from jobs.config import load_spec
     from jobs.runner import new_release_id, preflight, run_release
     from jobs.session import get_session
+    from pipelines.validation import load_great_expectations
 
     spec_path = args.config or args.spec
     if not spec_path:
@@ -88,6 +105,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     release_id = args.release_id or new_release_id()
     preflight(spec, release_id)  # plan and ledger refusal before Spark starts
+    _import_in_background(load_great_expectations)  # seconds of imports, beside the JVM's start
     spark = get_session(args.master, args.spark_profile)
     outcome = run_release(spark, spec, release_id)
     if outcome.already_released:

@@ -161,17 +161,24 @@ def _quiet_gx() -> None:
             logging.getLogger(name).setLevel(logging.NOTSET)  # inherit WARNING
 
 
+def load_great_expectations() -> None:
+    """Import great-expectations, quietly. It takes seconds; a caller may run this early, in a
+    thread, while the Spark session starts (the import lock makes a later import wait for it)."""
+    _quiet_gx()
+    importlib.import_module("great_expectations")
+    importlib.import_module("great_expectations.expectations")
+    _quiet_gx()
+
+
 def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
     """Validate ``df`` with great-expectations: rule name -> passed.
 
     An expectation great-expectations could not evaluate counts as failed; its exception text is
     not logged (it may quote data).
     """
-    _quiet_gx()
+    load_great_expectations()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
-
-    _quiet_gx()
 
     context = gx.get_context(mode="ephemeral")
     context.variables.progress_bars = ProgressBarsConfig(globally=False)

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,9 +16,10 @@ import pytest
 
 from jobs import runner, writer
 from jobs.api import release_dataframes
-from jobs.cli import main
+from jobs.cli import _import_in_background, main
 from jobs.config import load_spec
 from jobs.session import load_profile, local_cores, session_conf
+from pipelines.validation import load_great_expectations
 from tests.conftest import ROOT
 
 DEMO = ROOT / "conf" / "demo.yaml"
@@ -286,3 +288,28 @@ def test_local_sessions_get_few_shuffle_partitions_unless_the_profile_says() -> 
     assert key not in session_conf(None, {})  # spark-submit's master: not ours to guess
     profile = load_profile(ROOT / "conf" / "spark" / "local.yaml")
     assert session_conf("local[2]", profile)[key] == profile[key] == "8"
+
+
+def test_a_failing_background_import_is_left_to_the_import_that_needs_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    uncaught: list[BaseException | None] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: uncaught.append(args.exc_value))
+    ran: list[str] = []
+
+    def failing() -> None:
+        ran.append("failing")
+        raise ImportError("no such module")
+
+    for load in (failing, lambda: ran.append("fine")):
+        _import_in_background(load).join(timeout=10)
+    assert ran == ["failing", "fine"]
+    assert uncaught == []  # no traceback on the console from the thread
+
+
+def test_the_background_import_loads_great_expectations_quietly() -> None:
+    import logging
+
+    load_great_expectations()
+    assert "great_expectations.expectations" in sys.modules
+    assert logging.getLogger("great_expectations").getEffectiveLevel() == logging.WARNING
