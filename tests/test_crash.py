@@ -44,9 +44,11 @@ def test_a_killed_release_leaves_nothing_visible_and_a_rerun_is_not_charged_agai
     exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
     assert exe
     args = ["run", str(spec), "--release-id", "monthly"]
+    # the killed JVM cannot remove its scratch directories: keep them under tmp_path, not /tmp
+    env = {**_env(), "SPARK_LOCAL_DIRS": str(tmp_path / "spark-scratch")}
     proc = subprocess.Popen(
         [exe, *args, "--master", "local[2]"],
-        env=_env(),
+        env=env,
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
