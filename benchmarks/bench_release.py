@@ -7,6 +7,9 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
 * release:  the dprelease table (bounding L0=1, Linf=1 by salted hash, aggregation, private
             partition selection, keyed exact noise, post-processing) for the same cells, from
             building the plan to the last row;
+* public:   the same release with public partitions instead of private selection: the cells of
+            the data given as a key list (as a census release gives its geography file), so no
+            scan for the cell keys and no threshold; every key is released;
 * no_noise: the same release in the test mode without noise: the release minus this is what
             drawing the noise costs;
 * bounding: the release's per-person work alone: bounding and the per-cell aggregation, cells
@@ -52,6 +55,7 @@ from pyspark.sql import functions as F  # noqa: E402
 from benchmarks.results_file import print_table, save_results  # noqa: E402
 from pipelines.cells import cell_keys  # noqa: E402
 from pipelines.demo_data import demo_microdata  # noqa: E402
+from pipelines.partitions import inline_keys  # noqa: E402
 from pipelines.plan import plan_release  # noqa: E402
 from pipelines.release import Secrets, bounded_aggregates, release_table  # noqa: E402
 from pipelines.spec import parse_spec  # noqa: E402
@@ -61,7 +65,8 @@ CELL = ["state", "county", "age_group", "sex"]
 UPPER = 250_000.0
 
 
-def spec_doc() -> dict[str, object]:
+def spec_doc(partitions: dict[str, object] | None = None) -> dict[str, object]:
+    """The benchmark's release: private selection by default, else ``partitions``."""
     return {
         "input": {"path": "bench", "privacy_unit": "person_id"},
         "budget": {"epsilon": 1.0, "delta": 1e-6},
@@ -71,7 +76,7 @@ def spec_doc() -> dict[str, object]:
             {
                 "name": "bench",
                 "dimensions": CELL,
-                "partitions": {"type": "private", "strategy": "laplace"},
+                "partitions": partitions or {"type": "private", "strategy": "laplace"},
                 "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
                 "metrics": ["count", {"sum": "income", "lower": 0, "upper": UPPER}],
             }
@@ -140,6 +145,12 @@ def main() -> None:
             gen = time.perf_counter() - start
             df = spark.read.parquet(path)
             secrets = Secrets.new()
+            # public keys for the "public" kind: the data's cells, read untimed (a key file's role)
+            cells = [list(r) for r in df.select(*CELL).distinct().collect()]
+            public_plan = plan_release(
+                parse_spec(spec_doc({"type": "public", "keys": cells}))
+            ).tables[0]
+            public_keys = inline_keys(spark, CELL, cells, df.schema)
 
             def release(df: DataFrame = df, s: Secrets = secrets, noise: bool = True) -> None:
                 sink(release_table(df, tplan, "person_id", s, None, add_noise_=noise))
@@ -149,6 +160,9 @@ def main() -> None:
                     "plain": lambda df=df: sink(plain(df)),
                     "floor": lambda df=df: sink(plain(df.repartition("person_id"))),
                     "release": release,
+                    "public": lambda df=df, s=secrets, p=public_plan, k=public_keys: sink(
+                        release_table(df, p, "person_id", s, k)
+                    ),
                     "no_noise": lambda: release(noise=False),
                     "bounding": lambda df=df, s=secrets: sink(
                         bounded_aggregates(df, tplan, "person_id", s)
@@ -165,6 +179,7 @@ def main() -> None:
                 **{f"{name}_s": round(seconds, 2) for name, seconds in t.items()},
                 "release_over_floor": round(t["release"] / t["floor"], 2),
                 "release_over_plain": round(t["release"] / t["plain"], 2),
+                "public_over_floor": round(t["public"] / t["floor"], 2),
                 "floor_over_plain": round(t["floor"] / t["plain"], 2),
                 # what the release costs beyond the floor; near-constant in N = a fixed cost
                 "release_minus_floor_s": round(t["release"] - t["floor"], 2),
@@ -189,6 +204,8 @@ def main() -> None:
             ("floor/plain", "floor_over_plain", ">11"),
             ("rel-floor s", "release_minus_floor_s", ">11"),
             ("(rel+chk)/floor", "release_with_checks_over_floor", ">15"),
+            ("public s", "public_s", ">8"),
+            ("pub/floor", "public_over_floor", ">9"),
             ("no-noise s", "no_noise_s", ">10"),
             ("bounding s", "bounding_s", ">10"),
             ("bnd/floor", "bounding_over_floor", ">9"),
