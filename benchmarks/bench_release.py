@@ -20,10 +20,8 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
 
 The JVM gets faster over the first runs of each plan (JIT), unevenly across plans, so every kind
 runs ``--warmup`` times untimed, then ``--repeats`` timed rounds run the kinds in turn and each
-kind's best time is kept. A plan can run slower right after some others (at 10^6 rows, the
-release with public partitions took about a third longer right after the floor than right after
-the release with private selection), so each round starts one kind later than the one before:
-no kind always follows the same one.
+kind's best time is kept. A plan can run slower right after some other plans, so each round
+starts one kind later than the one before: no kind always follows the same one.
 
 Every plan ends in Spark's ``noop`` sink, so all of them compute everything and write nothing.
 Prints a table with the ratios and writes JSON to ``benchmarks/results/``.

@@ -19,9 +19,12 @@ from tests.test_jobs import _env
 MARK_DIM = "MARKERDIM_7f3a"
 MARK_PID = 4242424242
 MARK_VALUE = 987654.321
+_WHOLE = str(int(MARK_VALUE))
 # the value as a number of its own (not digits inside a longer number, an id or a hex digest),
 # whole, truncated or rounded, or in scientific notation
-MARK_VALUE_RE = re.compile(r"(?<![0-9A-Za-z.])987654(?:[.][0-9]+)?(?![0-9A-DF-Za-df-z])|9[.]87654")
+MARK_VALUE_RE = re.compile(
+    rf"(?<![0-9A-Za-z.]){_WHOLE}(?:[.][0-9]+)?(?![0-9A-DF-Za-df-z])|{_WHOLE[0]}[.]{_WHOLE[1:]}"
+)
 MARK_QUARANTINED = "MARKERQUAR_c41d"  # in a row that fails an expectation
 UNITS = 2987  # units in the common cell; rows in total: UNITS + 2
 
