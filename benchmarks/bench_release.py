@@ -9,7 +9,8 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
             building the plan to the last row;
 * public:   the same release with public partitions instead of private selection: the cells of
             the data given as a key list (as a census release gives its geography file), so no
-            scan for the cell keys and no threshold; every key is released;
+            scan for the cell keys and no threshold; the keys stay on the driver (a broadcast
+            join, no shuffle of the keys, no checkpoint) and every key is released;
 * no_noise: the same release in the test mode without noise: the release minus this is what
             drawing the noise costs;
 * bounding: the release's per-person work alone: bounding and the per-cell aggregation, cells

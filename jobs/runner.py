@@ -38,7 +38,13 @@ from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import open_ledger
 from pipelines import output_checks, validation
-from pipelines.partitions import cast_keys, convert_key, cross_product_keys, inline_keys
+from pipelines.partitions import (
+    PublicKeys,
+    cast_keys,
+    convert_key,
+    cross_product_keys,
+    inline_keys,
+)
 from pipelines.plan import ReleasePlan, TablePlan, plan_release
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
@@ -71,7 +77,7 @@ def new_release_id() -> str:
 
 def public_keys(
     spark: SparkSession, spec: ReleaseSpec, table: TableSpec, df: DataFrame
-) -> DataFrame | None:
+) -> PublicKeys | None:
     p = table.partitions
     if not isinstance(p, PublicPartitions) or not table.dimensions:
         return None
@@ -85,7 +91,7 @@ def public_keys(
 
 
 def table_frame(
-    spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: DataFrame | None
+    spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: PublicKeys | None
 ) -> DataFrame:
     """The released DataFrame of one planned table (noise keyed by ``secrets``); ``keys``:
     its public keys (:func:`public_keys`)."""
@@ -106,7 +112,7 @@ def check_output(
     spark: SparkSession,
     spec: ReleaseSpec,
     table: TableSpec,
-    keys: DataFrame | None,
+    keys: PublicKeys | None,
     domains: dict[str, list[Any]],
     released: DataFrame,
     staging: Path,
@@ -123,12 +129,18 @@ def check_output(
     else:
         staged = reader.parquet(path)
     return output_checks.check_released(
-        staged, released.schema, table, keys, domains, spec.output.nonnegative_counts, output
+        staged,
+        released.schema,
+        table,
+        keys.frame if keys is not None else None,
+        domains,
+        spec.output.nonnegative_counts,
+        output,
     )
 
 
 def table_frames(
-    spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: DataFrame | None
+    spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: PublicKeys | None
 ) -> dict[str, DataFrame]:
     """Every released DataFrame of one planned table by output name (one, or one per level);
     ``keys``: the table's public keys (:func:`public_keys`)."""

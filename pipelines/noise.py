@@ -2,7 +2,9 @@
 
 Each noised value is ``true + Z`` with ``Z`` from an exact integer sampler in :mod:`dp_ops`, fed by
 the AES stream of the pair (cell, measurement). The cell's identity is the SHA-256 of its key
-columns (as JSON, computed by Spark), the measurement's is a label such as ``"table/count"``.
+columns as JSON (computed by Spark's ``to_json``, or for keys already on the driver by
+:func:`cell_digests`, which writes the same text), the measurement's is a label such as
+``"table/count"``.
 Noise is therefore a pure function of the release key and what the value *is*: a recomputed task,
 a retried stage or a second action on the same DataFrame gives the same released value, never a
 second independent draw. Only output-sized data (one row per partition) passes through Python.
@@ -16,8 +18,12 @@ driver's memory stays small. The choice depends on the table's size, so it is ne
 
 from __future__ import annotations
 
+import datetime as dt
+import hashlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -120,7 +126,65 @@ def add_noise(
     table = exact.limit(DRIVER_MAX_CELLS + 1).toArrow()
     if table.num_rows > DRIVER_MAX_CELLS:
         return exact.mapInArrow(apply, df.schema).localCheckpoint(eager=True)
-    batches = list(apply(table.to_batches()))
-    noisy = pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])
     # one partition, not one per core: written, it is one file rather than a file per core
-    return df.sparkSession.createDataFrame(noisy, schema=df.schema).coalesce(1)
+    return df.sparkSession.createDataFrame(
+        noise_on_driver(table, jobs, key), schema=df.schema
+    ).coalesce(1)
+
+
+def noise_on_driver(table: pa.Table, jobs: Sequence[NoiseJob | KeepJob], key: bytes) -> pa.Table:
+    """``table`` (with the cells' identities in ``_cell``) noised, without ``_cell``."""
+    batches = list(_noise_batches(key, jobs)(table.to_batches()))
+    return pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])
+
+
+_ESCAPED = re.compile(r'["\\\x00-\x1f]')
+_SHORT_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _escape(match: re.Match[str]) -> str:
+    ch = match.group()
+    return _SHORT_ESCAPES.get(ch) or f"\\u{ord(ch):04X}"
+
+
+def _json_string(text: str) -> str:
+    """``text`` as a JSON string, escaped as Spark's ``to_json`` (Jackson) escapes it: quote,
+    backslash and control characters; everything else as it is."""
+    return '"' + _ESCAPED.sub(_escape, text) + '"'
+
+
+def _json_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return _json_string(value)
+    if isinstance(value, dt.date) and not isinstance(value, dt.datetime):
+        return _json_string(value.isoformat())
+    raise InternalError(f"no JSON identity for a key of type {type(value).__name__}")
+
+
+def cell_digests(table: pa.Table, key_columns: Sequence[str]) -> pa.Array:
+    """The identity of each row's cell, as ``add_noise`` computes it in Spark:
+    ``unhex(sha2(to_json(struct(key_columns...)), 256))``, for keys that are strings, integers,
+    booleans or dates (the types of declared keys) and never null."""
+    names = [_json_string(c) + ":" for c in key_columns]
+    columns = [table.column(c).to_pylist() for c in key_columns]
+    digests = [
+        hashlib.sha256(
+            (
+                "{" + ",".join(n + _json_value(v) for n, v in zip(names, row, strict=True)) + "}"
+            ).encode("utf-8")
+        ).digest()
+        for row in zip(*columns, strict=True)
+    ]
+    return pa.array(digests, type=pa.binary())

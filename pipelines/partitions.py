@@ -5,16 +5,22 @@ inline list, or a file that :mod:`jobs` reads. Every public key is released (cel
 data get zeros, then noise) and data cells outside the public keys are dropped.
 
 Declared keys are checked against the input's column types in Python and sent to Spark as small
-Arrow tables, so building them starts no Spark job and no Python worker.
+Arrow tables, so building them starts no Spark job and no Python worker. Up to
+``LOCAL_MAX_KEYS`` declared keys also stay on the driver (:class:`PublicKeys`), where the release
+fills in and noises their cells without a join in Spark (:mod:`pipelines.release`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -23,6 +29,32 @@ from dp_ops.errors import SpecError
 from pipelines.cells import CELL_IDS
 
 INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
+LOCAL_MAX_KEYS = 100_000
+"""Declared key sets of up to this many keys are kept on the driver too (see the docstring)."""
+
+
+@dataclass(frozen=True)
+class PublicKeys:
+    """A table's public keys, each once: in Spark, and on the driver as well when few.
+
+    ``frame``: ``(dims...)`` typed like the input's columns. ``rows``: the same keys in the same
+    types as an Arrow table, when they were declared in the spec (inline or as a cross product)
+    and number at most ``LOCAL_MAX_KEYS``; ``None`` for a key file or a larger set.
+    """
+
+    frame: DataFrame
+    rows: pa.Table | None = None
+
+
+ARROW_TYPES: dict[type[T.DataType], pa.DataType] = {
+    T.StringType: pa.string(),
+    T.LongType: pa.int64(),
+    T.IntegerType: pa.int32(),
+    T.ShortType: pa.int16(),
+    T.ByteType: pa.int8(),
+    T.BooleanType: pa.bool_(),
+    T.DateType: pa.date32(),
+}
 
 
 def convert_key(value: Any, dtype: T.DataType, where: str) -> Any:
@@ -63,17 +95,22 @@ def convert_key(value: Any, dtype: T.DataType, where: str) -> Any:
 
 def cross_product_keys(
     spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
-) -> DataFrame:
+) -> PublicKeys:
     """All combinations of the declared domains, typed like the input's dimension columns."""
-    frames = []
+    typed: list[tuple[str, list[Any]]] = []
     for name, values in domains:
         dtype = schema[name].dataType
-        typed = {name: [convert_key(v, dtype, f"domains.{name}") for v in values]}
-        frames.append(_local_frame(spark, typed, schema))
+        converted = [convert_key(v, dtype, f"domains.{name}") for v in values]
+        typed.append((name, list(dict.fromkeys(converted))))  # each value once
+    frames = [_local_frame(spark, {name: values}, schema) for name, values in typed]
     keys = frames[0]
     for frame in frames[1:]:
         keys = keys.crossJoin(frame)
-    return keys
+    if math.prod(len(values) for _, values in typed) > LOCAL_MAX_KEYS:
+        return PublicKeys(keys)
+    combos = list(itertools.product(*[values for _, values in typed]))
+    names = [name for name, _ in typed]
+    return PublicKeys(keys, _arrow_rows(names, combos, schema))
 
 
 def _local_frame(
@@ -84,20 +121,37 @@ def _local_frame(
     return spark.createDataFrame(pd.DataFrame(columns), fields)
 
 
-def inline_keys(
-    spark: SparkSession, dims: Sequence[str], rows: Sequence[Sequence[Any]], schema: T.StructType
-) -> DataFrame:
-    columns = {
-        d: [
-            convert_key(row[j], schema[d].dataType, f"partitions.keys[{i}]")
-            for i, row in enumerate(rows)
-        ]
+def _arrow_rows(
+    dims: Sequence[str], rows: Sequence[Sequence[Any]], schema: T.StructType
+) -> pa.Table:
+    arrays = {
+        d: pa.array([row[j] for row in rows], type=ARROW_TYPES[type(schema[d].dataType)])
         for j, d in enumerate(dims)
     }
-    return _local_frame(spark, columns, schema).dropDuplicates(list(dims))
+    return pa.table(arrays)
 
 
-def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> DataFrame:
+def inline_keys(
+    spark: SparkSession, dims: Sequence[str], rows: Sequence[Sequence[Any]], schema: T.StructType
+) -> PublicKeys:
+    """The spec's list of keys, converted to the input's types, each once (first place kept)."""
+    typed = list(
+        dict.fromkeys(
+            tuple(
+                convert_key(row[j], schema[d].dataType, f"partitions.keys[{i}]")
+                for j, d in enumerate(dims)
+            )
+            for i, row in enumerate(rows)
+        )
+    )
+    columns = {d: [row[j] for row in typed] for j, d in enumerate(dims)}
+    frame = _local_frame(spark, columns, schema)
+    if len(typed) > LOCAL_MAX_KEYS:
+        return PublicKeys(frame)
+    return PublicKeys(frame, _arrow_rows(dims, typed, schema))
+
+
+def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> PublicKeys:
     """Public keys from a file, cast to the input's types; a key that does not fit is an error."""
     missing = [d for d in dims if d not in keys.columns]
     if missing:
@@ -111,7 +165,7 @@ def cast_keys(keys: DataFrame, schema: T.StructType, dims: Sequence[str]) -> Dat
                 f"public partitions: a key of {d!r} is empty or does not convert to the input's "
                 f"type {schema[d].dataType.simpleString()}"
             )
-    return cast.dropDuplicates(list(dims))
+    return PublicKeys(cast.dropDuplicates(list(dims)))
 
 
 def join_public(

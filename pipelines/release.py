@@ -7,6 +7,12 @@ unless the released unit count is it) -> keep selected -> finalize``.
 Spark runs when the noise is added: the exact per-cell table is computed once, then noised on the
 driver or the executors (:mod:`pipelines.noise`). Because noise is keyed, evaluating the result
 twice gives the same released values.
+
+Public keys declared in the spec and few enough to stay on the driver
+(:class:`~pipelines.partitions.PublicKeys` with ``rows``) take a shorter way to the same values:
+the data's cells meet the keys in a broadcast join inside the aggregation's last stage, at most
+one row per key comes back to the driver, and the driver fills the keys without data with zeros
+and noises every key. No shuffle of the keys, no checkpoint, no second pass over the cells.
 """
 
 from __future__ import annotations
@@ -16,13 +22,18 @@ import struct
 from dataclasses import dataclass
 from statistics import NormalDist
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from dp_ops.keyed_stream import new_key
+from pipelines import noise as noising
 from pipelines.aggregation import COUNT, UNITS, aggregate_partitions, measure_columns
 from pipelines.bounding import bound_contributions
-from pipelines.cells import CELL_IDS, cell_keys, with_cell_ids
+from pipelines.cells import CELL_IDS, cell_ids, cell_keys, with_cell_ids
 from pipelines.consistency import (
     COUNT as CONSISTENT,
 )
@@ -33,8 +44,8 @@ from pipelines.consistency import (
     gls_levels,
     integer_levels,
 )
-from pipelines.noise import KeepJob, NoiseJob, add_noise
-from pipelines.partitions import join_public
+from pipelines.noise import CELL, KeepJob, NoiseJob, add_noise, cell_digests, noise_on_driver
+from pipelines.partitions import PublicKeys, join_public
 from pipelines.plan import (
     Histogram,
     Squares,
@@ -47,6 +58,7 @@ from pipelines.plan import (
 from pipelines.postprocess import finalize
 
 SELECT = "_select"
+KEY_INDEX = "_k"
 
 
 @dataclass(frozen=True, repr=False)
@@ -145,7 +157,7 @@ def release_table(
     plan: TablePlan,
     unit: str,
     secrets: Secrets,
-    public_keys: DataFrame | None,
+    public_keys: PublicKeys | None,
     nonnegative: bool = True,
     add_noise_: bool = True,
 ) -> DataFrame:
@@ -163,7 +175,15 @@ def release_table(
     if sel is None:
         if public_keys is None and dims:
             raise ValueError(f"table {name!r} has public partitions but no key DataFrame")
-        keys = cell_keys(public_keys, dims, secrets.cell_salt) if public_keys is not None else None
+        rows = public_keys.rows if public_keys is not None else None
+        if dims and rows is not None and rows.num_rows <= noising.DRIVER_MAX_CELLS:
+            noisy = _noise_local_keys(cells, df.schema, plan, rows, secrets, jobs, add_noise_)
+            return finalize(noisy, plan, nonnegative)
+        keys = (
+            cell_keys(public_keys.frame, dims, secrets.cell_salt)
+            if public_keys is not None
+            else None
+        )
         cells = join_public(cells, keys, dims, measures)
     else:
         cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
@@ -186,12 +206,52 @@ def release_table(
     return finalize(noisy, plan, nonnegative)
 
 
+def _noise_local_keys(
+    cells: DataFrame,
+    schema: T.StructType,
+    plan: TablePlan,
+    keys: pa.Table,
+    secrets: Secrets,
+    jobs: list[NoiseJob | KeepJob],
+    add_noise_: bool,
+) -> DataFrame:
+    """Every key of ``keys`` (on the driver) once, with its noisy measures: one partition.
+
+    ``cells``: the exact aggregates by cell identity; ``schema``: the input's, for the key types.
+    """
+    spark = cells.sparkSession
+    dims = list(plan.table.dimensions)
+    measures = all_measures(plan)
+    fields = [T.StructField(d, schema[d].dataType) for d in dims]
+    indexed = keys.select(dims).append_column(
+        KEY_INDEX, pa.array(np.arange(keys.num_rows, dtype=np.int32))
+    )
+    index = spark.createDataFrame(
+        indexed, T.StructType([*fields, T.StructField(KEY_INDEX, T.IntegerType())])
+    ).select(KEY_INDEX, *cell_ids(dims, secrets.cell_salt))  # computed on the driver
+    # at most one row per key: cells of the data outside the keys stay behind
+    found = cells.join(F.broadcast(index), on=list(CELL_IDS)).select(KEY_INDEX, *measures).toArrow()
+    at = found.column(KEY_INDEX).to_numpy()
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {d: keys.column(d) for d in dims}
+    for m in measures:
+        values = np.zeros(keys.num_rows, dtype=np.int64)  # keys without data: zeros
+        values[at] = pc.fill_null(found.column(m), 0).to_numpy()
+        columns[m] = pa.array(values)
+    table = pa.table(columns)
+    if add_noise_:
+        table = table.append_column(CELL, cell_digests(keys, dims))
+        table = noise_on_driver(table, jobs, secrets.key)
+    out = T.StructType([*fields, *[T.StructField(m, T.LongType()) for m in measures]])
+    # one partition, not one per core: written, it is one file rather than a file per core
+    return spark.createDataFrame(table, out).coalesce(1)
+
+
 def release_levels(
     df: DataFrame,
     plan: TablePlan,
     unit: str,
     secrets: Secrets,
-    public_keys: DataFrame | None,
+    public_keys: PublicKeys | None,
     confidence: float,
 ) -> dict[str, DataFrame]:
     """The released tables of a table with consistent levels, by output name, coarsest first.
@@ -210,7 +270,9 @@ def release_levels(
     metrics = [m.kind for m in t.metrics]  # count, privacy_unit_count
     exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
     cells = bounded_aggregates(df, plan, unit, secrets)
-    keys = cell_keys(public_keys, dims, secrets.cell_salt) if public_keys is not None else None
+    keys = (
+        cell_keys(public_keys.frame, dims, secrets.cell_salt) if public_keys is not None else None
+    )
     # output-sized; checkpointed so that the levels do not bound the input again (Spark drops the
     # blocks once no released frame refers to them, unlike a persist that lasts the session)
     finest = join_public(cells, keys, dims, [COUNT, UNITS]).localCheckpoint(eager=True)

@@ -12,6 +12,7 @@ from pyspark.sql import functions as F
 
 from jobs.runner import public_keys
 from pipelines import noise as noise_module
+from pipelines import release as release_module
 from pipelines.plan import plan_release
 from pipelines.release import Secrets, release_table
 from pipelines.report import privacy_report
@@ -241,3 +242,93 @@ def test_a_table_without_dimensions_is_one_total_cell_even_on_no_matching_data(s
     assert len(zero) == 1 and zero[0]["count"] == 0
     noisy = release(spark, doc, empty).collect()
     assert len(noisy) == 1 and isinstance(noisy[0]["count"], int)
+
+
+def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
+    spark: Any, monkeypatch: Any
+) -> None:
+    """Keys declared in the spec are filled and noised on the driver after a broadcast join; the
+    same release through the Spark join (forced by a zero driver limit) gives the same table, with
+    bounding that binds (units in several cells), keys without data and data outside the keys."""
+    df = spark.range(4000).select(
+        (F.col("id") % 700).alias("pid"),
+        (F.col("id") % 9).cast("string").alias("g"),  # '8' is not a key
+        (F.col("id") % 3).alias("h"),
+        (F.col("id") % 40).cast("double").alias("v"),
+    )
+    doc = base_spec(domains={"g": [str(i) for i in range(8)] + ["x"], "h": [0, 1, 2, 5]})
+    table = doc["tables"][0]
+    table["dimensions"] = ["g", "h"]
+    table["bounds"] = {"max_partitions": 2, "max_rows_per_partition": 2}
+    table["metrics"] = ["count", "privacy_unit_count", {"mean": "v", "lower": 0, "upper": 40}]
+    taken: list[int] = []
+    local = release_module._noise_local_keys
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        taken.append(1)
+        return local(*args, **kwargs)
+
+    monkeypatch.setattr(release_module, "_noise_local_keys", spy)
+    secrets = Secrets.new()
+    for noise in (False, True):
+        on_driver = release(spark, doc, df, noise=noise, secrets=secrets)
+        assert taken, "declared keys should take the driver's way"
+        taken.clear()
+        with monkeypatch.context() as m:
+            m.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
+            through_spark = release(spark, doc, df, noise=noise, secrets=secrets)
+        assert not taken  # control: the Spark join ran
+        assert on_driver.count() == 9 * 4  # safe: every public key, once
+        assert on_driver.rdd.getNumPartitions() == 1
+        assert_df_equality(on_driver, through_spark, ignore_row_order=True, ignore_nullable=True)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "values"),
+    [
+        (
+            "string",
+            ["", "a", 'q"uote', "back\\slash", "tab\tnl\ncr\r", "\x01\x1f\x7f", "é€😀\u2028"],
+        ),
+        ("bigint", [0, -1, 2**63 - 1, -(2**63)]),
+        ("int", [7, -(2**31)]),
+        ("boolean", [True, False]),
+        ("date", ["0001-01-01", "2020-02-29", "9999-12-31"]),
+    ],
+)
+def test_cell_identities_on_the_driver_are_the_ones_spark_computes(
+    spark: Any, dtype: str, values: list[Any]
+) -> None:
+    import datetime as dt
+
+    import pyarrow as pa
+
+    if dtype == "date":
+        values = [dt.date.fromisoformat(v) for v in values]
+    df = spark.createDataFrame([(v, i) for i, v in enumerate(values)], f'`k"1` {dtype}, n int')
+    want = df.select(
+        F.unhex(F.sha2(F.to_json(F.struct(F.col('`k"1`'), F.col("n"))), 256)).alias("d")
+    ).collect()
+    table = pa.table({'k"1': [r[0] for r in df.collect()], "n": [r[1] for r in df.collect()]})
+    got = noise_module.cell_digests(table, ['k"1', "n"]).to_pylist()
+    assert got == [bytes(r["d"]) for r in want]
+    assert len(set(got)) == len(values)  # control: distinct keys, distinct identities
+
+
+def test_declared_keys_stay_on_the_driver_only_while_few(spark: Any, monkeypatch: Any) -> None:
+    from pyspark.sql import types as T
+
+    from pipelines import partitions
+
+    schema = T.StructType([T.StructField("g", T.StringType()), T.StructField("h", T.LongType())])
+    listed = partitions.inline_keys(spark, ["g", "h"], [["a", 1], ["b", "2"], ["a", 1]], schema)
+    assert listed.rows is not None
+    assert listed.rows.to_pylist() == [{"g": "a", "h": 1}, {"g": "b", "h": 2}]  # once each
+    assert sorted(map(tuple, listed.frame.collect())) == [("a", 1), ("b", 2)]
+    crossed = partitions.cross_product_keys(spark, [("g", ["a", "b"]), ("h", [1, 2, 3])], schema)
+    assert crossed.rows is not None and crossed.rows.num_rows == 6
+    monkeypatch.setattr(partitions, "LOCAL_MAX_KEYS", 5)
+    crossed = partitions.cross_product_keys(spark, [("g", ["a", "b"]), ("h", [1, 2, 3])], schema)
+    assert crossed.rows is None and crossed.frame.count() == 6  # Spark keeps them
+    listed = partitions.inline_keys(spark, ["g"], [[str(i)] for i in range(6)], schema)
+    assert listed.rows is None and listed.frame.count() == 6
