@@ -11,6 +11,9 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
             the data given as a key list (as a census release gives its geography file), so no
             scan for the cell keys and no threshold; the keys stay on the driver (a broadcast
             join, no shuffle of the keys, no checkpoint) and every key is released;
+* domains:  the same release (private selection) with every dimension's domain declared, as
+            the demo data's codes are: selection chooses among the declared cells on the driver,
+            so no scan for the cell keys (validation keeps every row inside the domains);
 * no_noise: the same release in the test mode without noise: the release minus this is what
             drawing the noise costs;
 * bounding: the release's per-person work alone: bounding and the per-cell aggregation, cells
@@ -56,14 +59,15 @@ from pyspark.sql import functions as F  # noqa: E402
 
 from benchmarks.results_file import print_table, save_results  # noqa: E402
 from pipelines.cells import cell_keys  # noqa: E402
-from pipelines.demo_data import demo_microdata  # noqa: E402
-from pipelines.partitions import inline_keys  # noqa: E402
+from pipelines.demo_data import AGE_GROUPS, COUNTIES, SEXES, STATES, demo_microdata  # noqa: E402
+from pipelines.partitions import declared_cells, inline_keys  # noqa: E402
 from pipelines.plan import plan_release  # noqa: E402
 from pipelines.release import Secrets, bounded_aggregates, release_table  # noqa: E402
 from pipelines.spec import parse_spec  # noqa: E402
 from pipelines.validation import validate_input  # noqa: E402
 
 CELL = ["state", "county", "age_group", "sex"]
+DOMAINS = {"state": STATES, "county": COUNTIES, "age_group": AGE_GROUPS, "sex": SEXES}
 UPPER = 250_000.0
 
 
@@ -155,6 +159,7 @@ def main() -> None:
                 parse_spec(spec_doc({"type": "public", "keys": cells}))
             ).tables[0]
             public_keys = inline_keys(spark, CELL, cells, df.schema)
+            declared = declared_cells(list(DOMAINS.items()), df.schema)
 
             def release(df: DataFrame = df, s: Secrets = secrets, noise: bool = True) -> None:
                 sink(release_table(df, tplan, "person_id", s, None, add_noise_=noise))
@@ -166,6 +171,9 @@ def main() -> None:
                     "release": release,
                     "public": lambda df=df, s=secrets, p=public_plan, k=public_keys: sink(
                         release_table(df, p, "person_id", s, k)
+                    ),
+                    "domains": lambda df=df, s=secrets, d=declared: sink(
+                        release_table(df, tplan, "person_id", s, None, candidates=d)
                     ),
                     "no_noise": lambda: release(noise=False),
                     "bounding": lambda df=df, s=secrets: sink(
@@ -184,6 +192,7 @@ def main() -> None:
                 "release_over_floor": round(t["release"] / t["floor"], 2),
                 "release_over_plain": round(t["release"] / t["plain"], 2),
                 "public_over_floor": round(t["public"] / t["floor"], 2),
+                "domains_over_floor": round(t["domains"] / t["floor"], 2),
                 "floor_over_plain": round(t["floor"] / t["plain"], 2),
                 # what the release costs beyond the floor; near-constant in N = a fixed cost
                 "release_minus_floor_s": round(t["release"] - t["floor"], 2),
@@ -210,6 +219,8 @@ def main() -> None:
             ("(rel+chk)/floor", "release_with_checks_over_floor", ">15"),
             ("public s", "public_s", ">8"),
             ("pub/floor", "public_over_floor", ">9"),
+            ("domains s", "domains_s", ">9"),
+            ("dom/floor", "domains_over_floor", ">9"),
             ("no-noise s", "no_noise_s", ">10"),
             ("bounding s", "bounding_s", ">10"),
             ("bnd/floor", "bounding_over_floor", ">9"),

@@ -43,12 +43,13 @@ from pipelines.partitions import (
     cast_keys,
     convert_key,
     cross_product_keys,
+    declared_cells,
     inline_keys,
 )
 from pipelines.plan import ReleasePlan, TablePlan, plan_release
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
-from pipelines.spec import PublicPartitions, ReleaseSpec, TableSpec
+from pipelines.spec import PrivatePartitions, PublicPartitions, ReleaseSpec, TableSpec
 from pipelines.validation import validate_input
 
 log = logging.getLogger("dprelease")
@@ -90,13 +91,27 @@ def public_keys(
     return cast_keys(keys, df.schema, table.dimensions)
 
 
+def candidate_cells(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> pa.Table | None:
+    """For private selection: every cell the validated input can hold, on the driver, when each
+    dimension has a declared domain and their cross product is small (else None)."""
+    if not isinstance(table.partitions, PrivatePartitions) or not table.dimensions:
+        return None
+    domains = [(d, spec.domain(d)) for d in table.dimensions]
+    if any(values is None for _, values in domains):
+        return None
+    return declared_cells([(d, values or ()) for d, values in domains], df.schema)
+
+
 def table_frame(
     spec: ReleaseSpec, tplan: TablePlan, df: DataFrame, secrets: Secrets, keys: PublicKeys | None
 ) -> DataFrame:
     """The released DataFrame of one planned table (noise keyed by ``secrets``); ``keys``:
     its public keys (:func:`public_keys`)."""
     unit = spec.input.privacy_unit
-    return release_table(df, tplan, unit, secrets, keys, spec.output.nonnegative_counts)
+    candidates = candidate_cells(spec, tplan.table, df)
+    return release_table(
+        df, tplan, unit, secrets, keys, spec.output.nonnegative_counts, candidates=candidates
+    )
 
 
 def declared_domains(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> dict[str, list[Any]]:

@@ -93,24 +93,39 @@ def convert_key(value: Any, dtype: T.DataType, where: str) -> Any:
     raise bad()
 
 
-def cross_product_keys(
-    spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
-) -> PublicKeys:
-    """All combinations of the declared domains, typed like the input's dimension columns."""
+def _typed_domains(
+    domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
+) -> list[tuple[str, list[Any]]]:
     typed: list[tuple[str, list[Any]]] = []
     for name, values in domains:
         dtype = schema[name].dataType
         converted = [convert_key(v, dtype, f"domains.{name}") for v in values]
         typed.append((name, list(dict.fromkeys(converted))))  # each value once
+    return typed
+
+
+def declared_cells(
+    domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
+) -> pa.Table | None:
+    """All combinations of the declared domains as an Arrow table on the driver, typed like the
+    input's columns; None when there are more than ``LOCAL_MAX_KEYS``."""
+    typed = _typed_domains(domains, schema)
+    if math.prod(len(values) for _, values in typed) > LOCAL_MAX_KEYS:
+        return None
+    combos = list(itertools.product(*[values for _, values in typed]))
+    return _arrow_rows([name for name, _ in typed], combos, schema)
+
+
+def cross_product_keys(
+    spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
+) -> PublicKeys:
+    """All combinations of the declared domains, typed like the input's dimension columns."""
+    typed = _typed_domains(domains, schema)
     frames = [_local_frame(spark, {name: values}, schema) for name, values in typed]
     keys = frames[0]
     for frame in frames[1:]:
         keys = keys.crossJoin(frame)
-    if math.prod(len(values) for _, values in typed) > LOCAL_MAX_KEYS:
-        return PublicKeys(keys)
-    combos = list(itertools.product(*[values for _, values in typed]))
-    names = [name for name, _ in typed]
-    return PublicKeys(keys, _arrow_rows(names, combos, schema))
+    return PublicKeys(keys, declared_cells(domains, schema))
 
 
 def _local_frame(

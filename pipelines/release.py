@@ -48,6 +48,7 @@ from pipelines.noise import CELL, KeepJob, NoiseJob, add_noise, cell_digests, no
 from pipelines.partitions import PublicKeys, join_public
 from pipelines.plan import (
     Histogram,
+    SelectionPlan,
     Squares,
     TablePlan,
     error_columns,
@@ -160,8 +161,13 @@ def release_table(
     public_keys: PublicKeys | None,
     nonnegative: bool = True,
     add_noise_: bool = True,
+    candidates: pa.Table | None = None,
 ) -> DataFrame:
     """The released table: ``(dims..., metrics...)``.
+
+    ``candidates``: for private selection, every cell the input can hold (the cross product of
+    the dimensions' declared domains, which validation enforces), when it is on the driver:
+    selection then runs there (see the module docstring); the same cells are released.
 
     ``add_noise_=False`` is a test mode only: bounding, selection by the exact count and
     aggregation without noise, so tests can compare exactly. The jobs never set it.
@@ -186,16 +192,20 @@ def release_table(
         )
         cells = join_public(cells, keys, dims, measures)
     else:
+        offset = _statistic_offset(sel)
+        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
+            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
+        elif sel.noise is not None:  # thresholding of a separate noisy count
+            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
+        if dims and candidates is not None and candidates.num_rows <= noising.DRIVER_MAX_CELLS:
+            noisy = _noise_local_keys(
+                cells, df.schema, plan, candidates, secrets, jobs, add_noise_, sel
+            )
+            return finalize(noisy, plan, nonnegative)
         cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
         if dims:  # the dimension values of the cells found in the data
             cells = cells.join(cell_keys(df, dims, secrets.cell_salt), on=list(CELL_IDS))
-        statistic: list[Column] = []
-        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
-            statistic = [F.col(UNITS).alias(SELECT)]
-            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
-        elif sel.noise is not None:  # thresholding of a separate noisy count
-            statistic = [(F.col(UNITS) - F.lit(sel.pre_threshold - 1)).alias(SELECT)]
-            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
+        statistic = [] if offset is None else [(F.col(UNITS) - F.lit(offset)).alias(SELECT)]
         cells = cells.select(*dims, *measures, *statistic)
     noisy = add_noise(cells, dims, jobs, secrets.key) if add_noise_ else cells
     if sel is not None:
@@ -206,6 +216,25 @@ def release_table(
     return finalize(noisy, plan, nonnegative)
 
 
+def _statistic_offset(sel: SelectionPlan) -> int | None:
+    """Selection by a separate statistic: SELECT = distinct units - offset (then noised, or
+    turned into 1 or 0 by the truncated geometric); None when the released unit count decides."""
+    if sel.table is not None:
+        return 0
+    if sel.noise is not None:
+        return sel.pre_threshold - 1
+    return None
+
+
+def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
+    """The rows of a (noisy) table that selection keeps, as the Spark path keeps them."""
+    if sel.strategy == "post_aggregation":
+        statistic = pc.subtract(table.column(UNITS), sel.pre_threshold - 1)
+    else:
+        statistic = table.column(SELECT)
+    return table.filter(pc.greater_equal(statistic, sel.threshold))
+
+
 def _noise_local_keys(
     cells: DataFrame,
     schema: T.StructType,
@@ -214,10 +243,13 @@ def _noise_local_keys(
     secrets: Secrets,
     jobs: list[NoiseJob | KeepJob],
     add_noise_: bool,
+    sel: SelectionPlan | None = None,
 ) -> DataFrame:
-    """Every key of ``keys`` (on the driver) once, with its noisy measures: one partition.
+    """The released cells of a table whose keys are on the driver, noised: one partition.
 
-    ``cells``: the exact aggregates by cell identity; ``schema``: the input's, for the key types.
+    ``keys``: public keys (``sel`` None: every key is released, with zeros where the data has
+    none) or the declared cells that private selection ``sel`` chooses from. ``cells``: the exact
+    aggregates by cell identity; ``schema``: the input's, for the key types.
     """
     spark = cells.sparkSession
     dims = list(plan.table.dimensions)
@@ -231,17 +263,30 @@ def _noise_local_keys(
     ).select(KEY_INDEX, *cell_ids(dims, secrets.cell_salt))  # computed on the driver
     # at most one row per key: cells of the data outside the keys stay behind
     found = cells.join(F.broadcast(index), on=list(CELL_IDS)).select(KEY_INDEX, *measures).toArrow()
-    at = found.column(KEY_INDEX).to_numpy()
-    columns: dict[str, pa.Array | pa.ChunkedArray] = {d: keys.column(d) for d in dims}
-    for m in measures:
-        values = np.zeros(keys.num_rows, dtype=np.int64)  # keys without data: zeros
-        values[at] = pc.fill_null(found.column(m), 0).to_numpy()
-        columns[m] = pa.array(values)
-    table = pa.table(columns)
+    extra: list[T.StructField] = []
+    if sel is None:
+        released = keys.select(dims)
+        at = found.column(KEY_INDEX).to_numpy()
+        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
+        for m in measures:
+            values = np.zeros(keys.num_rows, dtype=np.int64)  # keys without data: zeros
+            values[at] = pc.fill_null(found.column(m), 0).to_numpy()
+            columns[m] = pa.array(values)
+    else:
+        found = found.filter(pc.greater_equal(found.column(UNITS), sel.pre_threshold))
+        released = keys.select(dims).take(found.column(KEY_INDEX))
+        columns = {m: pc.fill_null(found.column(m), 0).cast(pa.int64()) for m in measures}
+        offset = _statistic_offset(sel)
+        if offset is not None:
+            columns[SELECT] = pc.subtract(columns[UNITS], offset)
+            extra = [T.StructField(SELECT, T.LongType())]
+    table = pa.table({**{d: released.column(d) for d in dims}, **columns})
     if add_noise_:
-        table = table.append_column(CELL, cell_digests(keys, dims))
+        table = table.append_column(CELL, cell_digests(released, dims))
         table = noise_on_driver(table, jobs, secrets.key)
-    out = T.StructType([*fields, *[T.StructField(m, T.LongType()) for m in measures]])
+    if sel is not None:
+        table = _selected(table, sel)
+    out = T.StructType([*fields, *[T.StructField(m, T.LongType()) for m in measures], *extra])
     # one partition, not one per core: written, it is one file rather than a file per core
     return spark.createDataFrame(table, out).coalesce(1)
 

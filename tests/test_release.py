@@ -10,7 +10,7 @@ import pytest
 from chispa import assert_df_equality
 from pyspark.sql import functions as F
 
-from jobs.runner import public_keys
+from jobs.runner import candidate_cells, public_keys
 from pipelines import noise as noise_module
 from pipelines import release as release_module
 from pipelines.plan import plan_release
@@ -34,8 +34,16 @@ def release(
     plan = plan_release(spec)
     t = plan.tables[0]
     keys = public_keys(spark, spec, t.table, df)
+    candidates = candidate_cells(spec, t.table, df)  # as the jobs pass them
     return release_table(
-        df, t, "pid", secrets or Secrets.new(), keys, spec.output.nonnegative_counts, noise
+        df,
+        t,
+        "pid",
+        secrets or Secrets.new(),
+        keys,
+        spec.output.nonnegative_counts,
+        noise,
+        candidates=candidates,
     )
 
 
@@ -103,6 +111,7 @@ def test_private_selection_releases_only_keys_that_clear_the_threshold(
         [(10_000 + i, f"rare{i}", 1.0) for i in range(50)], "pid long, g string, v double"
     )
     doc = base_spec()
+    del doc["domains"]  # the cells are not declared: selection scans the data for them
     doc["tables"][0]["partitions"] = {"type": "private", "strategy": strategy}
     doc["tables"][0]["metrics"] = ["privacy_unit_count", "count"]
     got = release(spark, doc, big.unionByName(lonely))
@@ -244,12 +253,17 @@ def test_a_table_without_dimensions_is_one_total_cell_even_on_no_matching_data(s
     assert len(noisy) == 1 and isinstance(noisy[0]["count"], int)
 
 
+@pytest.mark.parametrize(
+    "strategy", [None, "post_aggregation", "laplace", "gaussian", "truncated_geometric"]
+)
 def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
-    spark: Any, monkeypatch: Any
+    spark: Any, monkeypatch: Any, strategy: str | None
 ) -> None:
-    """Keys declared in the spec are filled and noised on the driver after a broadcast join; the
-    same release through the Spark join (forced by a zero driver limit) gives the same table, with
-    bounding that binds (units in several cells), keys without data and data outside the keys."""
+    """Keys declared in the spec (public keys, or the declared cells private selection chooses
+    from) meet the data in a broadcast join and are noised and selected on the driver; the same
+    release through the Spark join (forced by a zero driver limit) gives the same table, with
+    bounding that binds (units in several cells), keys without data, data outside the public keys
+    and, for selection, cells on both sides of the threshold."""
     df = spark.range(4000).select(
         (F.col("id") % 700).alias("pid"),
         (F.col("id") % 9).cast("string").alias("g"),  # '8' is not a key
@@ -261,6 +275,12 @@ def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
     table["dimensions"] = ["g", "h"]
     table["bounds"] = {"max_partitions": 2, "max_rows_per_partition": 2}
     table["metrics"] = ["count", "privacy_unit_count", {"mean": "v", "lower": 0, "upper": 40}]
+    if strategy is not None:  # validated input: every cell inside the declared domains
+        df = df.where(F.col("g") != "8").union(  # and a cell below any threshold
+            spark.createDataFrame([(5000, "x", 5, 1.0)], df.schema)
+        )
+        table["partitions"] = {"type": "private", "strategy": strategy, "pre_threshold": 2}
+        doc["budget"] = {"epsilon": 4.0, "delta": 1e-6}
     taken: list[int] = []
     local = release_module._noise_local_keys
 
@@ -278,7 +298,11 @@ def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
             m.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
             through_spark = release(spark, doc, df, noise=noise, secrets=secrets)
         assert not taken  # control: the Spark join ran
-        assert on_driver.count() == 9 * 4  # safe: every public key, once
+        released = on_driver.count()  # safe: a released table
+        if strategy is None:
+            assert released == 9 * 4  # every public key, once
+        else:
+            assert 0 < released < 8 * 3 + 1  # at most the cells of the data; some kept
         assert on_driver.rdd.getNumPartitions() == 1
         assert_df_equality(on_driver, through_spark, ignore_row_order=True, ignore_nullable=True)
 
@@ -332,3 +356,22 @@ def test_declared_keys_stay_on_the_driver_only_while_few(spark: Any, monkeypatch
     assert crossed.rows is None and crossed.frame.count() == 6  # Spark keeps them
     listed = partitions.inline_keys(spark, ["g"], [[str(i)] for i in range(6)], schema)
     assert listed.rows is None and listed.frame.count() == 6
+
+
+def test_private_selection_chooses_among_declared_cells_only_when_every_domain_is_declared(
+    spark: Any,
+) -> None:
+    df = spark.createDataFrame([(1, "a", 2, 1.0)], "pid long, g string, h long, v double")
+    doc = base_spec(domains={"g": ["a", "b"], "h": [1, 2, 3]})
+    table = doc["tables"][0]
+    table["dimensions"] = ["g", "h"]
+    table["partitions"] = {"type": "private", "strategy": "laplace"}
+    spec = parse_spec(doc)
+    cells = candidate_cells(spec, spec.tables[0], df)
+    assert cells is not None and cells.num_rows == 6
+    assert {"g": "b", "h": 3} in cells.to_pylist()
+    del doc["domains"]["h"]  # one dimension undeclared: the data's cells must be scanned
+    assert candidate_cells(parse_spec(doc), parse_spec(doc).tables[0], df) is None
+    doc["domains"]["h"] = [1, 2, 3]
+    table["partitions"] = {"type": "public", "keys": "cross_product"}
+    assert candidate_cells(parse_spec(doc), parse_spec(doc).tables[0], df) is None  # not private
