@@ -132,6 +132,8 @@ def test_pre_threshold_never_releases_small_partitions(spark: Any) -> None:
     doc["tables"][0]["partitions"] = {"type": "private", "pre_threshold": 15}
     got = {r["g"] for r in release(spark, doc, df).select("g").collect()}  # safe: released table
     assert got == {"a"}  # 'b' has 10 units < 15: never released, whatever the noise
+    doc["tables"][0]["partitions"]["pre_threshold"] = 31
+    assert release(spark, doc, df).count() == 0  # safe: released table; no cell has 31 units
 
 
 @pytest.fixture(params=["driver", "executors"])
