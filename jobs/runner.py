@@ -96,10 +96,13 @@ def candidate_cells(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> pa.Ta
     dimension has a declared domain and their cross product is small (else None)."""
     if not isinstance(table.partitions, PrivatePartitions) or not table.dimensions:
         return None
-    domains = [(d, spec.domain(d)) for d in table.dimensions]
-    if any(values is None for _, values in domains):
-        return None
-    return declared_cells([(d, values or ()) for d, values in domains], df.schema)
+    domains = []
+    for d in table.dimensions:
+        values = spec.domain(d)
+        if values is None:  # an undeclared dimension: the data's cells are scanned
+            return None
+        domains.append((d, values))
+    return declared_cells(domains, df.schema)
 
 
 def table_frame(

@@ -27,8 +27,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import KeyedStreams, ids_from_digests, label_id
@@ -126,10 +127,13 @@ def add_noise(
     table = exact.limit(DRIVER_MAX_CELLS + 1).toArrow()
     if table.num_rows > DRIVER_MAX_CELLS:
         return exact.mapInArrow(apply, df.schema).localCheckpoint(eager=True)
-    # one partition, not one per core: written, it is one file rather than a file per core
-    return df.sparkSession.createDataFrame(
-        noise_on_driver(table, jobs, key), schema=df.schema
-    ).coalesce(1)
+    return driver_frame(df.sparkSession, noise_on_driver(table, jobs, key), df.schema)
+
+
+def driver_frame(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:
+    """A table noised on the driver, handed back to Spark in one partition, not one per core:
+    written, it is one file rather than a file per core."""
+    return spark.createDataFrame(table, schema=schema).coalesce(1)
 
 
 def noise_on_driver(table: pa.Table, jobs: Sequence[NoiseJob | KeepJob], key: bytes) -> pa.Table:

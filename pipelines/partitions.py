@@ -109,7 +109,10 @@ def declared_cells(
 ) -> pa.Table | None:
     """All combinations of the declared domains as an Arrow table on the driver, typed like the
     input's columns; None when there are more than ``LOCAL_MAX_KEYS``."""
-    typed = _typed_domains(domains, schema)
+    return _combinations(_typed_domains(domains, schema), schema)
+
+
+def _combinations(typed: list[tuple[str, list[Any]]], schema: T.StructType) -> pa.Table | None:
     if math.prod(len(values) for _, values in typed) > LOCAL_MAX_KEYS:
         return None
     combos = list(itertools.product(*[values for _, values in typed]))
@@ -125,7 +128,7 @@ def cross_product_keys(
     keys = frames[0]
     for frame in frames[1:]:
         keys = keys.crossJoin(frame)
-    return PublicKeys(keys, declared_cells(domains, schema))
+    return PublicKeys(keys, _combinations(typed, schema))
 
 
 def _local_frame(

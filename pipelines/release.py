@@ -44,7 +44,15 @@ from pipelines.consistency import (
     gls_levels,
     integer_levels,
 )
-from pipelines.noise import CELL, KeepJob, NoiseJob, add_noise, cell_digests, noise_on_driver
+from pipelines.noise import (
+    CELL,
+    KeepJob,
+    NoiseJob,
+    add_noise,
+    cell_digests,
+    driver_frame,
+    noise_on_driver,
+)
 from pipelines.partitions import PublicKeys, join_public
 from pipelines.plan import (
     Histogram,
@@ -178,13 +186,20 @@ def release_table(
     name = plan.table.name
     jobs = noise_jobs(plan)
     sel = plan.selection
+    if sel is None and public_keys is None and dims:
+        raise ValueError(f"table {name!r} has public partitions but no key DataFrame")
+    if sel is None:  # the keys on the driver: declared public keys
+        local = public_keys.rows if public_keys is not None else None
+    else:  # or the declared cells that selection chooses from
+        local = candidates
+        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
+            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
+        elif sel.noise is not None:  # thresholding of a separate noisy count
+            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
+    if dims and local is not None and local.num_rows <= noising.DRIVER_MAX_CELLS:
+        noisy = _noise_local_keys(cells, df.schema, plan, local, secrets, jobs, add_noise_, sel)
+        return finalize(noisy, plan, nonnegative)
     if sel is None:
-        if public_keys is None and dims:
-            raise ValueError(f"table {name!r} has public partitions but no key DataFrame")
-        rows = public_keys.rows if public_keys is not None else None
-        if dims and rows is not None and rows.num_rows <= noising.DRIVER_MAX_CELLS:
-            noisy = _noise_local_keys(cells, df.schema, plan, rows, secrets, jobs, add_noise_)
-            return finalize(noisy, plan, nonnegative)
         keys = (
             cell_keys(public_keys.frame, dims, secrets.cell_salt)
             if public_keys is not None
@@ -192,27 +207,16 @@ def release_table(
         )
         cells = join_public(cells, keys, dims, measures)
     else:
-        offset = _statistic_offset(sel)
-        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
-            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
-        elif sel.noise is not None:  # thresholding of a separate noisy count
-            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
-        if dims and candidates is not None and candidates.num_rows <= noising.DRIVER_MAX_CELLS:
-            noisy = _noise_local_keys(
-                cells, df.schema, plan, candidates, secrets, jobs, add_noise_, sel
-            )
-            return finalize(noisy, plan, nonnegative)
         cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
         if dims:  # the dimension values of the cells found in the data
             cells = cells.join(cell_keys(df, dims, secrets.cell_salt), on=list(CELL_IDS))
+        offset = _statistic_offset(sel)
         statistic = [] if offset is None else [(F.col(UNITS) - F.lit(offset)).alias(SELECT)]
         cells = cells.select(*dims, *measures, *statistic)
     noisy = add_noise(cells, dims, jobs, secrets.key) if add_noise_ else cells
-    if sel is not None:
-        if sel.strategy == "post_aggregation":  # the released unit count decides
-            noisy = noisy.where(F.col(UNITS) - F.lit(sel.pre_threshold - 1) >= sel.threshold)
-        else:  # finalize drops SELECT
-            noisy = noisy.where(F.col(SELECT) >= sel.threshold)
+    if sel is not None:  # finalize drops SELECT
+        column, shift = _decisive(sel)
+        noisy = noisy.where(F.col(column) - F.lit(shift) >= sel.threshold)
     return finalize(noisy, plan, nonnegative)
 
 
@@ -226,13 +230,18 @@ def _statistic_offset(sel: SelectionPlan) -> int | None:
     return None
 
 
+def _decisive(sel: SelectionPlan) -> tuple[str, int]:
+    """The noisy column selection compares with its threshold, and the shift it subtracts first:
+    a cell is kept iff ``column - shift >= threshold``."""
+    if sel.strategy == "post_aggregation":  # the released unit count decides
+        return UNITS, sel.pre_threshold - 1
+    return SELECT, 0
+
+
 def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
-    """The rows of a (noisy) table that selection keeps, as the Spark path keeps them."""
-    if sel.strategy == "post_aggregation":
-        statistic = pc.subtract(table.column(UNITS), sel.pre_threshold - 1)
-    else:
-        statistic = table.column(SELECT)
-    return table.filter(pc.greater_equal(statistic, sel.threshold))
+    """The rows of a (noisy) Arrow table that selection keeps: the Spark path's rule."""
+    column, shift = _decisive(sel)
+    return table.filter(pc.greater_equal(pc.subtract(table.column(column), shift), sel.threshold))
 
 
 def _noise_local_keys(
@@ -287,8 +296,7 @@ def _noise_local_keys(
     if sel is not None:
         table = _selected(table, sel)
     out = T.StructType([*fields, *[T.StructField(m, T.LongType()) for m in measures], *extra])
-    # one partition, not one per core: written, it is one file rather than a file per core
-    return spark.createDataFrame(table, out).coalesce(1)
+    return driver_frame(spark, table, out)
 
 
 def release_levels(
