@@ -8,27 +8,40 @@ Spark runs when the noise is added: the exact per-cell table is computed once, t
 driver or the executors (:mod:`pipelines.noise`). Because noise is keyed, evaluating the result
 twice gives the same released values.
 
-Public keys declared in the spec and few enough to stay on the driver
-(:class:`~pipelines.partitions.PublicKeys` with ``rows``) take a shorter way to the same values:
-the data's cells meet the keys in a broadcast join inside the aggregation's last stage, at most
-one row per key comes back to the driver, and the driver fills the keys without data with zeros
-and noises every key. No shuffle of the keys, no checkpoint, no second pass over the cells.
+Most tables take a shorter way to the same values, with the cells on the driver (at most
+``DRIVER_MAX_CELLS`` of them), one partition handed back to Spark and no second pass over the
+cells:
+
+* public keys declared in the spec and few enough to stay on the driver
+  (:class:`~pipelines.partitions.PublicKeys` with ``rows``), or the declared cells private
+  selection chooses from (every dimension's domain declared): the data's cells meet the keys in
+  a broadcast join inside the aggregation's last stage, at most one row per key comes back, and
+  the driver fills public keys without data with zeros, noises and selects;
+* private selection among the data's cells, when the dimensions are strings, integers, booleans
+  or dates: the exact cells that reach the pre-threshold are collected while a second job,
+  started alongside, collects the data's dimension values; the driver joins them by identity,
+  noises and selects. More cells than the driver takes fall back to the Spark join, from the
+  cells already computed.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark.sql import Column, DataFrame
+from pyspark import inheritable_thread_target
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import new_key
 from pipelines import noise as noising
 from pipelines.aggregation import COUNT, UNITS, aggregate_partitions, measure_columns
@@ -53,7 +66,7 @@ from pipelines.noise import (
     driver_frame,
     noise_on_driver,
 )
-from pipelines.partitions import PublicKeys, join_public
+from pipelines.partitions import ARROW_TYPES, PublicKeys, join_public
 from pipelines.plan import (
     Histogram,
     SelectionPlan,
@@ -199,6 +212,12 @@ def release_table(
     if dims and local is not None and local.num_rows <= noising.DRIVER_MAX_CELLS:
         noisy = _noise_local_keys(cells, df.schema, plan, local, secrets, jobs, add_noise_, sel)
         return finalize(noisy, plan, nonnegative)
+    if sel is not None:
+        cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
+        if dims and local is None and driver_key_types(df.schema, dims):
+            noisy_found, cells = _noise_found_cells(df, cells, plan, secrets, jobs, add_noise_, sel)
+            if noisy_found is not None:
+                return finalize(noisy_found, plan, nonnegative)
     if sel is None:
         keys = (
             cell_keys(public_keys.frame, dims, secrets.cell_salt)
@@ -207,7 +226,6 @@ def release_table(
         )
         cells = join_public(cells, keys, dims, measures)
     else:
-        cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
         if dims:  # the dimension values of the cells found in the data
             cells = cells.join(cell_keys(df, dims, secrets.cell_salt), on=list(CELL_IDS))
         offset = _statistic_offset(sel)
@@ -272,7 +290,6 @@ def _noise_local_keys(
     ).select(KEY_INDEX, *cell_ids(dims, secrets.cell_salt))  # computed on the driver
     # at most one row per key: cells of the data outside the keys stay behind
     found = cells.join(F.broadcast(index), on=list(CELL_IDS)).select(KEY_INDEX, *measures).toArrow()
-    extra: list[T.StructField] = []
     if sel is None:
         released = keys.select(dims)
         at = found.column(KEY_INDEX).to_numpy()
@@ -281,20 +298,88 @@ def _noise_local_keys(
             values = np.zeros(keys.num_rows, dtype=np.int64)  # keys without data: zeros
             values[at] = pc.fill_null(found.column(m), 0).to_numpy()
             columns[m] = pa.array(values)
-    else:
-        found = found.filter(pc.greater_equal(found.column(UNITS), sel.pre_threshold))
-        released = keys.select(dims).take(found.column(KEY_INDEX))
-        columns = {m: pc.fill_null(found.column(m), 0).cast(pa.int64()) for m in measures}
-        offset = _statistic_offset(sel)
-        if offset is not None:
-            columns[SELECT] = pc.subtract(columns[UNITS], offset)
-            extra = [T.StructField(SELECT, T.LongType())]
+        return _release_on_driver(spark, schema, plan, released, columns, secrets, jobs, add_noise_)
+    found = found.filter(pc.greater_equal(found.column(UNITS), sel.pre_threshold))
+    released = keys.select(dims).take(found.column(KEY_INDEX))
+    return _release_on_driver(spark, schema, plan, released, found, secrets, jobs, add_noise_, sel)
+
+
+def driver_key_types(schema: T.StructType, dims: Sequence[str]) -> bool:
+    """Whether the cells' dimension values can be noised on the driver: strings, integers,
+    booleans or dates (:func:`pipelines.noise.cell_digests`)."""
+    return all(isinstance(schema[d].dataType, tuple(ARROW_TYPES)) for d in dims)
+
+
+def _noise_found_cells(
+    df: DataFrame,
+    cells: DataFrame,
+    plan: TablePlan,
+    secrets: Secrets,
+    jobs: list[NoiseJob | KeepJob],
+    add_noise_: bool,
+    sel: SelectionPlan,
+) -> tuple[DataFrame | None, DataFrame]:
+    """The cells private selection keeps among those of the data, noised, in one partition
+    (None when the data has more cells than the driver takes, ``DRIVER_MAX_CELLS``), and
+    ``cells`` computed, for Spark's way in that case.
+
+    ``cells``: the exact aggregates by cell identity that reach the pre-threshold. They are
+    collected while a second Spark job, started first, collects the dimension values of the
+    data's cells; the driver joins the two by identity. The second job scans the input again,
+    but mostly on cores the first leaves idle between and at the end of its stages.
+    """
+    limit = noising.DRIVER_MAX_CELLS
+    dims = list(plan.table.dimensions)
+    spark = cells.sparkSession
+    data_keys = cell_keys(df, dims, secrets.cell_salt).limit(limit + 1)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        keys_job = pool.submit(inheritable_thread_target(spark)(data_keys.toArrow))
+        # computed once: collected here, or joined in Spark if too many for the driver
+        cells = cells.localCheckpoint(eager=False)
+        found = cells.limit(limit + 1).toArrow()
+        keys = keys_job.result()
+    if found.num_rows > limit or keys.num_rows > limit:
+        return None, cells
+    joined = found.join(keys, keys=list(CELL_IDS), join_type="inner")
+    if joined.num_rows != found.num_rows:
+        raise InternalError("a cell of the bounded data has no dimension values")
+    noisy = _release_on_driver(
+        spark, df.schema, plan, joined.select(dims), joined, secrets, jobs, add_noise_, sel
+    )
+    return noisy, cells
+
+
+def _release_on_driver(
+    spark: SparkSession,
+    schema: T.StructType,
+    plan: TablePlan,
+    released: pa.Table,
+    found: pa.Table | dict[str, pa.Array | pa.ChunkedArray],
+    secrets: Secrets,
+    jobs: list[NoiseJob | KeepJob],
+    add_noise_: bool,
+    sel: SelectionPlan | None = None,
+) -> DataFrame:
+    """Cells on the driver, noised, selected by ``sel`` and handed back to Spark.
+
+    ``released``: the cells' dimension values; ``found``: their exact measures, row by row
+    (nulls count as 0).
+    """
+    dims = list(plan.table.dimensions)
+    measures = all_measures(plan)
+    columns = {m: pc.fill_null(found[m], 0).cast(pa.int64()) for m in measures}
+    extra: list[T.StructField] = []
+    offset = None if sel is None else _statistic_offset(sel)
+    if offset is not None:
+        columns[SELECT] = pc.subtract(columns[UNITS], offset)
+        extra = [T.StructField(SELECT, T.LongType())]
     table = pa.table({**{d: released.column(d) for d in dims}, **columns})
     if add_noise_:
         table = table.append_column(CELL, cell_digests(released, dims))
         table = noise_on_driver(table, jobs, secrets.key)
     if sel is not None:
         table = _selected(table, sel)
+    fields = [T.StructField(d, schema[d].dataType) for d in dims]
     out = T.StructType([*fields, *[T.StructField(m, T.LongType()) for m in measures], *extra])
     return driver_frame(spark, table, out)
 

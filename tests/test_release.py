@@ -310,6 +310,73 @@ def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
 
 
 @pytest.mark.parametrize(
+    "strategy", ["post_aggregation", "laplace", "gaussian", "truncated_geometric"]
+)
+def test_the_data_cells_on_the_driver_release_what_the_spark_join_releases(
+    spark: Any, monkeypatch: Any, strategy: str
+) -> None:
+    """Private selection without declared domains collects the exact cells and, in a second job
+    alongside, the data's dimension values; the driver joins, noises and selects. The same
+    release through the Spark join (forced by a zero driver limit) gives the same table, with
+    bounding that binds, string, integer, boolean and date dimensions, and cells on both sides
+    of the threshold."""
+    df = spark.range(4000).select(
+        (F.col("id") % 700).alias("pid"),
+        (F.col("id") % 9).cast("string").alias("g"),
+        (F.col("id") % 3).alias("h"),
+        (F.col("id") % 2 == 0).alias("b"),
+        F.date_add(F.lit("2020-01-01").cast("date"), (F.col("id") % 2).cast("int")).alias("d"),
+        (F.col("id") % 40).cast("double").alias("v"),
+    )
+    df = df.union(
+        spark.createDataFrame([(5000, "x", 5, True, None, 1.0)], df.schema).fillna(
+            {"d": "2020-01-01"}
+        )
+    )  # a cell below any threshold
+    doc = base_spec(budget={"epsilon": 4.0, "delta": 1e-6}, domains={})
+    table = doc["tables"][0]
+    table["dimensions"] = ["g", "h", "b", "d"]
+    table["bounds"] = {"max_partitions": 2, "max_rows_per_partition": 2}
+    table["metrics"] = ["count", "privacy_unit_count", {"mean": "v", "lower": 0, "upper": 40}]
+    table["partitions"] = {"type": "private", "strategy": strategy, "pre_threshold": 2}
+    ways: list[bool] = []
+    found_cells = release_module._noise_found_cells
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        noisy, cells = found_cells(*args, **kwargs)
+        ways.append(noisy is not None)
+        return noisy, cells
+
+    monkeypatch.setattr(release_module, "_noise_found_cells", spy)
+    secrets = Secrets.new()
+    for noise in (False, True):
+        on_driver = release(spark, doc, df, noise=noise, secrets=secrets)
+        with monkeypatch.context() as m:
+            m.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
+            through_spark = release(spark, doc, df, noise=noise, secrets=secrets)
+        assert ways == [True, False]  # control: the second release took the Spark join
+        ways.clear()
+        released = on_driver.count()  # safe: a released table
+        assert 0 < released <= 9 * 3 * 2 * 2  # some cells kept, none outside the data's
+        assert on_driver.rdd.getNumPartitions() == 1
+        assert_df_equality(on_driver, through_spark, ignore_row_order=True, ignore_nullable=True)
+
+
+def test_dimensions_the_driver_cannot_identify_take_the_spark_join(spark: Any) -> None:
+    df = spark.range(600).select(
+        (F.col("id") % 300).alias("pid"),
+        (F.col("id") % 2).cast("double").alias("g"),
+        F.lit(1.0).alias("v"),
+    )
+    doc = base_spec(budget={"epsilon": 4.0, "delta": 1e-6}, domains={})
+    doc["tables"][0]["partitions"] = {"type": "private", "strategy": "laplace"}
+    assert not release_module.driver_key_types(df.schema, ["g"])
+    assert release_module.driver_key_types(df.withColumn("g", F.col("g").cast("int")).schema, ["g"])
+    released = release(spark, doc, df)
+    assert sorted(r["g"] for r in released.collect()) == [0.0, 1.0]  # safe: released table
+
+
+@pytest.mark.parametrize(
     ("dtype", "values"),
     [
         (
