@@ -9,8 +9,9 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
             building the plan to the last row;
 * public:   the same release with public partitions instead of private selection: the cells of
             the data given as a key list (as a census release gives its geography file), so no
-            scan for the cell keys and no threshold; the keys stay on the driver (a broadcast
-            join, no shuffle of the keys, no checkpoint) and every key is released;
+            scan for the cell keys and no threshold; the keys stay on the driver (their
+            identities computed by a small job alongside; no join or shuffle of the keys in
+            Spark) and every key is released;
 * domains:  the same release (private selection) with every dimension's domain declared, as
             the demo data's codes are: selection chooses among the declared cells on the driver,
             so no scan for the cell keys (validation keeps every row inside the domains);
@@ -19,7 +20,7 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
 * bounding: the release's per-person work alone: bounding and the per-cell aggregation, cells
             by identity (no dimension values, no selection, no noise);
 * keys:     the release's second scan alone: the distinct dimension values of the input, which
-            private selection joins back to the selected cells;
+            private selection collects alongside the cells, to name the selected ones;
 * checks:   the input checks pass that a release runs first (nulls, NaN/inf, empty).
 
 The JVM gets faster over the first runs of each plan (JIT), unevenly across plans, so every kind

@@ -8,32 +8,33 @@ Spark runs when the noise is added: the exact per-cell table is computed once, t
 driver or the executors (:mod:`pipelines.noise`). Because noise is keyed, evaluating the result
 twice gives the same released values.
 
-Most tables take a shorter way to the same values, with the cells on the driver (at most
-``DRIVER_MAX_CELLS`` of them), one partition handed back to Spark and no second pass over the
-cells:
+Most tables take a shorter way to the same values, the driver's (at most ``DRIVER_MAX_CELLS``
+cells and keys): the exact cells are collected by identity while a second Spark job, started
+first, collects the table's keys with their identities; the driver joins the two, fills public
+keys without data with zeros, noises, selects and hands one partition back to Spark. No join or
+shuffle of the keys in Spark, no eager checkpoint. The keys are
 
-* public keys declared in the spec and few enough to stay on the driver
-  (:class:`~pipelines.partitions.PublicKeys` with ``rows``), or the declared cells private
-  selection chooses from (every dimension's domain declared): the data's cells meet the keys in
-  a broadcast join inside the aggregation's last stage, at most one row per key comes back, and
-  the driver fills public keys without data with zeros, noises and selects;
-* private selection among the data's cells, when the dimensions are strings, integers, booleans
-  or dates: the exact cells that reach the pre-threshold are collected while a second job,
-  started alongside, collects the data's dimension values; the driver joins them by identity,
-  noises and selects. More cells than the driver takes fall back to the Spark join, from the
-  cells already computed.
+* the public keys declared in the spec (:class:`~pipelines.partitions.PublicKeys` with
+  ``rows``): every key is released, cells of the data outside them are dropped;
+* the declared cells private selection chooses from (every dimension's domain declared);
+* for private selection otherwise, the data's own cells, when the dimensions are strings,
+  integers, booleans or dates: the second job scans the input again, mostly on cores the first
+  leaves idle.
+
+Key files, more cells or keys than the driver takes, and other dimension types take Spark's way
+(the join above), from the cells already computed.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
+from typing import Literal
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark import inheritable_thread_target
@@ -80,7 +81,6 @@ from pipelines.plan import (
 from pipelines.postprocess import finalize
 
 SELECT = "_select"
-KEY_INDEX = "_k"
 
 
 @dataclass(frozen=True, repr=False)
@@ -201,30 +201,24 @@ def release_table(
     sel = plan.selection
     if sel is None and public_keys is None and dims:
         raise ValueError(f"table {name!r} has public partitions but no key DataFrame")
-    if sel is None:  # the keys on the driver: declared public keys
-        local = public_keys.rows if public_keys is not None else None
-    else:  # or the declared cells that selection chooses from
-        local = candidates
+    if sel is not None:
         if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
             jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
         elif sel.noise is not None:  # thresholding of a separate noisy count
             jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
-    if dims and local is not None and local.num_rows <= noising.DRIVER_MAX_CELLS:
-        noisy = _noise_local_keys(cells, df.schema, plan, local, secrets, jobs, add_noise_, sel)
-        return finalize(noisy, plan, nonnegative)
-    if sel is not None:
         cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
-        if dims and local is None and driver_key_types(df.schema, dims):
-            noisy_found, cells = _noise_found_cells(df, cells, plan, secrets, jobs, add_noise_, sel)
-            if noisy_found is not None:
-                return finalize(noisy_found, plan, nonnegative)
+    keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
+    if keys is not None:
+        on_driver, cells = _noise_on_driver(cells, keys, plan, df.schema, secrets, jobs, add_noise_)
+        if on_driver is not None:
+            return finalize(on_driver, plan, nonnegative)
     if sel is None:
-        keys = (
+        key_frame = (
             cell_keys(public_keys.frame, dims, secrets.cell_salt)
             if public_keys is not None
             else None
         )
-        cells = join_public(cells, keys, dims, measures)
+        cells = join_public(cells, key_frame, dims, measures)
     else:
         if dims:  # the dimension values of the cells found in the data
             cells = cells.join(cell_keys(df, dims, secrets.cell_salt), on=list(CELL_IDS))
@@ -262,46 +256,50 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
     return table.filter(pc.greater_equal(pc.subtract(table.column(column), shift), sel.threshold))
 
 
-def _noise_local_keys(
-    cells: DataFrame,
-    schema: T.StructType,
-    plan: TablePlan,
-    keys: pa.Table,
-    secrets: Secrets,
-    jobs: list[NoiseJob | KeepJob],
-    add_noise_: bool,
-    sel: SelectionPlan | None = None,
-) -> DataFrame:
-    """The released cells of a table whose keys are on the driver, noised: one partition.
+@dataclass(frozen=True)
+class DriverKeys:
+    """The keys of a table whose cells go to the driver: ``frame`` ``(dims..., _c1, _c2)``
+    computes them with their identities (a small job, or a scan of the input for ``from_data``).
 
-    ``keys``: public keys (``sel`` None: every key is released, with zeros where the data has
-    none) or the declared cells that private selection ``sel`` chooses from. ``cells``: the exact
-    aggregates by cell identity; ``schema``: the input's, for the key types.
+    ``released``: "all" releases every key (public keys, zeros where the data has none);
+    "selected" only the cells of the data that selection keeps.
     """
-    spark = cells.sparkSession
+
+    frame: Callable[[], DataFrame]
+    released: Literal["all", "selected"]
+    from_data: bool = False
+
+
+def _driver_keys(
+    df: DataFrame,
+    plan: TablePlan,
+    secrets: Secrets,
+    public_keys: PublicKeys | None,
+    candidates: pa.Table | None,
+) -> DriverKeys | None:
+    """Where the keys of the driver's way come from, or None for Spark's way (key files, more
+    keys than the driver takes, dimension types it cannot identify)."""
     dims = list(plan.table.dimensions)
-    measures = all_measures(plan)
-    fields = [T.StructField(d, schema[d].dataType) for d in dims]
-    indexed = keys.select(dims).append_column(
-        KEY_INDEX, pa.array(np.arange(keys.num_rows, dtype=np.int32))
-    )
-    index = spark.createDataFrame(
-        indexed, T.StructType([*fields, T.StructField(KEY_INDEX, T.IntegerType())])
-    ).select(KEY_INDEX, *cell_ids(dims, secrets.cell_salt))  # computed on the driver
-    # at most one row per key: cells of the data outside the keys stay behind
-    found = cells.join(F.broadcast(index), on=list(CELL_IDS)).select(KEY_INDEX, *measures).toArrow()
-    if sel is None:
-        released = keys.select(dims)
-        at = found.column(KEY_INDEX).to_numpy()
-        columns: dict[str, pa.Array | pa.ChunkedArray] = {}
-        for m in measures:
-            values = np.zeros(keys.num_rows, dtype=np.int64)  # keys without data: zeros
-            values[at] = pc.fill_null(found.column(m), 0).to_numpy()
-            columns[m] = pa.array(values)
-        return _release_on_driver(spark, schema, plan, released, columns, secrets, jobs, add_noise_)
-    found = found.filter(pc.greater_equal(found.column(UNITS), sel.pre_threshold))
-    released = keys.select(dims).take(found.column(KEY_INDEX))
-    return _release_on_driver(spark, schema, plan, released, found, secrets, jobs, add_noise_, sel)
+    spark = df.sparkSession
+    salt = secrets.cell_salt
+
+    def declared(rows: pa.Table) -> Callable[[], DataFrame]:
+        fields = [T.StructField(d, df.schema[d].dataType) for d in dims]
+        return lambda: spark.createDataFrame(rows.select(dims), T.StructType(fields)).select(
+            *dims, *cell_ids(dims, salt)
+        )
+
+    limit = noising.DRIVER_MAX_CELLS
+    if plan.selection is None:
+        rows = public_keys.rows if public_keys is not None else None
+        if rows is None or rows.num_rows > limit:
+            return None
+        return DriverKeys(declared(rows), "all")
+    if candidates is not None and candidates.num_rows <= limit:
+        return DriverKeys(declared(candidates), "selected")
+    if candidates is None and driver_key_types(df.schema, dims):
+        return DriverKeys(lambda: cell_keys(df, dims, salt), "selected", from_data=True)
+    return None
 
 
 def driver_key_types(schema: T.StructType, dims: Sequence[str]) -> bool:
@@ -310,41 +308,51 @@ def driver_key_types(schema: T.StructType, dims: Sequence[str]) -> bool:
     return all(isinstance(schema[d].dataType, tuple(ARROW_TYPES)) for d in dims)
 
 
-def _noise_found_cells(
-    df: DataFrame,
+def _noise_on_driver(
     cells: DataFrame,
+    keys: DriverKeys,
     plan: TablePlan,
+    schema: T.StructType,
     secrets: Secrets,
     jobs: list[NoiseJob | KeepJob],
     add_noise_: bool,
-    sel: SelectionPlan,
 ) -> tuple[DataFrame | None, DataFrame]:
-    """The cells private selection keeps among those of the data, noised, in one partition
-    (None when the data has more cells than the driver takes, ``DRIVER_MAX_CELLS``), and
-    ``cells`` computed, for Spark's way in that case.
+    """The released cells, noised on the driver, in one partition (None when there are more
+    cells or keys than the driver takes, ``DRIVER_MAX_CELLS``), and ``cells`` computed, for
+    Spark's way in that case.
 
-    ``cells``: the exact aggregates by cell identity that reach the pre-threshold. They are
-    collected while a second Spark job, started first, collects the dimension values of the
-    data's cells; the driver joins the two by identity. The second job scans the input again,
-    but mostly on cores the first leaves idle between and at the end of its stages.
+    ``cells``: the exact aggregates by cell identity (for selection, those that reach the
+    pre-threshold). They are collected while a second Spark job, started first, collects the
+    keys with their identities; the driver joins the two by identity. For the data's own keys
+    the second job scans the input again, but mostly on cores the first leaves idle between and
+    at the end of its stages. ``schema``: the input's, for the key types.
     """
     limit = noising.DRIVER_MAX_CELLS
     dims = list(plan.table.dimensions)
     spark = cells.sparkSession
-    data_keys = cell_keys(df, dims, secrets.cell_salt).limit(limit + 1)
+
+    def collect_keys() -> pa.Table:
+        return keys.frame().limit(limit + 1).toArrow()
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        keys_job = pool.submit(inheritable_thread_target(spark)(data_keys.toArrow))
+        keys_job = pool.submit(inheritable_thread_target(spark)(collect_keys))
         # computed once: collected here, or joined in Spark if too many for the driver
         cells = cells.localCheckpoint(eager=False)
         found = cells.limit(limit + 1).toArrow()
-        keys = keys_job.result()
-    if found.num_rows > limit or keys.num_rows > limit:
+        key_table = keys_job.result()
+    if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
-    joined = found.join(keys, keys=list(CELL_IDS), join_type="inner")
-    if joined.num_rows != found.num_rows:
-        raise InternalError("a cell of the bounded data has no dimension values")
+    on = list(CELL_IDS)
+    if keys.released == "all":  # every key; cells of the data outside them stay behind
+        joined = key_table.join(found, keys=on, join_type="left outer")
+        sel = None
+    else:
+        joined = found.join(key_table, keys=on, join_type="inner")
+        if keys.from_data and joined.num_rows != found.num_rows:
+            raise InternalError("a cell of the bounded data has no dimension values")
+        sel = plan.selection
     noisy = _release_on_driver(
-        spark, df.schema, plan, joined.select(dims), joined, secrets, jobs, add_noise_, sel
+        spark, schema, plan, joined.select(dims), joined, secrets, jobs, add_noise_, sel
     )
     return noisy, cells
 
@@ -354,7 +362,7 @@ def _release_on_driver(
     schema: T.StructType,
     plan: TablePlan,
     released: pa.Table,
-    found: pa.Table | dict[str, pa.Array | pa.ChunkedArray],
+    found: pa.Table,
     secrets: Secrets,
     jobs: list[NoiseJob | KeepJob],
     add_noise_: bool,

@@ -255,6 +255,20 @@ def test_a_table_without_dimensions_is_one_total_cell_even_on_no_matching_data(s
     assert len(noisy) == 1 and isinstance(noisy[0]["count"], int)
 
 
+def spy_on_driver(monkeypatch: Any) -> list[bool]:
+    """For each release, whether it took the driver's way (True) or fell back to Spark's."""
+    ways: list[bool] = []
+    on_driver = release_module._noise_on_driver
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        noisy, cells = on_driver(*args, **kwargs)
+        ways.append(noisy is not None)
+        return noisy, cells
+
+    monkeypatch.setattr(release_module, "_noise_on_driver", spy)
+    return ways
+
+
 @pytest.mark.parametrize(
     "strategy", [None, "post_aggregation", "laplace", "gaussian", "truncated_geometric"]
 )
@@ -262,7 +276,7 @@ def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
     spark: Any, monkeypatch: Any, strategy: str | None
 ) -> None:
     """Keys declared in the spec (public keys, or the declared cells private selection chooses
-    from) meet the data in a broadcast join and are noised and selected on the driver; the same
+    from) go to the driver with the data's cells and are noised and selected there; the same
     release through the Spark join (forced by a zero driver limit) gives the same table, with
     bounding that binds (units in several cells), keys without data, data outside the public keys
     and, for selection, cells on both sides of the threshold."""
@@ -283,23 +297,17 @@ def test_declared_keys_on_the_driver_release_what_the_spark_join_releases(
         )
         table["partitions"] = {"type": "private", "strategy": strategy, "pre_threshold": 2}
         doc["budget"] = {"epsilon": 4.0, "delta": 1e-6}
-    taken: list[int] = []
-    local = release_module._noise_local_keys
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        taken.append(1)
-        return local(*args, **kwargs)
-
-    monkeypatch.setattr(release_module, "_noise_local_keys", spy)
+    ways = spy_on_driver(monkeypatch)
     secrets = Secrets.new()
     for noise in (False, True):
         on_driver = release(spark, doc, df, noise=noise, secrets=secrets)
-        assert taken, "declared keys should take the driver's way"
-        taken.clear()
+        assert ways == [True], "declared keys should take the driver's way"
+        ways.clear()
         with monkeypatch.context() as m:
             m.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
             through_spark = release(spark, doc, df, noise=noise, secrets=secrets)
-        assert not taken  # control: the Spark join ran
+        assert ways in ([], [False])  # control: the Spark join ran
+        ways.clear()
         released = on_driver.count()  # safe: a released table
         if strategy is None:
             assert released == 9 * 4  # every public key, once
@@ -339,15 +347,7 @@ def test_the_data_cells_on_the_driver_release_what_the_spark_join_releases(
     table["bounds"] = {"max_partitions": 2, "max_rows_per_partition": 2}
     table["metrics"] = ["count", "privacy_unit_count", {"mean": "v", "lower": 0, "upper": 40}]
     table["partitions"] = {"type": "private", "strategy": strategy, "pre_threshold": 2}
-    ways: list[bool] = []
-    found_cells = release_module._noise_found_cells
-
-    def spy(*args: Any, **kwargs: Any) -> Any:
-        noisy, cells = found_cells(*args, **kwargs)
-        ways.append(noisy is not None)
-        return noisy, cells
-
-    monkeypatch.setattr(release_module, "_noise_found_cells", spy)
+    ways = spy_on_driver(monkeypatch)
     secrets = Secrets.new()
     for noise in (False, True):
         on_driver = release(spark, doc, df, noise=noise, secrets=secrets)
