@@ -30,14 +30,13 @@ from __future__ import annotations
 import os
 import struct
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import inheritable_thread_target
+from pyspark import InheritableThread
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -81,6 +80,7 @@ from pipelines.plan import (
 from pipelines.postprocess import finalize
 
 SELECT = "_select"
+R = TypeVar("R")
 
 
 @dataclass(frozen=True, repr=False)
@@ -270,6 +270,36 @@ class DriverKeys:
     from_data: bool = False
 
 
+class Alongside(Generic[R]):
+    """``job()`` (Spark actions) run on a second thread, from now until :meth:`result`. The
+    thread inherits the caller's Spark job group, properties and tags, as the jobs of the
+    caller's own thread would."""
+
+    def __init__(self, spark: SparkSession, job: Callable[[], R]) -> None:
+        self._outcome: list[R] = []
+        self._error: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._outcome.append(job())
+            except BaseException as e:  # handed to the caller by result()
+                self._error.append(e)
+
+        self._thread = InheritableThread(run, session=spark)
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Until the job ends."""
+        self._thread.join()
+
+    def result(self) -> R:
+        """The job's value, once it ends; its exception if it raised one."""
+        self.wait()
+        if self._error:
+            raise self._error[0]
+        return self._outcome[0]
+
+
 def _driver_keys(
     df: DataFrame,
     plan: TablePlan,
@@ -334,12 +364,14 @@ def _noise_on_driver(
     def collect_keys() -> pa.Table:
         return keys.frame().limit(limit + 1).toArrow()
 
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        keys_job = pool.submit(inheritable_thread_target(spark)(collect_keys))
+    keys_job = Alongside(spark, collect_keys)
+    try:
         # computed once: collected here, or joined in Spark if too many for the driver
         cells = cells.localCheckpoint(eager=False)
         found = cells.limit(limit + 1).toArrow()
-        key_table = keys_job.result()
+    finally:
+        keys_job.wait()
+    key_table = keys_job.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
     on = list(CELL_IDS)

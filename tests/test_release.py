@@ -255,6 +255,24 @@ def test_a_table_without_dimensions_is_one_total_cell_even_on_no_matching_data(s
     assert len(noisy) == 1 and isinstance(noisy[0]["count"], int)
 
 
+def test_a_job_alongside_returns_its_value_or_raises_and_keeps_the_callers_job_group(
+    spark: Any,
+) -> None:
+    sc = spark.sparkContext
+    group = "alongside-test"
+    sc.setJobGroup(group, "a job started on another thread")
+    try:
+        assert sc.statusTracker().getJobIdsForGroup(group) == []  # control: nothing ran yet
+        assert release_module.Alongside(spark, lambda: spark.range(10).count()).result() == 10
+        assert sc.statusTracker().getJobIdsForGroup(group)  # the thread's job, in the group
+        failing = release_module.Alongside(spark, lambda: spark.range(1).count() // 0)
+        with pytest.raises(ZeroDivisionError):
+            failing.result()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+
+
 def spy_on_driver(monkeypatch: Any) -> list[bool]:
     """For each release, whether it took the driver's way (True) or fell back to Spark's."""
     ways: list[bool] = []
