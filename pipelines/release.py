@@ -18,8 +18,7 @@ shuffle of the keys in Spark, no eager checkpoint. The keys are
   ``rows``): every key is released, cells of the data outside them are dropped;
 * the declared cells private selection chooses from (every dimension's domain declared);
 * for private selection otherwise, the data's own cells, when the dimensions are strings,
-  integers, booleans or dates: the second job scans the input again, mostly on cores the first
-  leaves idle.
+  integers, booleans or dates: the second job scans the input again, alongside the first.
 
 Key files, more cells or keys than the driver takes, and other dimension types take Spark's way
 (the join above), from the cells already computed.
@@ -209,7 +208,7 @@ def release_table(
         cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
     keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
     if keys is not None:
-        on_driver, cells = _noise_on_driver(cells, keys, plan, df.schema, secrets, jobs, add_noise_)
+        on_driver, cells = _driver_way(cells, keys, plan, df.schema, secrets, jobs, add_noise_)
         if on_driver is not None:
             return finalize(on_driver, plan, nonnegative)
     if sel is None:
@@ -338,7 +337,7 @@ def driver_key_types(schema: T.StructType, dims: Sequence[str]) -> bool:
     return all(isinstance(schema[d].dataType, tuple(ARROW_TYPES)) for d in dims)
 
 
-def _noise_on_driver(
+def _driver_way(
     cells: DataFrame,
     keys: DriverKeys,
     plan: TablePlan,
@@ -354,8 +353,8 @@ def _noise_on_driver(
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
     pre-threshold). They are collected while a second Spark job, started first, collects the
     keys with their identities; the driver joins the two by identity. For the data's own keys
-    the second job scans the input again, but mostly on cores the first leaves idle between and
-    at the end of its stages. ``schema``: the input's, for the key types.
+    the second job scans the input again, alongside the first. ``schema``: the input's, for the
+    key types.
     """
     limit = noising.DRIVER_MAX_CELLS
     dims = list(plan.table.dimensions)
@@ -383,13 +382,13 @@ def _noise_on_driver(
         if keys.from_data and joined.num_rows != found.num_rows:
             raise InternalError("a cell of the bounded data has no dimension values")
         sel = plan.selection
-    noisy = _release_on_driver(
+    noisy = _noise_and_select(
         spark, schema, plan, joined.select(dims), joined, secrets, jobs, add_noise_, sel
     )
     return noisy, cells
 
 
-def _release_on_driver(
+def _noise_and_select(
     spark: SparkSession,
     schema: T.StructType,
     plan: TablePlan,

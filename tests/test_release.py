@@ -276,14 +276,14 @@ def test_a_job_alongside_returns_its_value_or_raises_and_keeps_the_callers_job_g
 def spy_on_driver(monkeypatch: Any) -> list[bool]:
     """For each release, whether it took the driver's way (True) or fell back to Spark's."""
     ways: list[bool] = []
-    on_driver = release_module._noise_on_driver
+    on_driver = release_module._driver_way
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         noisy, cells = on_driver(*args, **kwargs)
         ways.append(noisy is not None)
         return noisy, cells
 
-    monkeypatch.setattr(release_module, "_noise_on_driver", spy)
+    monkeypatch.setattr(release_module, "_driver_way", spy)
     return ways
 
 
