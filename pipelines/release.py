@@ -31,7 +31,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Generic, Literal, TypeVar
+from typing import Generic, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -259,13 +259,11 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
 class DriverKeys:
     """The keys of a table whose cells go to the driver: ``frame`` ``(dims..., _c1, _c2)``
     computes them with their identities (a small job, or a scan of the input for ``from_data``).
-
-    ``released``: "all" releases every key (public keys, zeros where the data has none);
-    "selected" only the cells of the data that selection keeps.
+    Public keys are all released, with zeros where the data has none; under selection only the
+    cells of the data that selection keeps are.
     """
 
     frame: Callable[[], DataFrame]
-    released: Literal["all", "selected"]
     from_data: bool = False
 
 
@@ -323,11 +321,11 @@ def _driver_keys(
         rows = public_keys.rows if public_keys is not None else None
         if rows is None or rows.num_rows > limit:
             return None
-        return DriverKeys(declared(rows), "all")
+        return DriverKeys(declared(rows))
     if candidates is not None and candidates.num_rows <= limit:
-        return DriverKeys(declared(candidates), "selected")
+        return DriverKeys(declared(candidates))
     if candidates is None and driver_key_types(df.schema, dims):
-        return DriverKeys(lambda: cell_keys(df, dims, salt), "selected", from_data=True)
+        return DriverKeys(lambda: cell_keys(df, dims, salt), from_data=True)
     return None
 
 
@@ -357,7 +355,6 @@ def _driver_way(
     key types.
     """
     limit = noising.DRIVER_MAX_CELLS
-    dims = list(plan.table.dimensions)
     spark = cells.sparkSession
 
     def collect_keys() -> pa.Table:
@@ -374,47 +371,40 @@ def _driver_way(
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
     on = list(CELL_IDS)
-    if keys.released == "all":  # every key; cells of the data outside them stay behind
+    if plan.selection is None:  # every public key; cells of the data outside them stay behind
         joined = key_table.join(found, keys=on, join_type="left outer")
-        sel = None
     else:
         joined = found.join(key_table, keys=on, join_type="inner")
         if keys.from_data and joined.num_rows != found.num_rows:
             raise InternalError("a cell of the bounded data has no dimension values")
-        sel = plan.selection
-    noisy = _noise_and_select(
-        spark, schema, plan, joined.select(dims), joined, secrets, jobs, add_noise_, sel
-    )
-    return noisy, cells
+    return _noise_and_select(spark, schema, plan, joined, secrets, jobs, add_noise_), cells
 
 
 def _noise_and_select(
     spark: SparkSession,
     schema: T.StructType,
     plan: TablePlan,
-    released: pa.Table,
-    found: pa.Table,
+    cells: pa.Table,
     secrets: Secrets,
     jobs: list[NoiseJob | KeepJob],
     add_noise_: bool,
-    sel: SelectionPlan | None = None,
 ) -> DataFrame:
-    """Cells on the driver, noised, selected by ``sel`` and handed back to Spark.
+    """Cells on the driver, noised, selected by the plan's selection, handed back to Spark.
 
-    ``released``: the cells' dimension values; ``found``: their exact measures, row by row
-    (nulls count as 0).
+    ``cells``: the dimension values and exact measures of each cell (nulls count as 0).
     """
     dims = list(plan.table.dimensions)
     measures = all_measures(plan)
-    columns = {m: pc.fill_null(found[m], 0).cast(pa.int64()) for m in measures}
+    sel = plan.selection
+    columns = {m: pc.fill_null(cells[m], 0).cast(pa.int64()) for m in measures}
     extra: list[T.StructField] = []
     offset = None if sel is None else _statistic_offset(sel)
     if offset is not None:
         columns[SELECT] = pc.subtract(columns[UNITS], offset)
         extra = [T.StructField(SELECT, T.LongType())]
-    table = pa.table({**{d: released.column(d) for d in dims}, **columns})
+    table = pa.table({**{d: cells[d] for d in dims}, **columns})
     if add_noise_:
-        table = table.append_column(CELL, cell_digests(released, dims))
+        table = table.append_column(CELL, cell_digests(cells, dims))
         table = noise_on_driver(table, jobs, secrets.key)
     if sel is not None:
         table = _selected(table, sel)
