@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 
+from pipelines import sql_text as sql
 from pipelines.bounding import FIRST, ValueColumn
 
 COUNT = "count"
@@ -27,21 +27,21 @@ def aggregate_partitions(
 ) -> DataFrame:
     """``bins``: (bin index column, output column per bin) of each histogram; ``extra_sums``:
     (input column, output column) summed as they are (squares for variances)."""
-    sums = [F.sum(v.grid_name).cast("long").alias(v.sum_name) for v in values]
-    sums += [F.sum(c).cast("long").alias(name) for c, name in extra_sums]
+    sums = [sql.expr(f"CAST(sum({sql.name(v.grid_name)}) AS BIGINT)", v.sum_name) for v in values]
+    sums += [sql.expr(f"CAST(sum({sql.name(c)}) AS BIGINT)", name) for c, name in extra_sums]
     counts = [
-        F.sum((F.col(index) == i).cast("long")).alias(name)
+        sql.expr(f"sum(CAST({sql.name(index)} = {i} AS BIGINT))", name)
         for index, names in bins
         for i, name in enumerate(names)
     ]
     aggs = [
-        F.count(F.lit(1)).alias(COUNT),
-        F.sum(FIRST).cast("long").alias(UNITS),
+        sql.expr("count(1)", COUNT),
+        sql.expr(f"CAST(sum({sql.name(FIRST)}) AS BIGINT)", UNITS),
         *sums,
         *counts,
     ]
     if dims:
-        return bounded.groupBy(*dims).agg(*aggs)
+        return bounded.groupBy(*[sql.name(d) for d in dims]).agg(*aggs)
     return bounded.agg(*aggs)
 
 

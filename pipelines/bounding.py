@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from pipelines import sql_text as sql
+
 FIRST = "first"
 
 
@@ -62,15 +64,20 @@ class ValueColumn:
     def sum_name(self) -> str:
         return f"s_{self.column}"
 
+    def grid_sql(self) -> str:
+        """The row's value clamped to the bounds, on the grid, centered: a BIGINT (SQL text)."""
+        value = f"CAST({sql.name(self.column)} AS DOUBLE)"
+        clamped = f"least(greatest({value}, {sql.double(self.lower)}), {sql.double(self.upper)})"
+        grid = f"CAST(round({clamped} / {sql.double(self.granularity)}) AS BIGINT)"
+        return f"({grid} - {sql.long(self.center)})"
+
     def grid_value(self) -> Column:
-        clamped = F.least(
-            F.greatest(F.col(self.column).cast("double"), F.lit(self.lower)), F.lit(self.upper)
-        )
-        return F.round(clamped / F.lit(self.granularity)).cast("long") - F.lit(self.center)
+        return sql.expr(self.grid_sql())
 
 
-def _salted_hash(salt: tuple[int, int], columns: Sequence[Column]) -> Column:
-    return F.xxhash64(F.lit(salt[0]), F.lit(salt[1]), *columns)
+def _salted_hash(salt: tuple[int, int], columns: Sequence[str]) -> str:
+    """SQL text: a 64-bit hash of the SQL expressions ``columns``, keyed by ``salt``."""
+    return f"xxhash64({sql.long(salt[0])}, {sql.long(salt[1])}, {', '.join(columns)})"
 
 
 def bound_contributions(
@@ -88,35 +95,34 @@ def bound_contributions(
     ``salt`` is four secret 64-bit integers for this run, never logged. ``extra``: columns of
     ``df`` kept as they are with each chosen row (histogram bin indexes).
     """
-    keys = [F.col(unit), *[F.col(d) for d in dims]]
-    grid = [v.grid_value().alias(v.grid_name) for v in values]
+    keys = [sql.name(c) for c in (unit, *dims)]
+    grid = [sql.aliased(v.grid_sql(), v.grid_name) for v in values]
     pair_prio = _salted_hash(salt[2:], keys)
     out_cols = [unit, *dims, *[v.grid_name for v in values], *extra]
     if max_partitions == 1 and max_rows == 1:
         if len(out_cols) == 1:  # a total of units: one row per unit, nothing to choose
-            return df.select(unit).distinct().select(unit, F.lit(1).alias(FIRST))
+            return df.selectExpr(keys[0]).distinct().selectExpr(keys[0], sql.aliased("1", FIRST))
         # the row of least key: pair priority in the high half (the cell), row priority below
-        payload = [*[v.grid_value() for v in values], *[F.col(c) for c in extra]]
+        payload = [*[v.grid_sql() for v in values], *[sql.name(c) for c in extra]]
         row_prio = _salted_hash(salt[:2], [*keys, *payload])
-        key = F.shiftleft(F.shiftright(pair_prio, 32), 32).bitwiseOR(
-            F.shiftrightunsigned(row_prio, 32)
+        key = f"shiftleft(shiftright({pair_prio}, 32), 32) | shiftrightunsigned({row_prio}, 32)"
+        keyed = df.selectExpr(*keys, *grid, *[sql.name(c) for c in extra], f"{key} AS _key")
+        return keyed.groupBy(keys[0]).agg(
+            *[sql.expr(f"min_by({sql.name(c)}, _key)", c) for c in out_cols[1:]],
+            sql.expr("max(1)", FIRST),
         )
-        keyed = df.select(*keys, *grid, *[F.col(c) for c in extra], key.alias("_key"))
-        return keyed.groupBy(unit).agg(
-            *[F.min_by(c, "_key").alias(c) for c in out_cols[1:]], F.max(F.lit(1)).alias(FIRST)
-        )
-    rows = df.select(*keys, *grid, *[F.col(c) for c in extra])
-    q_cols = [F.col(v.grid_name) for v in values] + [F.col(c) for c in extra]
+    rows = df.selectExpr(*keys, *grid, *[sql.name(c) for c in extra])
+    q_cols = [sql.name(v.grid_name) for v in values] + [sql.name(c) for c in extra]
     row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
+    by_cell = [keys[0], "_pp", *keys[1:]]
     ranked = (
-        rows.repartition(unit)
-        .withColumn("_pp", pair_prio)
-        .withColumn("_rp", row_prio)
-        .withColumn(
-            "_ri", F.row_number().over(Window.partitionBy(unit, "_pp", *dims).orderBy("_rp"))
-        )
+        rows.repartition(keys[0])
+        .selectExpr("*", f"{pair_prio} AS _pp", f"{row_prio} AS _rp")
+        .withColumn("_ri", F.row_number().over(Window.partitionBy(*by_cell).orderBy("_rp")))
         .where(F.col("_ri") <= max_rows)
-        .withColumn("_pi", F.dense_rank().over(Window.partitionBy(unit).orderBy("_pp", *dims)))
+        .withColumn("_pi", F.dense_rank().over(Window.partitionBy(keys[0]).orderBy(*by_cell[1:])))
         .where(F.col("_pi") <= max_partitions)
     )
-    return ranked.select(*out_cols, (F.col("_ri") == 1).cast("int").alias(FIRST))
+    return ranked.selectExpr(
+        *[sql.name(c) for c in out_cols], sql.aliased("CAST(_ri = 1 AS INT)", FIRST)
+    )

@@ -14,18 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyspark.sql import Column, DataFrame
-from pyspark.sql import functions as F
+from pyspark.sql import DataFrame
+
+from pipelines import sql_text as sql
 
 CELL_IDS = ("_c1", "_c2")
 
 
-def cell_ids(dims: Sequence[str], salt: tuple[int, int, int, int]) -> list[Column]:
-    """The two halves of the identity of the cell ``dims`` (salt: four secret 64-bit integers)."""
-    cols = [F.col(d) for d in dims]
+def cell_ids(dims: Sequence[str], salt: tuple[int, int, int, int]) -> list[str]:
+    """The two halves of the identity of the cell ``dims`` (salt: four secret 64-bit integers),
+    as SQL expressions for ``selectExpr`` (:mod:`pipelines.sql_text`)."""
+    cols = sql.names(dims)
     return [
-        F.xxhash64(F.lit(salt[0]), F.lit(salt[1]), *cols).alias(CELL_IDS[0]),
-        F.xxhash64(F.lit(salt[2]), F.lit(salt[3]), *cols).alias(CELL_IDS[1]),
+        sql.aliased(f"xxhash64({sql.long(salt[0])}, {sql.long(salt[1])}, {cols})", CELL_IDS[0]),
+        sql.aliased(f"xxhash64({sql.long(salt[2])}, {sql.long(salt[3])}, {cols})", CELL_IDS[1]),
     ]
 
 
@@ -33,9 +35,10 @@ def with_cell_ids(
     df: DataFrame, dims: Sequence[str], salt: tuple[int, int, int, int], keep: Sequence[str]
 ) -> DataFrame:
     """``(keep..., _c1, _c2)``: the columns ``keep`` and the identity of each row's cell."""
-    return df.select(*[F.col(c) for c in keep], *cell_ids(dims, salt))
+    return df.selectExpr(*[sql.name(c) for c in keep], *cell_ids(dims, salt))
 
 
 def cell_keys(df: DataFrame, dims: Sequence[str], salt: tuple[int, int, int, int]) -> DataFrame:
     """``(dims..., _c1, _c2)`` for each distinct cell of ``df`` (or each row of a key table)."""
-    return df.select(*dims).distinct().select(*dims, *cell_ids(dims, salt))
+    quoted = [sql.name(d) for d in dims]
+    return df.selectExpr(*quoted).distinct().selectExpr(*quoted, *cell_ids(dims, salt))

@@ -19,35 +19,35 @@ from collections.abc import Callable
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
 from pipelines.plan import Histogram, TablePlan, histograms
 from pipelines.spec import SPREAD_KINDS, MetricSpec
 
 
-def _metric(m: MetricSpec, plan: TablePlan, nonnegative: bool) -> Column:
+def _metric(m: MetricSpec, plan: TablePlan, nonnegative: bool) -> str:
     if m.kind in ("count", "privacy_unit_count"):
-        c = F.col(COUNT if m.kind == "count" else UNITS)
-        return (F.greatest(c, F.lit(0)) if nonnegative else c).cast("long")
+        c = sql.name(COUNT if m.kind == "count" else UNITS)
+        return f"CAST(greatest({c}, 0) AS BIGINT)" if nonnegative else f"CAST({c} AS BIGINT)"
     v = next(x for x in plan.values if x.column == m.column)
-    centered = F.col(v.sum_name).cast("double")
+    centered = f"CAST({sql.name(v.sum_name)} AS DOUBLE)"
+    granularity = sql.double(v.granularity)
     if m.kind == "sum":
         if v.center == 0:
-            return centered * F.lit(v.granularity)
-        return (centered + F.lit(float(v.center)) * F.col(COUNT).cast("double")) * F.lit(
-            v.granularity
-        )
-    grid_mean = F.lit(float(v.center)) + centered / F.greatest(F.col(COUNT), F.lit(1)).cast(
-        "double"
-    )
-    mean = grid_mean * F.lit(v.granularity)
-    return F.least(F.greatest(mean, F.lit(v.lower)), F.lit(v.upper))
+            return f"{centered} * {granularity}"
+        count = f"CAST({sql.name(COUNT)} AS DOUBLE)"
+        return f"({centered} + {sql.double(v.center)} * {count}) * {granularity}"
+    count = f"CAST(greatest({sql.name(COUNT)}, 1) AS DOUBLE)"
+    mean = f"({sql.double(v.center)} + {centered} / {count}) * {granularity}"
+    return f"least(greatest({mean}, {sql.double(v.lower)}), {sql.double(v.upper)})"
 
 
 def _histogram(h: Histogram, nonnegative: bool) -> list[Column]:
-    bins = [F.col(h.count_column(i)) for i in range(h.bins)]
+    bins = [sql.name(h.count_column(i)) for i in range(h.bins)]
     if nonnegative:
-        bins = [F.greatest(b, F.lit(0)) for b in bins]
-    return [b.cast("long").alias(n) for b, n in zip(bins, h.metric.output_names, strict=True)]
+        bins = [f"greatest({b}, 0)" for b in bins]
+    names = h.metric.output_names
+    return [sql.expr(f"CAST({b} AS BIGINT)", n) for b, n in zip(bins, names, strict=True)]
 
 
 def _reached(target: Column) -> Callable[[Column], Column]:
@@ -86,18 +86,17 @@ def _quantiles(h: Histogram) -> list[Column]:
     return out
 
 
-def _spread(m: MetricSpec, plan: TablePlan) -> Column:
+def _spread(m: MetricSpec, plan: TablePlan) -> str:
     """Variance (or standard deviation) from the noisy count, centered sum and squares."""
     sq = plan.squares_of(m.column or "")
     v = sq.value
-    n = F.greatest(F.col(COUNT), F.lit(1)).cast("double")
-    mean = F.col(v.sum_name).cast("double") / n
-    second = F.col(sq.measure).cast("double") * F.lit(sq.step) / n
-    top = ((v.upper - v.lower) / 2) ** 2
-    variance = F.least(
-        F.greatest(second - mean * mean, F.lit(0.0)) * F.lit(v.granularity**2), F.lit(top)
-    )
-    return F.sqrt(variance) if m.kind == "stddev" else variance
+    n = f"CAST(greatest({sql.name(COUNT)}, 1) AS DOUBLE)"
+    mean = f"(CAST({sql.name(v.sum_name)} AS DOUBLE) / {n})"
+    second = f"CAST({sql.name(sq.measure)} AS DOUBLE) * {sql.double(sq.step)} / {n}"
+    top = sql.double(((v.upper - v.lower) / 2) ** 2)
+    spread = f"greatest({second} - {mean} * {mean}, 0.0D) * {sql.double(v.granularity**2)}"
+    variance = f"least({spread}, {top})"
+    return f"sqrt({variance})" if m.kind == "stddev" else variance
 
 
 def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
@@ -106,11 +105,11 @@ def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
     metrics: list[Column] = []
     for m in plan.table.metrics:
         if m.kind in SPREAD_KINDS:
-            metrics.append(_spread(m, plan).alias(m.output_name))
+            metrics.append(sql.expr(_spread(m, plan), m.output_name))
         elif m.kind == "histogram":
             metrics.extend(_histogram(hist[m], nonnegative))
         elif m.kind == "quantiles":
             metrics.extend(_quantiles(hist[m]))
         else:
-            metrics.append(_metric(m, plan, nonnegative).alias(m.output_name))
+            metrics.append(sql.expr(_metric(m, plan, nonnegative), m.output_name))
     return noisy.select(*dims, *metrics)

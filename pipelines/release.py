@@ -43,6 +43,7 @@ from pyspark.sql import types as T
 from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import new_key
 from pipelines import noise as noising
+from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS, aggregate_partitions, measure_columns
 from pipelines.bounding import bound_contributions
 from pipelines.cells import CELL_IDS, cell_ids, cell_keys, with_cell_ids
@@ -108,11 +109,11 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
     """
     t = plan.table
     hist = histograms(t)
-    for h in hist:
-        df = df.withColumn(h.bin_column, bin_index(h))
     sq = squares(t, plan.values)
-    for s in sq:
-        df = df.withColumn(s.row_column, square_steps(s))
+    if hist or sq:
+        df = df.withColumns(
+            {h.bin_column: bin_index(h) for h in hist} | {s.row_column: square_steps(s) for s in sq}
+        )
     extra = [h.bin_column for h in hist] + [s.row_column for s in sq]
     cells: list[str] = []
     if t.dimensions:
@@ -136,18 +137,15 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
 
 def square_steps(s: Squares) -> Column:
     """A row's squared centered grid value, on the squares grid (0 .. SQUARE_STEPS)."""
-    centered = s.value.grid_value().cast("double")
-    return F.round(centered * centered / F.lit(s.step)).cast("long")
+    centered = f"CAST({s.value.grid_sql()} AS DOUBLE)"
+    return sql.expr(f"CAST(round({centered} * {centered} / {sql.double(s.step)}) AS BIGINT)")
 
 
 def bin_index(h: Histogram) -> Column:
     """The bin of a row's value, clamped into the histogram's range: 0 .. bins - 1."""
-    value = F.col(h.metric.column or "").cast("double")
-    inner = h.metric.edges[1:-1]
-    index = F.lit(0)
-    for edge in inner:
-        index = index + (value >= F.lit(edge)).cast("int")
-    return index
+    value = f"CAST({sql.name(h.metric.column or '')} AS DOUBLE)"
+    above = [f"CAST({value} >= {sql.double(edge)} AS INT)" for edge in h.metric.edges[1:-1]]
+    return sql.expr(" + ".join(["0", *above]))
 
 
 def all_measures(plan: TablePlan) -> list[str]:
@@ -205,7 +203,7 @@ def release_table(
             jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
         elif sel.noise is not None:  # thresholding of a separate noisy count
             jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
-        cells = cells.where(F.col(UNITS) >= sel.pre_threshold)
+        cells = cells.where(f"{sql.name(UNITS)} >= {sql.long(sel.pre_threshold)}")
     keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
     if keys is not None:
         on_driver, cells = _driver_way(cells, keys, plan, df.schema, secrets, jobs, add_noise_)
@@ -312,8 +310,8 @@ def _driver_keys(
 
     def declared(rows: pa.Table) -> Callable[[], DataFrame]:
         fields = [T.StructField(d, df.schema[d].dataType) for d in dims]
-        return lambda: spark.createDataFrame(rows.select(dims), T.StructType(fields)).select(
-            *dims, *cell_ids(dims, salt)
+        return lambda: spark.createDataFrame(rows.select(dims), T.StructType(fields)).selectExpr(
+            *[sql.name(d) for d in dims], *cell_ids(dims, salt)
         )
 
     limit = noising.DRIVER_MAX_CELLS
