@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from pipelines import sql_text as sql
@@ -71,14 +71,6 @@ class ValueColumn:
         grid = f"CAST(round({clamped} / {sql.double(self.granularity)}) AS BIGINT)"
         return f"({grid} - {sql.long(self.center)})"
 
-    def grid_value(self) -> Column:
-        return sql.expr(self.grid_sql())
-
-
-def _salted_hash(salt: tuple[int, int], columns: Sequence[str]) -> str:
-    """SQL text: a 64-bit hash of the SQL expressions ``columns``, keyed by ``salt``."""
-    return f"xxhash64({sql.long(salt[0])}, {sql.long(salt[1])}, {', '.join(columns)})"
-
 
 def bound_contributions(
     df: DataFrame,
@@ -97,14 +89,14 @@ def bound_contributions(
     """
     keys = [sql.name(c) for c in (unit, *dims)]
     grid = [sql.aliased(v.grid_sql(), v.grid_name) for v in values]
-    pair_prio = _salted_hash(salt[2:], keys)
+    pair_prio = sql.keyed_hash(salt[2:], keys)
     out_cols = [unit, *dims, *[v.grid_name for v in values], *extra]
     if max_partitions == 1 and max_rows == 1:
         if len(out_cols) == 1:  # a total of units: one row per unit, nothing to choose
             return df.selectExpr(keys[0]).distinct().selectExpr(keys[0], sql.aliased("1", FIRST))
         # the row of least key: pair priority in the high half (the cell), row priority below
         payload = [*[v.grid_sql() for v in values], *[sql.name(c) for c in extra]]
-        row_prio = _salted_hash(salt[:2], [*keys, *payload])
+        row_prio = sql.keyed_hash(salt[:2], [*keys, *payload])
         key = f"shiftleft(shiftright({pair_prio}, 32), 32) | shiftrightunsigned({row_prio}, 32)"
         keyed = df.selectExpr(*keys, *grid, *[sql.name(c) for c in extra], f"{key} AS _key")
         return keyed.groupBy(keys[0]).agg(
@@ -113,7 +105,7 @@ def bound_contributions(
         )
     rows = df.selectExpr(*keys, *grid, *[sql.name(c) for c in extra])
     q_cols = [sql.name(v.grid_name) for v in values] + [sql.name(c) for c in extra]
-    row_prio = _salted_hash(salt[:2], [*keys, *q_cols])
+    row_prio = sql.keyed_hash(salt[:2], [*keys, *q_cols])
     by_cell = [keys[0], "_pp", *keys[1:]]
     ranked = (
         rows.repartition(keys[0])

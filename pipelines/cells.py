@@ -24,10 +24,10 @@ CELL_IDS = ("_c1", "_c2")
 def cell_ids(dims: Sequence[str], salt: tuple[int, int, int, int]) -> list[str]:
     """The two halves of the identity of the cell ``dims`` (salt: four secret 64-bit integers),
     as SQL expressions for ``selectExpr`` (:mod:`pipelines.sql_text`)."""
-    cols = sql.names(dims)
+    cols = [sql.name(d) for d in dims]
     return [
-        sql.aliased(f"xxhash64({sql.long(salt[0])}, {sql.long(salt[1])}, {cols})", CELL_IDS[0]),
-        sql.aliased(f"xxhash64({sql.long(salt[2])}, {sql.long(salt[3])}, {cols})", CELL_IDS[1]),
+        sql.aliased(sql.keyed_hash(salt[:2], cols), CELL_IDS[0]),
+        sql.aliased(sql.keyed_hash(salt[2:], cols), CELL_IDS[1]),
     ]
 
 

@@ -1,9 +1,9 @@
 """Per-row expressions written as Spark SQL text, parsed once by the JVM.
 
 Every pyspark ``Column`` operation (``F.col``, ``F.lit``, ``+``, ``.cast``, ``.alias`` ...) is a
-py4j call into the driver's JVM, and so is the end of every Column object. A call costs 0.1-0.3 ms
-on a two-core machine, and the bounded aggregation of one table built from Column objects took
-about 400 of them: a fixed cost per table, whatever the size of the data. The expressions the
+py4j call into the driver's JVM, and so is the end of every Column object. Each call is a round
+trip over a local socket, and building a table's bounded aggregation from Column objects takes
+hundreds of them: a fixed cost per table, whatever the size of the data. The expressions the
 release evaluates on every row (cell identities, priorities, clamped grid values, aggregates) are
 therefore written as SQL text: ``df.selectExpr(...)`` or one :func:`expr` per column, the same
 expressions and the same plan for a handful of calls.
@@ -28,11 +28,6 @@ def name(column: str) -> str:
     return "`" + column.replace("`", "``") + "`"
 
 
-def names(columns: Sequence[str]) -> str:
-    """Quoted names, comma-separated."""
-    return ", ".join(name(c) for c in columns)
-
-
 def long(value: int) -> str:
     """A BIGINT literal (64-bit, signed)."""
     if isinstance(value, bool) or not -(2**63) <= value < 2**63:
@@ -48,11 +43,16 @@ def double(value: float) -> str:
     return f"{v!r}D".replace("e", "E")
 
 
-def expr(text: str, alias: str | None = None) -> Column:
-    """One Column parsed from ``text`` (one py4j call), named ``alias`` if given."""
-    return F.expr(text if alias is None else f"{text} AS {name(alias)}")
+def keyed_hash(salt: tuple[int, int], exprs: Sequence[str]) -> str:
+    """A 64-bit hash of the SQL expressions ``exprs``, keyed by two secret 64-bit integers."""
+    return f"xxhash64({long(salt[0])}, {long(salt[1])}, {', '.join(exprs)})"
 
 
 def aliased(text: str, alias: str) -> str:
     """``text AS alias``, for ``selectExpr``."""
     return f"{text} AS {name(alias)}"
+
+
+def expr(text: str, alias: str | None = None) -> Column:
+    """One Column parsed from ``text`` (one py4j call), named ``alias`` if given."""
+    return F.expr(text if alias is None else aliased(text, alias))
