@@ -68,7 +68,7 @@ class ValueColumn:
         """The row's value clamped to the bounds, on the grid, centered: a BIGINT (SQL text)."""
         value = f"CAST({sql.name(self.column)} AS DOUBLE)"
         clamped = f"least(greatest({value}, {sql.double(self.lower)}), {sql.double(self.upper)})"
-        grid = f"CAST(round({clamped} / {sql.double(self.granularity)}) AS BIGINT)"
+        grid = sql.round_half_up(f"{clamped} / {sql.double(self.granularity)}")
         return f"({grid} - {sql.long(self.center)})"
 
 

@@ -138,7 +138,7 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
 def square_steps(s: Squares) -> Column:
     """A row's squared centered grid value, on the squares grid (0 .. SQUARE_STEPS)."""
     centered = f"CAST({s.value.grid_sql()} AS DOUBLE)"
-    return sql.expr(f"CAST(round({centered} * {centered} / {sql.double(s.step)}) AS BIGINT)")
+    return sql.expr(sql.round_half_up(f"{centered} * {centered} / {sql.double(s.step)}"))
 
 
 def bin_index(h: Histogram) -> Column:

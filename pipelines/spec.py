@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from dp_ops.errors import SpecError
-from dp_ops.fixed_point import default_granularity
+from dp_ops.fixed_point import MAX_STEPS, default_granularity
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
 MetricKind = Literal["count", "privacy_unit_count", "sum", "mean"]
@@ -387,6 +387,13 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
     granularity = _number(granularity, f"{where}.granularity")
     if granularity <= 0:
         raise _fail(f"{where}.granularity", "must be > 0")
+    steps = max(abs(lower), abs(upper)) / granularity
+    if steps > MAX_STEPS:
+        raise _fail(
+            f"{where}.granularity",
+            f"too fine for the bounds: {steps:.3g} steps from 0 to a bound, at most 2^52; "
+            "use a coarser granularity (or leave it out for the default of about 2^16 steps)",
+        )
     return MetricSpec(kind=kind, column=column, lower=lower, upper=upper, granularity=granularity)
 
 

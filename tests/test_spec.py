@@ -53,6 +53,10 @@ def test_a_valid_spec_parses_into_frozen_objects() -> None:
             r"tables\[0\]\.metrics\[1\]\.lower: must be below upper \(5\.0 >= 5\.0\)",
         ),
         (
+            with_table(metrics=[{"sum": "v", "lower": 0, "upper": 1e9, "granularity": 1e-9}]),
+            r"tables\[0\]\.metrics\[0\]\.granularity: too fine for the bounds: 1e\+18 steps",
+        ),
+        (
             with_table(metrics=[{"sum": "v", "upper": 1}]),
             r"tables\[0\]\.metrics\[0\]\.lower: is required",
         ),

@@ -12,6 +12,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import types as T
 
 from dp_ops.errors import InternalError
+from dp_ops.fixed_point import grid_bounds, round_half_up
 from pipelines import sql_text as sql
 from pipelines.bounding import ValueColumn, bound_contributions
 
@@ -79,3 +80,36 @@ def test_bounding_works_with_awkward_names(spark: Any) -> None:
         assert len(per_unit) == 50
         assert max(r["count"] for r in per_unit) <= l0 * linf
         assert {r[0] for r in kept.select("`q_value y`").collect()} <= {0, 1, 2}
+
+
+def _tricky_doubles(rng: random.Random) -> list[float]:
+    """Halves and their neighbours (where roundings disagree), extremes and random values."""
+    halves = [k + 0.5 for k in range(-6, 6)] + [0.49999999999999994, -0.49999999999999994]
+    near = [math.nextafter(h, d) for h in halves for d in (-math.inf, math.inf)]
+    wide = [rng.uniform(-1e6, 1e6) for _ in range(300)] + [rng.gauss(0, 3) for _ in range(300)]
+    return [0.0, -0.0, 2.0**52, -(2.0**52), 1e-300, *halves, *near, *wide]
+
+
+def test_round_half_up_is_the_python_rounding_on_every_double(spark: Any) -> None:
+    xs = _tricky_doubles(random.Random(3))
+    df = spark.createDataFrame([(i, x) for i, x in enumerate(xs)], "i long, x double")
+    got = dict(df.selectExpr("i", sql.aliased(sql.round_half_up("x"), "q")).collect())
+    assert [got[i] for i in range(len(xs))] == [round_half_up(x) for x in xs]
+    # control: the test tells roundings apart; Python's round (halves to even) disagrees
+    assert [round(x) for x in xs] != [round_half_up(x) for x in xs]
+
+
+def test_grid_values_stay_within_the_grid_bounds(spark: Any) -> None:
+    """The sum's sensitivity is computed from ``grid_bounds``: every row's grid value, however
+    far outside the bounds its value is, lands between them, and is the value the plan expects."""
+    rng = random.Random(5)
+    lower, upper, g = -3.7, 1234.5, 0.3
+    xs = [lower, upper, -1e300, 1e300, *[rng.uniform(-2000, 3000) for _ in range(400)]]
+    xs += [k * g + g / 2 for k in range(-20, 20)]  # values half-way between grid points
+    v = ValueColumn("x", lower, upper, g, center=7)
+    df = spark.createDataFrame([(i, x) for i, x in enumerate(xs)], "i long, x double")
+    got = dict(df.selectExpr("i", sql.aliased(v.grid_sql(), "q")).collect())
+    q_lo, q_hi = grid_bounds(lower, upper, g)
+    expected = [round_half_up(min(max(x, lower), upper) / g) - 7 for x in xs]
+    assert [got[i] for i in range(len(xs))] == expected
+    assert min(got.values()) == q_lo - 7 and max(got.values()) == q_hi - 7
