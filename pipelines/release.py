@@ -46,7 +46,7 @@ from pipelines import noise as noising
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS, aggregate_partitions, measure_columns
 from pipelines.bounding import bound_contributions
-from pipelines.cells import CELL_IDS, cell_ids, cell_keys, with_cell_ids
+from pipelines.cells import CELL_IDS, cell_keys, driver_cell_ids, with_cell_ids
 from pipelines.consistency import (
     COUNT as CONSISTENT,
 )
@@ -255,14 +255,15 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
 
 @dataclass(frozen=True)
 class DriverKeys:
-    """The keys of a table whose cells go to the driver: ``frame`` ``(dims..., _c1, _c2)``
-    computes them with their identities (a small job, or a scan of the input for ``from_data``).
-    Public keys are all released, with zeros where the data has none; under selection only the
-    cells of the data that selection keeps are.
+    """The keys of a table whose cells go to the driver, with their identities
+    ``(dims..., _c1, _c2)``: ``table`` when the keys are on the driver already (declared keys or
+    cells; identities computed there), else ``frame`` computes them in Spark (a scan of the input
+    for the data's own cells). Public keys are all released, with zeros where the data has none;
+    under selection only the cells of the data that selection keeps are.
     """
 
-    frame: Callable[[], DataFrame]
-    from_data: bool = False
+    table: pa.Table | None = None
+    frame: Callable[[], DataFrame] | None = None
 
 
 class Alongside(Generic[R]):
@@ -305,25 +306,24 @@ def _driver_keys(
     """Where the keys of the driver's way come from, or None for Spark's way (key files, more
     keys than the driver takes, dimension types it cannot identify)."""
     dims = list(plan.table.dimensions)
-    spark = df.sparkSession
     salt = secrets.cell_salt
 
-    def declared(rows: pa.Table) -> Callable[[], DataFrame]:
-        fields = [T.StructField(d, df.schema[d].dataType) for d in dims]
-        return lambda: spark.createDataFrame(rows.select(dims), T.StructType(fields)).selectExpr(
-            *[sql.name(d) for d in dims], *cell_ids(dims, salt)
-        )
+    def declared(rows: pa.Table) -> DriverKeys:
+        types = pa.schema([(d, ARROW_TYPES[type(df.schema[d].dataType)]) for d in dims])
+        return DriverKeys(table=driver_cell_ids(rows.select(dims).cast(types), dims, salt))
 
     limit = noising.DRIVER_MAX_CELLS
+    if not driver_key_types(df.schema, dims):
+        return None
     if plan.selection is None:
         rows = public_keys.rows if public_keys is not None else None
         if rows is None or rows.num_rows > limit:
             return None
-        return DriverKeys(declared(rows))
+        return declared(rows)
     if candidates is not None and candidates.num_rows <= limit:
-        return DriverKeys(declared(candidates))
-    if candidates is None and driver_key_types(df.schema, dims):
-        return DriverKeys(lambda: cell_keys(df, dims, salt), from_data=True)
+        return declared(candidates)
+    if candidates is None:
+        return DriverKeys(frame=lambda: cell_keys(df, dims, salt))
     return None
 
 
@@ -355,17 +355,25 @@ def _driver_way(
     limit = noising.DRIVER_MAX_CELLS
     spark = cells.sparkSession
 
-    def collect_keys() -> pa.Table:
-        return keys.frame().limit(limit + 1).toArrow()
-
-    keys_job = Alongside(spark, collect_keys)
-    try:
+    def collect_cells() -> pa.Table:
         # computed once: collected here, or joined in Spark if too many for the driver
+        nonlocal cells
         cells = cells.localCheckpoint(eager=False)
-        found = cells.limit(limit + 1).toArrow()
-    finally:
-        keys_job.wait()
-    key_table = keys_job.result()
+        return cells.limit(limit + 1).toArrow()
+
+    if keys.table is not None:
+        key_table = keys.table
+        found = collect_cells()
+    else:
+        frame = keys.frame
+        if frame is None:
+            raise InternalError("driver keys with neither a table nor a frame")
+        keys_job = Alongside(spark, lambda: frame().limit(limit + 1).toArrow())
+        try:
+            found = collect_cells()
+        finally:
+            keys_job.wait()
+        key_table = keys_job.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
     on = list(CELL_IDS)
@@ -373,7 +381,7 @@ def _driver_way(
         joined = key_table.join(found, keys=on, join_type="left outer")
     else:
         joined = found.join(key_table, keys=on, join_type="inner")
-        if keys.from_data and joined.num_rows != found.num_rows:
+        if keys.table is None and joined.num_rows != found.num_rows:
             raise InternalError("a cell of the bounded data has no dimension values")
     return _noise_and_select(spark, schema, plan, joined, secrets, jobs, add_noise_), cells
 
