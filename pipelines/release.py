@@ -9,16 +9,19 @@ driver or the executors (:mod:`pipelines.noise`). Because noise is keyed, evalua
 twice gives the same released values.
 
 Most tables take a shorter way to the same values, the driver's (at most ``DRIVER_MAX_CELLS``
-cells and keys): the exact cells are collected by identity while a second Spark job, started
-first, collects the table's keys with their identities; the driver joins the two, fills public
-keys without data with zeros, noises, selects and hands one partition back to Spark. No join or
-shuffle of the keys in Spark, no eager checkpoint. The keys are
+cells and keys, dimensions that are strings, integers, booleans or dates): the exact cells are
+collected by identity, the table's keys come with their identities, and the driver joins the
+two, fills public keys without data with zeros, noises, selects and hands one partition back to
+Spark. No join or shuffle of the keys in Spark, no eager checkpoint. The keys are
 
 * the public keys declared in the spec (:class:`~pipelines.partitions.PublicKeys` with
   ``rows``): every key is released, cells of the data outside them are dropped;
 * the declared cells private selection chooses from (every dimension's domain declared);
-* for private selection otherwise, the data's own cells, when the dimensions are strings,
-  integers, booleans or dates: the second job scans the input again, alongside the first.
+* for private selection otherwise, the data's own cells: a second Spark job, started first on
+  another thread, scans the input again alongside the first and collects them.
+
+Declared keys and cells get their identities on the driver
+(:func:`pipelines.cells.driver_cell_ids`), without a Spark job.
 
 Key files, more cells or keys than the driver takes, and other dimension types take Spark's way
 (the join above), from the cells already computed.
@@ -347,10 +350,9 @@ def _driver_way(
     Spark's way in that case.
 
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
-    pre-threshold). They are collected while a second Spark job, started first, collects the
-    keys with their identities; the driver joins the two by identity. For the data's own keys
-    the second job scans the input again, alongside the first. ``schema``: the input's, for the
-    key types.
+    pre-threshold). They are collected and joined by identity with the keys: ``keys.table``, or
+    for the data's own keys what a second Spark job, started first, collects while it scans the
+    input again alongside the first. ``schema``: the input's, for the key types.
     """
     limit = noising.DRIVER_MAX_CELLS
     spark = cells.sparkSession
