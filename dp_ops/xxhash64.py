@@ -63,11 +63,11 @@ def hash_ints(values: npt.NDArray[np.int64], seeds: U64) -> U64:
 def _hash_same_length(data: npt.NDArray[np.uint8], seeds: U64) -> U64:
     """XXH64 of the rows of ``data`` (n x length bytes), each with its seed."""
     n, length = data.shape
-    words = length // 8
-    lanes = data[:, : words * 8].copy().view("<u8").astype(np.uint64) if words else None
+    lanes = data[:, : length // 8 * 8].copy().view("<u8").astype(np.uint64)
+    zero = np.zeros(n, np.uint64)
     with np.errstate(over="ignore"):
         done = 0
-        if length >= 32 and lanes is not None:
+        if length >= 32:
             v = [seeds + P1 + P2, seeds + P2, seeds.copy(), seeds - P1]
             while done + 32 <= length:
                 for i in range(4):
@@ -75,12 +75,12 @@ def _hash_same_length(data: npt.NDArray[np.uint8], seeds: U64) -> U64:
                 done += 32
             h = _rotl(v[0], 1) + _rotl(v[1], 7) + _rotl(v[2], 12) + _rotl(v[3], 18)
             for i in range(4):
-                h = (h ^ _round(np.zeros(n, np.uint64), v[i])) * P1 + P4
+                h = (h ^ _round(zero, v[i])) * P1 + P4
         else:
             h = seeds + P5
         h = h + np.uint64(length)
-        while done + 8 <= length and lanes is not None:
-            h = h ^ _round(np.zeros(n, np.uint64), lanes[:, done // 8])
+        while done + 8 <= length:
+            h = h ^ _round(zero, lanes[:, done // 8])
             h = _rotl(h, 27) * P1 + P4
             done += 8
         if done + 4 <= length:
@@ -102,8 +102,7 @@ def hash_bytes(data: npt.NDArray[np.uint8], offsets: npt.NDArray[np.int64], seed
     out = np.empty(len(lengths), np.uint64)
     for length in np.unique(lengths).tolist():
         rows = np.flatnonzero(lengths == length)
-        block = data[offsets[rows][:, None] + np.arange(length)] if length else None
-        matrix = block if block is not None else np.zeros((len(rows), 0), np.uint8)
+        matrix = data[offsets[rows][:, None] + np.arange(length)]
         out[rows] = _hash_same_length(matrix, seeds[rows])
     return out
 

@@ -60,14 +60,12 @@ def _hash_input(column: pa.ChunkedArray) -> tuple[Kind, Column, npt.NDArray[np.b
         offsets = np.frombuffer(flat.buffers()[1], np.int32, len(flat) + 1, flat.offset * 4)
         data = np.frombuffer(flat.buffers()[2] or b"", np.uint8)
         return "bytes", (data, offsets.astype(np.int64)), nulls
-    if pa.types.is_boolean(t) or pa.types.is_date32(t):
-        ints = pc.cast(column.cast(pa.int32()) if pa.types.is_date32(t) else column, pa.int64())
-    elif t in (pa.int8(), pa.int16(), pa.int32(), pa.int64()):
-        ints = pc.cast(column, pa.int64())
-    else:
+    if pa.types.is_date32(t):  # days since the epoch, as Spark hashes a date
+        column = column.cast(pa.int32())
+    elif not (pa.types.is_boolean(t) or t in (pa.int8(), pa.int16(), pa.int32(), pa.int64())):
         raise InternalError(f"no driver-side cell identity for keys of type {t}")
     kind: Kind = "long" if t == pa.int64() else "int"
-    values = pc.fill_null(ints, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    values = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False)
     return kind, values, nulls
 
 

@@ -34,7 +34,7 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Generic, TypeVar
+from typing import Generic, TypeAlias, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -256,17 +256,12 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
     return table.filter(pc.greater_equal(pc.subtract(table.column(column), shift), sel.threshold))
 
 
-@dataclass(frozen=True)
-class DriverKeys:
-    """The keys of a table whose cells go to the driver, with their identities
-    ``(dims..., _c1, _c2)``: ``table`` when the keys are on the driver already (declared keys or
-    cells; identities computed there), else ``frame`` computes them in Spark (a scan of the input
-    for the data's own cells). Public keys are all released, with zeros where the data has none;
-    under selection only the cells of the data that selection keeps are.
-    """
-
-    table: pa.Table | None = None
-    frame: Callable[[], DataFrame] | None = None
+DriverKeys: TypeAlias = pa.Table | Callable[[], DataFrame]
+"""The keys of a table whose cells go to the driver, with their identities
+``(dims..., _c1, _c2)``: a table when they are on the driver already (declared keys or cells;
+identities computed there), else a function that computes them in Spark (a scan of the input for
+the data's own cells). Public keys are all released, with zeros where the data has none; under
+selection only the cells of the data that selection keeps are."""
 
 
 class Alongside(Generic[R]):
@@ -311,9 +306,9 @@ def _driver_keys(
     dims = list(plan.table.dimensions)
     salt = secrets.cell_salt
 
-    def declared(rows: pa.Table) -> DriverKeys:
+    def declared(rows: pa.Table) -> pa.Table:
         types = pa.schema([(d, ARROW_TYPES[type(df.schema[d].dataType)]) for d in dims])
-        return DriverKeys(table=driver_cell_ids(rows.select(dims).cast(types), dims, salt))
+        return driver_cell_ids(rows.select(dims).cast(types), dims, salt)
 
     limit = noising.DRIVER_MAX_CELLS
     if not driver_key_types(df.schema, dims):
@@ -326,7 +321,7 @@ def _driver_keys(
     if candidates is not None and candidates.num_rows <= limit:
         return declared(candidates)
     if candidates is None:
-        return DriverKeys(frame=lambda: cell_keys(df, dims, salt))
+        return lambda: cell_keys(df, dims, salt)
     return None
 
 
@@ -350,7 +345,7 @@ def _driver_way(
     Spark's way in that case.
 
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
-    pre-threshold). They are collected and joined by identity with the keys: ``keys.table``, or
+    pre-threshold). They are collected and joined by identity with the keys: ``keys`` itself, or
     for the data's own keys what a second Spark job, started first, collects while it scans the
     input again alongside the first. ``schema``: the input's, for the key types.
     """
@@ -363,14 +358,12 @@ def _driver_way(
         cells = cells.localCheckpoint(eager=False)
         return cells.limit(limit + 1).toArrow()
 
-    if keys.table is not None:
-        key_table = keys.table
+    if isinstance(keys, pa.Table):
+        key_table = keys
         found = collect_cells()
     else:
-        frame = keys.frame
-        if frame is None:
-            raise InternalError("driver keys with neither a table nor a frame")
-        keys_job = Alongside(spark, lambda: frame().limit(limit + 1).toArrow())
+        scan = keys
+        keys_job = Alongside(spark, lambda: scan().limit(limit + 1).toArrow())
         try:
             found = collect_cells()
         finally:
@@ -383,7 +376,7 @@ def _driver_way(
         joined = key_table.join(found, keys=on, join_type="left outer")
     else:
         joined = found.join(key_table, keys=on, join_type="inner")
-        if keys.table is None and joined.num_rows != found.num_rows:
+        if not isinstance(keys, pa.Table) and joined.num_rows != found.num_rows:
             raise InternalError("a cell of the bounded data has no dimension values")
     return _noise_and_select(spark, schema, plan, joined, secrets, jobs, add_noise_), cells
 

@@ -47,8 +47,8 @@ def round_half_up(x: str) -> str:
     """The DOUBLE expression ``x`` rounded to the nearest integer, halves away from zero: a
     BIGINT, exactly :func:`dp_ops.fixed_point.round_half_up` of the same double.
 
-    Spark's ``round`` of a double goes through a BigDecimal per row, several times the cost of
-    reading the row; ``floor(x + 0.5)`` is two machine operations. ``x`` is written three times
+    Spark's ``round`` of a double goes through a BigDecimal per row; ``floor(x + 0.5)`` is two
+    machine operations. ``x`` is written three times
     (Spark evaluates a repeated subexpression once) and must stay within +-2^52
     (:data:`dp_ops.fixed_point.MAX_STEPS`), where ``floor`` is exact.
     """
