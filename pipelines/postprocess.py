@@ -9,6 +9,10 @@ Output: ``(dims..., <metric>...)`` in the order the spec lists the metrics:
   clamped to the column's bounds.
 
 Sums and means use the noisy count before any clamping at zero.
+
+Two implementations of the same arithmetic: :func:`finalize` in Spark, and :func:`finalize_table`
+for tables noised on the driver (numpy over Arrow, no Spark step). Both perform the same IEEE
+double operations in the same order, so they release the same bits; the tests compare them.
 """
 
 from __future__ import annotations
@@ -16,8 +20,12 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
@@ -113,3 +121,101 @@ def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
         else:
             metrics.append(sql.expr(_metric(m, plan, nonnegative), m.output_name))
     return noisy.select(*dims, *metrics)
+
+
+def _longs(table: pa.Table, column: str) -> npt.NDArray[np.int64]:
+    values: npt.NDArray[np.int64] = table.column(column).to_numpy().astype(np.int64)
+    return values
+
+
+def _table_metric(table: pa.Table, m: MetricSpec, plan: TablePlan, nonnegative: bool) -> pa.Array:
+    """:func:`_metric` over an Arrow table."""
+
+    if m.kind in ("count", "privacy_unit_count"):
+        c = _longs(table, COUNT if m.kind == "count" else UNITS)
+        return pa.array(np.maximum(c, 0) if nonnegative else c, pa.int64())
+    v = next(x for x in plan.values if x.column == m.column)
+    centered = _longs(table, v.sum_name).astype(np.float64)
+    if m.kind == "sum":
+        if v.center == 0:
+            return pa.array(centered * v.granularity, pa.float64())
+        count = _longs(table, COUNT).astype(np.float64)
+        return pa.array((centered + float(v.center) * count) * v.granularity, pa.float64())
+    count = np.maximum(_longs(table, COUNT), 1).astype(np.float64)
+    mean = (float(v.center) + centered / count) * v.granularity
+    return pa.array(np.minimum(np.maximum(mean, v.lower), v.upper), pa.float64())
+
+
+def _table_spread(table: pa.Table, m: MetricSpec, plan: TablePlan) -> pa.Array:
+    """:func:`_spread` over an Arrow table."""
+    sq = plan.squares_of(m.column or "")
+    v = sq.value
+    n = np.maximum(_longs(table, COUNT), 1).astype(np.float64)
+    mean = _longs(table, v.sum_name).astype(np.float64) / n
+    second = _longs(table, sq.measure).astype(np.float64) * sq.step / n
+    spread = np.maximum(second - mean * mean, 0.0) * (v.granularity**2)
+    variance = np.minimum(spread, ((v.upper - v.lower) / 2) ** 2)
+    return pa.array(np.sqrt(variance) if m.kind == "stddev" else variance, pa.float64())
+
+
+def _bin_counts(table: pa.Table, h: Histogram) -> npt.NDArray[np.int64]:
+    """``(cells, bins)``: the noisy counts of a histogram's bins."""
+    stacked: npt.NDArray[np.int64] = np.stack(
+        [_longs(table, h.count_column(i)) for i in range(h.bins)], axis=1
+    )
+    return stacked
+
+
+def _table_quantiles(table: pa.Table, h: Histogram) -> list[pa.Array]:
+    """:func:`_quantiles` over an Arrow table."""
+    edges = h.metric.edges
+    counts = np.maximum(_bin_counts(table, h), 0).astype(np.float64)
+    cum = np.cumsum(counts, axis=1)  # sequential, as Spark's running totals
+    total = cum[:, -1]
+    lows = np.array([float(e) for e in edges[:-1]])
+    widths = np.array([float(b - a) for a, b in itertools.pairwise(edges)])
+    rows = np.arange(table.num_rows)
+    out = []
+    for p in h.metric.probabilities:
+        target = total * p
+        reached = cum >= target[:, None]
+        idx = np.where(reached.any(axis=1), reached.argmax(axis=1), 0)  # 0-based bin
+        before = np.where(idx > 0, cum[rows, np.maximum(idx - 1, 0)], 0.0)
+        in_bin = counts[rows, idx]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            frac = np.where(in_bin > 0, (target - before) / in_bin, 0.0)
+        share = np.minimum(np.maximum(frac, 0.0), 1.0)
+        value = lows[idx] + share * widths[idx]
+        out.append(pa.array(np.where(total > 0, value, (edges[0] + edges[-1]) / 2), pa.float64()))
+    return out
+
+
+def finalize_table(
+    noisy: pa.Table, plan: TablePlan, nonnegative: bool
+) -> tuple[pa.Table, list[T.StructField]]:
+    """:func:`finalize` on the driver: the released metric columns of a noisy Arrow table (no
+    nulls), with the dimensions, and the Spark fields of the metrics."""
+    dims = list(plan.table.dimensions)
+    hist = {h.metric: h for h in histograms(plan.table)}
+    columns: dict[str, pa.Array | pa.ChunkedArray] = {d: noisy.column(d) for d in dims}
+    fields: list[T.StructField] = []
+
+    def add(name: str, values: pa.Array) -> None:
+        columns[name] = values
+        kind = T.LongType() if pa.types.is_integer(values.type) else T.DoubleType()
+        fields.append(T.StructField(name, kind))
+
+    for m in plan.table.metrics:
+        if m.kind in SPREAD_KINDS:
+            add(m.output_name, _table_spread(noisy, m, plan))
+        elif m.kind == "histogram":
+            counts = _bin_counts(noisy, hist[m])
+            counts = np.maximum(counts, 0) if nonnegative else counts
+            for i, name in enumerate(m.output_names):
+                add(name, pa.array(counts[:, i], pa.int64()))
+        elif m.kind == "quantiles":
+            for name, values in zip(m.output_names, _table_quantiles(noisy, hist[m]), strict=True):
+                add(name, values)
+        else:
+            add(m.output_name, _table_metric(noisy, m, plan, nonnegative))
+    return pa.table(columns), fields

@@ -11,8 +11,9 @@ twice gives the same released values.
 Most tables take a shorter way to the same values, the driver's (at most ``DRIVER_MAX_CELLS``
 cells and keys, dimensions that are strings, integers, booleans or dates): the exact cells are
 collected by identity, the table's keys come with their identities, and the driver joins the
-two, fills public keys without data with zeros, noises, selects and hands one partition back to
-Spark. No join or shuffle of the keys in Spark, no eager checkpoint. The keys are
+two, fills public keys without data with zeros, noises, selects, post-processes
+(:func:`~pipelines.postprocess.finalize_table`) and hands the released table back to Spark in
+one partition. No join or shuffle of the keys in Spark, no eager checkpoint. The keys are
 
 * the public keys declared in the spec (:class:`~pipelines.partitions.PublicKeys` with
   ``rows``): every key is released, cells of the data outside them are dropped;
@@ -80,7 +81,7 @@ from pipelines.plan import (
     level_column,
     squares,
 )
-from pipelines.postprocess import finalize
+from pipelines.postprocess import finalize, finalize_table
 
 SELECT = "_select"
 R = TypeVar("R")
@@ -209,9 +210,11 @@ def release_table(
         cells = cells.where(f"{sql.name(UNITS)} >= {sql.long(sel.pre_threshold)}")
     keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
     if keys is not None:
-        on_driver, cells = _driver_way(cells, keys, plan, df.schema, secrets, jobs, add_noise_)
+        on_driver, cells = _driver_way(
+            cells, keys, plan, df.schema, secrets, jobs, add_noise_, nonnegative
+        )
         if on_driver is not None:
-            return finalize(on_driver, plan, nonnegative)
+            return on_driver
     if sel is None:
         key_frame = (
             cell_keys(public_keys.frame, dims, secrets.cell_salt)
@@ -339,10 +342,11 @@ def _driver_way(
     secrets: Secrets,
     jobs: list[NoiseJob | KeepJob],
     add_noise_: bool,
+    nonnegative: bool,
 ) -> tuple[DataFrame | None, DataFrame]:
-    """The released cells, noised on the driver, in one partition (None when there are more
-    cells or keys than the driver takes, ``DRIVER_MAX_CELLS``), and ``cells`` computed, for
-    Spark's way in that case.
+    """The released table, noised, selected and post-processed on the driver, in one partition
+    (None when there are more cells or keys than the driver takes, ``DRIVER_MAX_CELLS``), and
+    ``cells`` computed, for Spark's way in that case.
 
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
     pre-threshold). They are collected and joined by identity with the keys: ``keys`` itself, or
@@ -378,19 +382,20 @@ def _driver_way(
         joined = found.join(key_table, keys=on, join_type="inner")
         if not isinstance(keys, pa.Table) and joined.num_rows != found.num_rows:
             raise InternalError("a cell of the bounded data has no dimension values")
-    return _noise_and_select(spark, schema, plan, joined, secrets, jobs, add_noise_), cells
+    released = _noise_and_select(plan, joined, secrets, jobs, add_noise_)
+    table, fields = finalize_table(released, plan, nonnegative)
+    dims = [T.StructField(d, schema[d].dataType) for d in plan.table.dimensions]
+    return driver_frame(spark, table, T.StructType([*dims, *fields])), cells
 
 
 def _noise_and_select(
-    spark: SparkSession,
-    schema: T.StructType,
     plan: TablePlan,
     cells: pa.Table,
     secrets: Secrets,
     jobs: list[NoiseJob | KeepJob],
     add_noise_: bool,
-) -> DataFrame:
-    """Cells on the driver, noised, selected by the plan's selection, handed back to Spark.
+) -> pa.Table:
+    """Cells on the driver, noised and selected by the plan's selection.
 
     ``cells``: the dimension values and exact measures of each cell (nulls count as 0).
     """
@@ -398,20 +403,14 @@ def _noise_and_select(
     measures = all_measures(plan)
     sel = plan.selection
     columns = {m: pc.fill_null(cells[m], 0).cast(pa.int64()) for m in measures}
-    extra: list[T.StructField] = []
     offset = None if sel is None else _statistic_offset(sel)
     if offset is not None:
         columns[SELECT] = pc.subtract(columns[UNITS], offset)
-        extra = [T.StructField(SELECT, T.LongType())]
     table = pa.table({**{d: cells[d] for d in dims}, **columns})
     if add_noise_:
         table = table.append_column(CELL, cell_digests(cells, dims))
         table = noise_on_driver(table, jobs, secrets.key)
-    if sel is not None:
-        table = _selected(table, sel)
-    fields = [T.StructField(d, schema[d].dataType) for d in dims]
-    out = T.StructType([*fields, *[T.StructField(m, T.LongType()) for m in measures], *extra])
-    return driver_frame(spark, table, out)
+    return table if sel is None else _selected(table, sel)
 
 
 def release_levels(
