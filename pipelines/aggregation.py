@@ -41,7 +41,7 @@ def aggregate_partitions(
         *counts,
     ]
     if dims:
-        return bounded.groupBy(*[sql.name(d) for d in dims]).agg(*aggs)
+        return bounded.groupBy(*[sql.expr(sql.name(d)) for d in dims]).agg(*aggs)
     return bounded.agg(*aggs)
 
 

@@ -99,7 +99,7 @@ def bound_contributions(
         row_prio = sql.keyed_hash(salt[:2], [*keys, *payload])
         key = f"shiftleft(shiftright({pair_prio}, 32), 32) | shiftrightunsigned({row_prio}, 32)"
         keyed = df.selectExpr(*keys, *grid, *[sql.name(c) for c in extra], f"{key} AS _key")
-        return keyed.groupBy(keys[0]).agg(
+        return keyed.groupBy(sql.expr(keys[0])).agg(
             *[sql.expr(f"min_by({sql.name(c)}, _key)", c) for c in out_cols[1:]],
             sql.expr("max(1)", FIRST),
         )

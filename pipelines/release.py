@@ -18,8 +18,8 @@ one partition. No join or shuffle of the keys in Spark, no eager checkpoint. The
 * the public keys declared in the spec (:class:`~pipelines.partitions.PublicKeys` with
   ``rows``): every key is released, cells of the data outside them are dropped;
 * the declared cells private selection chooses from (every dimension's domain declared);
-* for private selection otherwise, the data's own cells: a second Spark job, started first on
-  another thread, scans the input again alongside the first and collects them.
+* for private selection otherwise, the data's own cells: a second Spark job, started on another
+  thread before the cells' plan is built, scans the input again alongside and collects them.
 
 Declared keys and cells get their identities on the driver
 (:func:`pipelines.cells.driver_cell_ids`), without a Spark job.
@@ -196,19 +196,25 @@ def release_table(
     """
     dims = list(plan.table.dimensions)
     measures = all_measures(plan)
-    cells = bounded_aggregates(df, plan, unit, secrets)
     name = plan.table.name
-    jobs = noise_jobs(plan)
     sel = plan.selection
     if sel is None and public_keys is None and dims:
         raise ValueError(f"table {name!r} has public partitions but no key DataFrame")
+    # a scan for the data's keys starts first: it runs while the cells' plan is built
+    keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
+    try:
+        cells = bounded_aggregates(df, plan, unit, secrets)
+    except BaseException:
+        if isinstance(keys, Alongside):
+            keys.wait()
+        raise
+    jobs = noise_jobs(plan)
     if sel is not None:
         if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
             jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
         elif sel.noise is not None:  # thresholding of a separate noisy count
             jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
         cells = cells.where(f"{sql.name(UNITS)} >= {sql.long(sel.pre_threshold)}")
-    keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
     if keys is not None:
         on_driver, cells = _driver_way(
             cells, keys, plan, df.schema, secrets, jobs, add_noise_, nonnegative
@@ -259,14 +265,6 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
     return table.filter(pc.greater_equal(pc.subtract(table.column(column), shift), sel.threshold))
 
 
-DriverKeys: TypeAlias = pa.Table | Callable[[], DataFrame]
-"""The keys of a table whose cells go to the driver, with their identities
-``(dims..., _c1, _c2)``: a table when they are on the driver already (declared keys or cells;
-identities computed there), else a function that computes them in Spark (a scan of the input for
-the data's own cells). Public keys are all released, with zeros where the data has none; under
-selection only the cells of the data that selection keeps are."""
-
-
 class Alongside(Generic[R]):
     """``job()`` (Spark actions) run on a second thread, from now until :meth:`result`. The
     thread inherits the caller's Spark job group, properties and tags, as the jobs of the
@@ -297,6 +295,15 @@ class Alongside(Generic[R]):
         return self._outcome[0]
 
 
+DriverKeys: TypeAlias = pa.Table | Alongside[pa.Table]
+"""The keys of a table whose cells go to the driver, with their identities
+``(dims..., _c1, _c2)``: a table when they are on the driver already (declared keys or cells;
+identities computed there), else a Spark job collecting them, already running (a scan of the
+input for the data's own cells, at most one row more than the driver takes). Public keys are all
+released, with zeros where the data has none; under selection only the cells of the data that
+selection keeps are."""
+
+
 def _driver_keys(
     df: DataFrame,
     plan: TablePlan,
@@ -305,7 +312,8 @@ def _driver_keys(
     candidates: pa.Table | None,
 ) -> DriverKeys | None:
     """Where the keys of the driver's way come from, or None for Spark's way (key files, more
-    keys than the driver takes, dimension types it cannot identify)."""
+    keys than the driver takes, dimension types it cannot identify). A scan of the input for the
+    data's own keys starts now; the caller waits for it (:meth:`Alongside.wait`)."""
     dims = list(plan.table.dimensions)
     salt = secrets.cell_salt
 
@@ -324,7 +332,9 @@ def _driver_keys(
     if candidates is not None and candidates.num_rows <= limit:
         return declared(candidates)
     if candidates is None:
-        return lambda: cell_keys(df, dims, salt)
+        return Alongside(
+            df.sparkSession, lambda: cell_keys(df, dims, salt).limit(limit + 1).toArrow()
+        )
     return None
 
 
@@ -350,8 +360,8 @@ def _driver_way(
 
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
     pre-threshold). They are collected and joined by identity with the keys: ``keys`` itself, or
-    for the data's own keys what a second Spark job, started first, collects while it scans the
-    input again alongside the first. ``schema``: the input's, for the key types.
+    for the data's own keys what the job scanning the input alongside collects (waited for here,
+    whatever happens). ``schema``: the input's, for the key types.
     """
     limit = noising.DRIVER_MAX_CELLS
     spark = cells.sparkSession
@@ -366,13 +376,11 @@ def _driver_way(
         key_table = keys
         found = collect_cells()
     else:
-        scan = keys
-        keys_job = Alongside(spark, lambda: scan().limit(limit + 1).toArrow())
         try:
             found = collect_cells()
         finally:
-            keys_job.wait()
-        key_table = keys_job.result()
+            keys.wait()
+        key_table = keys.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
     on = list(CELL_IDS)
