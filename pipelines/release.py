@@ -366,10 +366,15 @@ def _driver_way(
     limit = noising.DRIVER_MAX_CELLS
     spark = cells.sparkSession
 
+    # The cells of validated input lie among the declared cells selection chooses from, no more
+    # than the driver takes: Spark's way cannot follow, so the cells need not be kept for it.
+    # Otherwise they are computed once: collected here, or joined in Spark if too many.
+    keep = plan.selection is None or not isinstance(keys, pa.Table)
+
     def collect_cells() -> pa.Table:
-        # computed once: collected here, or joined in Spark if too many for the driver
         nonlocal cells
-        cells = cells.localCheckpoint(eager=False)
+        if keep:
+            cells = cells.localCheckpoint(eager=False)
         return cells.limit(limit + 1).toArrow()
 
     if isinstance(keys, pa.Table):

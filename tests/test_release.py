@@ -445,6 +445,35 @@ def test_declared_keys_stay_on_the_driver_only_while_few(spark: Any, monkeypatch
     assert listed.rows is None and listed.frame.count() == 6
 
 
+def test_cells_beyond_the_driver_fall_back_to_spark_even_among_few_declared_cells(
+    spark: Any, monkeypatch: Any
+) -> None:
+    """The cells of validated input lie among the declared cells, so with few declared cells the
+    driver's way keeps no copy of the cells for Spark's way. Called on input outside the domains
+    with more cells than the driver takes, the release still falls back and computes Spark's
+    table (the cells are computed again)."""
+    df = spark.range(600).select(
+        F.col("id").alias("pid"),
+        (F.col("id") % 6).cast("string").alias("g"),  # six cells; two declared
+        F.lit(1.0).alias("v"),
+    )
+    doc = base_spec(domains={"g": ["0", "1"]})
+    doc["tables"][0]["partitions"] = {"type": "private", "strategy": "laplace"}
+    spec = parse_spec(doc)
+    candidates = candidate_cells(spec, spec.tables[0], df)
+    assert candidates is not None and candidates.num_rows == 2
+    plan = plan_release(spec).tables[0]
+    secrets = Secrets.new()
+    ways = spy_on_driver(monkeypatch)
+    monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 3)
+    fell_back = release_table(df, plan, "pid", secrets, None, True, False, candidates)
+    monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
+    through_spark = release_table(df, plan, "pid", secrets, None, True, False, candidates)
+    assert ways == [False]  # the first collected more cells than the driver takes
+    assert fell_back.count() == 6  # safe: the test mode without noise, on made-up data
+    assert_df_equality(fell_back, through_spark, ignore_row_order=True, ignore_nullable=True)
+
+
 def test_private_selection_chooses_among_declared_cells_only_when_every_domain_is_declared(
     spark: Any,
 ) -> None:
