@@ -130,7 +130,6 @@ def _longs(table: pa.Table, column: str) -> npt.NDArray[np.int64]:
 
 def _table_metric(table: pa.Table, m: MetricSpec, plan: TablePlan, nonnegative: bool) -> pa.Array:
     """:func:`_metric` over an Arrow table."""
-
     if m.kind in ("count", "privacy_unit_count"):
         c = _longs(table, COUNT if m.kind == "count" else UNITS)
         return pa.array(np.maximum(c, 0) if nonnegative else c, pa.int64())

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import os
 import struct
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -206,7 +207,7 @@ def release_table(
         cells = bounded_aggregates(df, plan, unit, secrets)
     except BaseException:
         if isinstance(keys, Alongside):
-            keys.wait()
+            keys.cancel()
         raise
     jobs = noise_jobs(plan)
     if sel is not None:
@@ -268,17 +269,23 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
 class Alongside(Generic[R]):
     """``job()`` (Spark actions) run on a second thread, from now until :meth:`result`. The
     thread inherits the caller's Spark job group, properties and tags, as the jobs of the
-    caller's own thread would."""
+    caller's own thread would, and tags its jobs with a tag of its own so that :meth:`cancel`
+    stops them and no other."""
 
     def __init__(self, spark: SparkSession, job: Callable[[], R]) -> None:
         self._outcome: list[R] = []
         self._error: list[BaseException] = []
+        self._context = spark.sparkContext
+        self._tag = f"dprelease-alongside-{uuid.uuid4().hex}"
 
         def run() -> None:
+            self._context.addJobTag(self._tag)
             try:
                 self._outcome.append(job())
             except BaseException as e:  # handed to the caller by result()
                 self._error.append(e)
+            finally:
+                self._context.removeJobTag(self._tag)
 
         self._thread = InheritableThread(run, session=spark)
         self._thread.start()
@@ -286,6 +293,14 @@ class Alongside(Generic[R]):
     def wait(self) -> None:
         """Until the job ends."""
         self._thread.join()
+
+    def cancel(self) -> None:
+        """Stop the job's Spark jobs (running or still to come) and wait until it ends; for a
+        caller that no longer needs its value, so a failed release does not wait for a scan."""
+        self._context.cancelJobsWithTag(self._tag)
+        while self._thread.is_alive():  # a job submitted after the first cancel
+            self._thread.join(timeout=0.5)
+            self._context.cancelJobsWithTag(self._tag)
 
     def result(self) -> R:
         """The job's value, once it ends; its exception if it raised one."""
@@ -313,7 +328,7 @@ def _driver_keys(
 ) -> DriverKeys | None:
     """Where the keys of the driver's way come from, or None for Spark's way (key files, more
     keys than the driver takes, dimension types it cannot identify). A scan of the input for the
-    data's own keys starts now; the caller waits for it (:meth:`Alongside.wait`)."""
+    data's own keys starts now; the caller takes its result or cancels it."""
     dims = list(plan.table.dimensions)
     salt = secrets.cell_salt
 
@@ -360,8 +375,8 @@ def _driver_way(
 
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
     pre-threshold). They are collected and joined by identity with the keys: ``keys`` itself, or
-    for the data's own keys what the job scanning the input alongside collects (waited for here,
-    whatever happens). ``schema``: the input's, for the key types.
+    for the data's own keys what the job scanning the input alongside collects (cancelled if the
+    cells cannot be collected). ``schema``: the input's, for the key types.
     """
     limit = noising.DRIVER_MAX_CELLS
     spark = cells.sparkSession
@@ -383,8 +398,9 @@ def _driver_way(
     else:
         try:
             found = collect_cells()
-        finally:
-            keys.wait()
+        except BaseException:
+            keys.cancel()
+            raise
         key_table = keys.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells

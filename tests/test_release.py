@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -268,6 +269,32 @@ def test_a_job_alongside_returns_its_value_or_raises_and_keeps_the_callers_job_g
         failing = release_module.Alongside(spark, lambda: spark.range(1).count() // 0)
         with pytest.raises(ZeroDivisionError):
             failing.result()
+    finally:
+        sc.setLocalProperty("spark.jobGroup.id", None)
+        sc.setLocalProperty("spark.job.description", None)
+
+
+def test_cancelling_a_job_alongside_stops_its_spark_job_and_no_other(spark: Any) -> None:
+    """A release whose cells cannot be collected cancels the key scan instead of waiting for it.
+    A job that would sleep a minute is stopped; the caller's own job with the same group runs
+    on; a job alongside that is not cancelled returns its value (control)."""
+    sc = spark.sparkContext
+    sc.setJobGroup("alongside-cancel", "jobs that must survive the cancel")
+    sleep = "reflect('java.lang.Thread', 'sleep', 60000L)"
+    try:
+        slow = release_module.Alongside(spark, lambda: spark.range(1).selectExpr(sleep).collect())
+        nap = "reflect('java.lang.Thread', 'sleep', 2000L)"
+        other = release_module.Alongside(
+            spark, lambda: len(spark.range(1).selectExpr(nap).collect())
+        )
+        deadline = time.monotonic() + 30
+        while not sc.statusTracker().getActiveJobsIds() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        slow.cancel()
+        with pytest.raises(Exception, match="cancel"):
+            slow.result()  # cancelled, not a minute of sleep
+        assert other.result() == 1  # still running when the first was cancelled
+        assert spark.range(5).count() == 5  # the caller's thread and group still run jobs
     finally:
         sc.setLocalProperty("spark.jobGroup.id", None)
         sc.setLocalProperty("spark.job.description", None)
