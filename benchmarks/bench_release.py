@@ -31,12 +31,19 @@ starts one kind later than the one before: no kind always follows the same one.
 Every plan ends in Spark's ``noop`` sink, so all of them compute everything and write nothing.
 Prints a table with the ratios and writes JSON to ``benchmarks/results/``.
 
+One process's ratios also depend on the process: the same code in a new JVM can run one plan
+slower against another (bounding alone took 0.70 to 1.11 times the floor at 10^6 rows in four
+runs of the same bounding code), which best-of-rounds inside the process does not remove.
+``--processes K`` runs the whole benchmark in K fresh processes, one after the other, and prints
+each ratio's median over them with its range.
+
 A run at 10^3 rows, where reading and shuffling the data costs next to nothing, measures what each
 plan costs whatever the data: building and planning the query, scheduling its Spark jobs, and
 (for the release) the noise step and the write of the noisy table. Those fixed costs are most of
 the difference between the release and the floor at 10^6 rows (the ``rel-floor`` column).
 
     python benchmarks/bench_release.py --rows 1000 1000000 10000000
+    python benchmarks/bench_release.py --rows 1000000 --processes 5
 """
 
 from __future__ import annotations
@@ -44,6 +51,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -127,7 +136,13 @@ def main() -> None:
     ap.add_argument("--master", default="local[2]")
     ap.add_argument("--shuffle-partitions", type=int, default=16)
     ap.add_argument("--driver-memory", default="8g")
+    ap.add_argument(
+        "--processes", type=int, default=1, help="run in this many fresh processes; print medians"
+    )
     args = ap.parse_args()
+    if args.processes > 1:
+        across_processes(args)
+        return
 
     spark = (
         SparkSession.builder.master(args.master)
@@ -230,6 +245,56 @@ def main() -> None:
     )
     save_results("release", {"args": vars(args), "results": results})
     spark.stop()
+
+
+RATIOS = [
+    "release_over_floor",
+    "public_over_floor",
+    "domains_over_floor",
+    "bounding_over_floor",
+    "floor_over_plain",
+]
+
+
+def across_processes(args: argparse.Namespace) -> None:
+    """The benchmark in ``args.processes`` fresh processes in turn: each ratio's median and
+    range over them, per row count."""
+    command = [sys.executable, __file__, "--rows", *map(str, args.rows)]
+    for flag in ("repeats", "warmup", "master", "shuffle_partitions", "driver_memory"):
+        command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    runs: list[list[dict[str, float]]] = []
+    for i in range(args.processes):
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+        print(
+            f"process {i + 1}: " + json.dumps([{k: r[k] for k in ["rows", *RATIOS]} for r in rows])
+        )
+        runs.append(rows)
+    summary = []
+    for j, n in enumerate(args.rows):
+        row: dict[str, object] = {"rows": n}
+        for key in RATIOS:
+            values = [run[j][key] for run in runs]
+            row[key] = round(statistics.median(values), 2)
+            row[f"{key}_range"] = f"{min(values)}-{max(values)}"
+        summary.append(row)
+    print()
+    print(f"medians over {args.processes} processes (range in brackets)")
+    print_table(
+        [
+            {"rows": r["rows"], **{k: f"{r[k]} ({r[k + '_range']})" for k in RATIOS}}
+            for r in summary
+        ],
+        [
+            ("rows", "rows", ">12,"),
+            ("rel/floor", "release_over_floor", ">18"),
+            ("pub/floor", "public_over_floor", ">18"),
+            ("dom/floor", "domains_over_floor", ">18"),
+            ("bnd/floor", "bounding_over_floor", ">18"),
+            ("floor/plain", "floor_over_plain", ">18"),
+        ],
+    )
+    save_results("release-processes", {"args": vars(args), "processes": runs, "summary": summary})
 
 
 if __name__ == "__main__":
