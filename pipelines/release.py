@@ -204,24 +204,17 @@ def release_table(
     # a scan for the data's keys starts first: it runs while the cells' plan is built
     keys = _driver_keys(df, plan, secrets, public_keys, candidates) if dims else None
     try:
-        cells = bounded_aggregates(df, plan, unit, secrets)
-    except BaseException:
+        cells, jobs = _exact_cells(df, plan, unit, secrets)
+        if keys is not None:
+            on_driver, cells = _driver_way(
+                cells, keys, plan, df.schema, secrets, jobs, add_noise_, nonnegative
+            )
+            if on_driver is not None:
+                return on_driver
+    except BaseException:  # the scan alongside is no longer needed
         if isinstance(keys, Alongside):
             keys.cancel()
         raise
-    jobs = noise_jobs(plan)
-    if sel is not None:
-        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
-            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
-        elif sel.noise is not None:  # thresholding of a separate noisy count
-            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
-        cells = cells.where(f"{sql.name(UNITS)} >= {sql.long(sel.pre_threshold)}")
-    if keys is not None:
-        on_driver, cells = _driver_way(
-            cells, keys, plan, df.schema, secrets, jobs, add_noise_, nonnegative
-        )
-        if on_driver is not None:
-            return on_driver
     if sel is None:
         key_frame = (
             cell_keys(public_keys.frame, dims, secrets.cell_salt)
@@ -240,6 +233,24 @@ def release_table(
         column, shift = _decisive(sel)
         noisy = noisy.where(F.col(column) - F.lit(shift) >= sel.threshold)
     return finalize(noisy, plan, nonnegative)
+
+
+def _exact_cells(
+    df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets
+) -> tuple[DataFrame, list[NoiseJob | KeepJob]]:
+    """The exact aggregates by cell identity (under selection, the cells that reach the
+    pre-threshold), and the noise jobs of the table: its measurements and selection statistic."""
+    cells = bounded_aggregates(df, plan, unit, secrets)
+    name = plan.table.name
+    jobs = noise_jobs(plan)
+    sel = plan.selection
+    if sel is not None:
+        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
+            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
+        elif sel.noise is not None:  # thresholding of a separate noisy count
+            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
+        cells = cells.where(f"{sql.name(UNITS)} >= {sql.long(sel.pre_threshold)}")
+    return cells, jobs
 
 
 def _statistic_offset(sel: SelectionPlan) -> int | None:
@@ -375,8 +386,8 @@ def _driver_way(
 
     ``cells``: the exact aggregates by cell identity (for selection, those that reach the
     pre-threshold). They are collected and joined by identity with the keys: ``keys`` itself, or
-    for the data's own keys what the job scanning the input alongside collects (cancelled if the
-    cells cannot be collected). ``schema``: the input's, for the key types.
+    for the data's own keys what the job scanning the input alongside collects (the caller
+    cancels it if the cells cannot be collected). ``schema``: the input's, for the key types.
     """
     limit = noising.DRIVER_MAX_CELLS
     spark = cells.sparkSession
@@ -392,16 +403,8 @@ def _driver_way(
             cells = cells.localCheckpoint(eager=False)
         return cells.limit(limit + 1).toArrow()
 
-    if isinstance(keys, pa.Table):
-        key_table = keys
-        found = collect_cells()
-    else:
-        try:
-            found = collect_cells()
-        except BaseException:
-            keys.cancel()
-            raise
-        key_table = keys.result()
+    found = collect_cells()
+    key_table = keys if isinstance(keys, pa.Table) else keys.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
     on = list(CELL_IDS)

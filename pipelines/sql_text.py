@@ -48,9 +48,9 @@ def round_half_up(x: str) -> str:
     BIGINT, exactly :func:`dp_ops.fixed_point.round_half_up` of the same double.
 
     Spark's ``round`` of a double goes through a BigDecimal per row; ``floor(x + 0.5)`` is two
-    machine operations. ``x`` is written three times
-    (Spark evaluates a repeated subexpression once) and must stay within +-2^52
-    (:data:`dp_ops.fixed_point.MAX_STEPS`), where ``floor`` is exact.
+    machine operations. ``x`` is written three times (Spark evaluates a repeated subexpression
+    once) and must stay within +-2^52 (:data:`dp_ops.fixed_point.MAX_STEPS`), where ``floor`` is
+    exact.
     """
     return f"IF(({x}) >= 0.0D, floor(({x}) + 0.5D), -floor(0.5D - ({x})))"
 
