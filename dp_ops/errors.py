@@ -36,3 +36,10 @@ class InternalError(DPReleaseError, RuntimeError):
     """A broken invariant inside dprelease: this is probably a bug, please report it."""
 
     exit_code = 5
+
+
+class RerunError(DPReleaseError, RuntimeError):
+    """A rare event of this run's secret randomness stopped it before anything was written (two
+    cells sharing a cell identity under the run's salt); running it again draws new secrets."""
+
+    exit_code = 5

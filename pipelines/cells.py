@@ -1,14 +1,22 @@
-"""Cell identities: a 128-bit salted hash of a cell's dimension values.
+"""Cell identities: a 64-bit salted hash of a cell's dimension values.
 
-Bounding and aggregation group and shuffle by the two 64-bit halves (``_c1``, ``_c2``) instead
-of the dimension values: fixed-width longs let Spark use hash aggregation throughout and move
-less data through the shuffles. The dimension values come back by a join with the cells' keys
-(the public keys, or the distinct cells of the data for private selection). Keys already on the
-driver get their identities there (:func:`driver_cell_ids`): the same values, no Spark job.
+Bounding and aggregation group and shuffle by the identity (``_cell_id``) instead of the
+dimension values: one fixed-width long lets Spark use hash aggregation throughout and move little
+data through the shuffles. The dimension values come back by a join with the cells' keys (the
+public keys, or the distinct cells of the data for private selection). Keys already on the driver
+get their identities there (:func:`driver_cell_ids`): the same values, no Spark job.
 
-Two distinct cells share an identity with probability about ``cells^2 / 2^129`` (below 10^-26 for
-a million cells); the hashes are keyed by a secret per-release salt, so the data cannot be
-crafted to collide.
+Two distinct cells share an identity with probability about ``cells^2 / 2^65`` (below 10^-9 for
+100,000 cells). Such cells would be merged, and a merged cell released under two names, so every
+set of keys is checked before it meets the cells (:func:`require_distinct` on the driver,
+:func:`require_distinct_frame` in Spark): a collision stops the release with
+:class:`~dp_ops.errors.RerunError` before anything is written, and a rerun draws a new salt. The
+keys checked are every cell the data can hold (the data's own cells, or the declared cells that
+validation keeps it within) or, for public partitions, the public keys: a cell of the data outside
+them that shares a key's identity would add its rows to that key's cell (still bounded and noised
+as one cell, so the privacy guarantee holds; the chance is about ``keys * cells / 2^64``).
+The salt is secret and new for every release; a collision crafted into the data would be
+caught by the same checks, or merge into a public key's cell under the same guarantee.
 """
 
 from __future__ import annotations
@@ -21,34 +29,57 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
-from dp_ops.errors import InternalError
+from dp_ops.errors import InternalError, RerunError
 from dp_ops.xxhash64 import Column, Kind, spark_xxhash64
 from pipelines import sql_text as sql
 
-CELL_IDS = ("_c1", "_c2")
+CELL_ID = "_cell_id"
+Salt = tuple[int, int]
+"""Two secret 64-bit integers that key the identities of one release."""
 
 
-def cell_ids(dims: Sequence[str], salt: tuple[int, int, int, int]) -> list[str]:
-    """The two halves of the identity of the cell ``dims`` (salt: four secret 64-bit integers),
-    as SQL expressions for ``selectExpr`` (:mod:`pipelines.sql_text`)."""
-    cols = [sql.name(d) for d in dims]
-    return [
-        sql.aliased(sql.keyed_hash(salt[:2], cols), CELL_IDS[0]),
-        sql.aliased(sql.keyed_hash(salt[2:], cols), CELL_IDS[1]),
-    ]
+def cell_id(dims: Sequence[str], salt: Salt) -> str:
+    """The identity of the cell ``dims``, as SQL text for ``selectExpr``
+    (:mod:`pipelines.sql_text`), named ``_cell_id``."""
+    return sql.aliased(sql.keyed_hash(salt, [sql.name(d) for d in dims]), CELL_ID)
 
 
-def with_cell_ids(
-    df: DataFrame, dims: Sequence[str], salt: tuple[int, int, int, int], keep: Sequence[str]
-) -> DataFrame:
-    """``(keep..., _c1, _c2)``: the columns ``keep`` and the identity of each row's cell."""
-    return df.selectExpr(*[sql.name(c) for c in keep], *cell_ids(dims, salt))
+def with_cell_ids(df: DataFrame, dims: Sequence[str], salt: Salt, keep: Sequence[str]) -> DataFrame:
+    """``(keep..., _cell_id)``: the columns ``keep`` and the identity of each row's cell."""
+    return df.selectExpr(*[sql.name(c) for c in keep], cell_id(dims, salt))
 
 
-def cell_keys(df: DataFrame, dims: Sequence[str], salt: tuple[int, int, int, int]) -> DataFrame:
-    """``(dims..., _c1, _c2)`` for each distinct cell of ``df`` (or each row of a key table)."""
+def cell_keys(df: DataFrame, dims: Sequence[str], salt: Salt) -> DataFrame:
+    """``(dims..., _cell_id)`` for each distinct cell of ``df`` (or each row of a key table)."""
     quoted = [sql.name(d) for d in dims]
-    return df.selectExpr(*quoted).distinct().selectExpr(*quoted, *cell_ids(dims, salt))
+    return df.selectExpr(*quoted).distinct().selectExpr(*quoted, cell_id(dims, salt))
+
+
+def _collision(table: str) -> RerunError:
+    return RerunError(
+        f"table {table!r}: two of its cells share a cell identity under this run's secret salt, "
+        "a rare chance; the release stopped before writing anything. Run it again (with the same "
+        "release id, which the ledger does not charge twice): the run draws a new salt"
+    )
+
+
+def require_distinct(keys: pa.Table, table: str) -> pa.Table:
+    """``keys`` (``_cell_id`` and the dimension values, each cell once), if no two of them share
+    an identity; else :class:`RerunError`. On the driver, no Spark job."""
+    ids = keys.column(CELL_ID).to_numpy(zero_copy_only=False)
+    if len(np.unique(ids)) != len(ids):
+        raise _collision(table)
+    return keys
+
+
+def require_distinct_frame(keys: DataFrame, table: str) -> DataFrame:
+    """``keys`` as :func:`require_distinct` checks them, for keys in Spark: computed once (a
+    local checkpoint, which the caller's join then reads) and checked by one small job."""
+    kept = keys.localCheckpoint(eager=True)
+    shared = kept.groupBy(sql.expr(sql.name(CELL_ID))).agg(sql.expr("count(1)", "_n"))
+    if not shared.where("_n > 1").isEmpty():
+        raise _collision(table)
+    return kept
 
 
 def _hash_input(column: pa.ChunkedArray) -> tuple[Kind, Column, npt.NDArray[np.bool_] | None]:
@@ -69,19 +100,10 @@ def _hash_input(column: pa.ChunkedArray) -> tuple[Kind, Column, npt.NDArray[np.b
     return kind, values, nulls
 
 
-def driver_cell_ids(
-    rows: pa.Table, dims: Sequence[str], salt: tuple[int, int, int, int]
-) -> pa.Table:
-    """``(dims..., _c1, _c2)``: the identity of each row's cell, as :func:`cell_ids` computes it
+def driver_cell_ids(rows: pa.Table, dims: Sequence[str], salt: Salt) -> pa.Table:
+    """``(dims..., _cell_id)``: the identity of each row's cell, as :func:`cell_id` computes it
     in Spark, for key tables already on the driver (typed like the input's columns: strings,
     integers, booleans or dates)."""
     columns = [_hash_input(rows.column(d)) for d in dims]
-    ids = [
-        pa.array(spark_xxhash64(columns, rows.num_rows, leading=salt[:2]), pa.int64()),
-        pa.array(spark_xxhash64(columns, rows.num_rows, leading=salt[2:]), pa.int64()),
-    ]
-    return (
-        rows.select(list(dims))
-        .append_column(CELL_IDS[0], ids[0])
-        .append_column(CELL_IDS[1], ids[1])
-    )
+    ids = pa.array(spark_xxhash64(columns, rows.num_rows, leading=salt), pa.int64())
+    return rows.select(list(dims)).append_column(CELL_ID, ids)

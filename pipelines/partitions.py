@@ -26,7 +26,7 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from dp_ops.errors import SpecError
-from pipelines.cells import CELL_IDS
+from pipelines.cells import CELL_ID
 
 INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 LOCAL_MAX_KEYS = 100_000
@@ -198,5 +198,5 @@ def join_public(
     filled = [F.coalesce(F.col(m), F.lit(0)).cast("long").alias(m) for m in measures]
     if not dims or keys is None:
         return aggregated.select(*filled)
-    joined = keys.join(aggregated, on=list(CELL_IDS), how="left")  # keys are kept: no broadcast
+    joined = keys.join(aggregated, on=CELL_ID, how="left")  # keys are kept: no broadcast
     return joined.select(*dims, *filled)

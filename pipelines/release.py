@@ -51,7 +51,15 @@ from pipelines import noise as noising
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS, aggregate_partitions, measure_columns
 from pipelines.bounding import bound_contributions
-from pipelines.cells import CELL_IDS, cell_keys, driver_cell_ids, with_cell_ids
+from pipelines.cells import (
+    CELL_ID,
+    Salt,
+    cell_keys,
+    driver_cell_ids,
+    require_distinct,
+    require_distinct_frame,
+    with_cell_ids,
+)
 from pipelines.consistency import (
     COUNT as CONSISTENT,
 )
@@ -94,13 +102,13 @@ class Secrets:
 
     key: bytes
     salt: tuple[int, int, int, int]
-    cell_salt: tuple[int, int, int, int]
+    cell_salt: Salt
     """Keys the cell identities (:mod:`pipelines.cells`)."""
 
     @classmethod
     def new(cls) -> Secrets:
-        salt = struct.unpack("<8q", os.urandom(64))
-        return cls(key=new_key(), salt=(salt[0], salt[1], salt[2], salt[3]), cell_salt=salt[4:8])
+        salt = struct.unpack("<6q", os.urandom(48))
+        return cls(key=new_key(), salt=(salt[0], salt[1], salt[2], salt[3]), cell_salt=salt[4:6])
 
     def __repr__(self) -> str:
         return "Secrets(<hidden>)"
@@ -109,7 +117,7 @@ class Secrets:
 def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets) -> DataFrame:
     """Exact aggregates of the bounded data per cell present in the data (not private).
 
-    ``(_c1, _c2, measures...)``: cells by identity (:mod:`pipelines.cells`); only measures for a
+    ``(_cell_id, measures...)``: cells by identity (:mod:`pipelines.cells`); only measures for a
     table without dimensions.
     """
     t = plan.table
@@ -124,7 +132,7 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
     if t.dimensions:
         keep = list(dict.fromkeys([unit, *(v.column for v in plan.values), *extra]))
         df = with_cell_ids(df, t.dimensions, secrets.cell_salt, keep)
-        cells = list(CELL_IDS)
+        cells = [CELL_ID]
     bins = [(h.bin_column, [h.count_column(i) for i in range(h.bins)]) for h in hist]
     return df.transform(
         bound_contributions,
@@ -188,6 +196,9 @@ def release_table(
 ) -> DataFrame:
     """The released table: ``(dims..., metrics...)``.
 
+    ``df``: validated input (:func:`pipelines.validation.validate_input`), so no dimension value
+    is null: keys that differ only in where a null sits share a cell identity, and the release
+    would stop (:class:`~dp_ops.errors.RerunError`) however often it is run.
     ``candidates``: for private selection, every cell the input can hold (the cross product of
     the dimensions' declared domains, which validation enforces), when it is on the driver:
     selection then runs there (see the module docstring); the same cells are released.
@@ -217,14 +228,15 @@ def release_table(
         raise
     if sel is None:
         key_frame = (
-            cell_keys(public_keys.frame, dims, secrets.cell_salt)
+            require_distinct_frame(cell_keys(public_keys.frame, dims, secrets.cell_salt), name)
             if public_keys is not None
             else None
         )
         cells = join_public(cells, key_frame, dims, measures)
     else:
         if dims:  # the dimension values of the cells found in the data
-            cells = cells.join(cell_keys(df, dims, secrets.cell_salt), on=list(CELL_IDS))
+            found = require_distinct_frame(cell_keys(df, dims, secrets.cell_salt), name)
+            cells = cells.join(found, on=CELL_ID)
         offset = _statistic_offset(sel)
         statistic = [] if offset is None else [(F.col(UNITS) - F.lit(offset)).alias(SELECT)]
         cells = cells.select(*dims, *measures, *statistic)
@@ -323,7 +335,7 @@ class Alongside(Generic[R]):
 
 DriverKeys: TypeAlias = pa.Table | Alongside[pa.Table]
 """The keys of a table whose cells go to the driver, with their identities
-``(dims..., _c1, _c2)``: a table when they are on the driver already (declared keys or cells;
+``(dims..., _cell_id)``: a table when they are on the driver already (declared keys or cells;
 identities computed there), else a Spark job collecting them, already running (a scan of the
 input for the data's own cells, at most one row more than the driver takes). Public keys are all
 released, with zeros where the data has none; under selection only the cells of the data that
@@ -345,7 +357,8 @@ def _driver_keys(
 
     def declared(rows: pa.Table) -> pa.Table:
         types = pa.schema([(d, ARROW_TYPES[type(df.schema[d].dataType)]) for d in dims])
-        return driver_cell_ids(rows.select(dims).cast(types), dims, salt)
+        ids = driver_cell_ids(rows.select(dims).cast(types), dims, salt)
+        return require_distinct(ids, plan.table.name)
 
     limit = noising.DRIVER_MAX_CELLS
     if not driver_key_types(df.schema, dims):
@@ -407,7 +420,9 @@ def _driver_way(
     key_table = keys if isinstance(keys, pa.Table) else keys.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
-    on = list(CELL_IDS)
+    if not isinstance(keys, pa.Table):  # the data's own keys, checked here (declared: at once)
+        require_distinct(key_table, plan.table.name)
+    on = [CELL_ID]
     if plan.selection is None:  # every public key; cells of the data outside them stay behind
         joined = key_table.join(found, keys=on, join_type="left outer")
     else:
@@ -470,7 +485,9 @@ def release_levels(
     exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
     cells = bounded_aggregates(df, plan, unit, secrets)
     keys = (
-        cell_keys(public_keys.frame, dims, secrets.cell_salt) if public_keys is not None else None
+        require_distinct_frame(cell_keys(public_keys.frame, dims, secrets.cell_salt), t.name)
+        if public_keys is not None
+        else None
     )
     # output-sized; checkpointed so that the levels do not bound the input again (Spark drops the
     # blocks once no released frame refers to them, unlike a persist that lasts the session)
