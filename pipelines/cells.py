@@ -66,8 +66,7 @@ def _collision(table: str) -> RerunError:
 def require_distinct(keys: pa.Table, table: str) -> pa.Table:
     """``keys`` (``_cell_id`` and the dimension values, each cell once), if no two of them share
     an identity; else :class:`RerunError`. On the driver, no Spark job."""
-    ids = keys.column(CELL_ID).to_numpy(zero_copy_only=False)
-    if len(np.unique(ids)) != len(ids):
+    if pc.count_distinct(keys.column(CELL_ID)).as_py() != keys.num_rows:
         raise _collision(table)
     return keys
 

@@ -228,15 +228,12 @@ def release_table(
         raise
     if sel is None:
         key_frame = (
-            require_distinct_frame(cell_keys(public_keys.frame, dims, secrets.cell_salt), name)
-            if public_keys is not None
-            else None
+            _key_frame(public_keys.frame, dims, secrets, name) if public_keys is not None else None
         )
         cells = join_public(cells, key_frame, dims, measures)
     else:
         if dims:  # the dimension values of the cells found in the data
-            found = require_distinct_frame(cell_keys(df, dims, secrets.cell_salt), name)
-            cells = cells.join(found, on=CELL_ID)
+            cells = cells.join(_key_frame(df, dims, secrets, name), on=CELL_ID)
         offset = _statistic_offset(sel)
         statistic = [] if offset is None else [(F.col(UNITS) - F.lit(offset)).alias(SELECT)]
         cells = cells.select(*dims, *measures, *statistic)
@@ -245,6 +242,12 @@ def release_table(
         column, shift = _decisive(sel)
         noisy = noisy.where(F.col(column) - F.lit(shift) >= sel.threshold)
     return finalize(noisy, plan, nonnegative)
+
+
+def _key_frame(df: DataFrame, dims: Sequence[str], secrets: Secrets, table: str) -> DataFrame:
+    """``(dims..., _cell_id)`` of each distinct cell of ``df`` (the input, or a key table) for
+    Spark's way, computed once and checked for a shared identity."""
+    return require_distinct_frame(cell_keys(df, dims, secrets.cell_salt), table)
 
 
 def _exact_cells(
@@ -337,7 +340,8 @@ DriverKeys: TypeAlias = pa.Table | Alongside[pa.Table]
 """The keys of a table whose cells go to the driver, with their identities
 ``(dims..., _cell_id)``: a table when they are on the driver already (declared keys or cells;
 identities computed there), else a Spark job collecting them, already running (a scan of the
-input for the data's own cells, at most one row more than the driver takes). Public keys are all
+input for the data's own cells, at most one row more than the driver takes). Either way they are
+checked for a shared identity (:func:`~pipelines.cells.require_distinct`). Public keys are all
 released, with zeros where the data has none; under selection only the cells of the data that
 selection keeps are."""
 
@@ -354,11 +358,11 @@ def _driver_keys(
     data's own keys starts now; the caller takes its result or cancels it."""
     dims = list(plan.table.dimensions)
     salt = secrets.cell_salt
+    name = plan.table.name
 
     def declared(rows: pa.Table) -> pa.Table:
         types = pa.schema([(d, ARROW_TYPES[type(df.schema[d].dataType)]) for d in dims])
-        ids = driver_cell_ids(rows.select(dims).cast(types), dims, salt)
-        return require_distinct(ids, plan.table.name)
+        return require_distinct(driver_cell_ids(rows.select(dims).cast(types), dims, salt), name)
 
     limit = noising.DRIVER_MAX_CELLS
     if not driver_key_types(df.schema, dims):
@@ -371,9 +375,11 @@ def _driver_keys(
     if candidates is not None and candidates.num_rows <= limit:
         return declared(candidates)
     if candidates is None:
-        return Alongside(
-            df.sparkSession, lambda: cell_keys(df, dims, salt).limit(limit + 1).toArrow()
-        )
+
+        def scan() -> pa.Table:  # planned on the second thread, while the cells' plan is built
+            return require_distinct(cell_keys(df, dims, salt).limit(limit + 1).toArrow(), name)
+
+        return Alongside(df.sparkSession, scan)
     return None
 
 
@@ -420,8 +426,6 @@ def _driver_way(
     key_table = keys if isinstance(keys, pa.Table) else keys.result()
     if found.num_rows > limit or key_table.num_rows > limit:
         return None, cells
-    if not isinstance(keys, pa.Table):  # the data's own keys, checked here (declared: at once)
-        require_distinct(key_table, plan.table.name)
     on = [CELL_ID]
     if plan.selection is None:  # every public key; cells of the data outside them stay behind
         joined = key_table.join(found, keys=on, join_type="left outer")
@@ -484,11 +488,7 @@ def release_levels(
     metrics = [m.kind for m in t.metrics]  # count, privacy_unit_count
     exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
     cells = bounded_aggregates(df, plan, unit, secrets)
-    keys = (
-        require_distinct_frame(cell_keys(public_keys.frame, dims, secrets.cell_salt), t.name)
-        if public_keys is not None
-        else None
-    )
+    keys = _key_frame(public_keys.frame, dims, secrets, t.name) if public_keys is not None else None
     # output-sized; checkpointed so that the levels do not bound the input again (Spark drops the
     # blocks once no released frame refers to them, unlike a persist that lasts the session)
     finest = join_public(cells, keys, dims, [COUNT, UNITS]).localCheckpoint(eager=True)
