@@ -20,6 +20,11 @@ class SpecError(DPReleaseError, ValueError):
     exit_code = 2
 
 
+class NoiseRangeError(SpecError):
+    """A noise scale the bounds and budget ask for lies beyond what the samplers draw in 64-bit
+    integers; the plan re-raises it naming the table and the bounds to lower."""
+
+
 class InputDataError(DPReleaseError, ValueError):
     """The input microdata does not match the specification (column, type, nulls, ...)."""
 
@@ -43,3 +48,16 @@ class RerunError(DPReleaseError, RuntimeError):
     cells sharing a cell identity under the run's salt); running it again draws new secrets."""
 
     exit_code = 5
+
+
+SHOW_ERRORS_VARIABLE = "DPRELEASE_SHOW_ERRORS"
+"""Set to 1 on a private console to see what may quote data: Spark's exception text, the
+input's column names, and Spark's loggers at the level asked for."""
+
+
+def show_errors() -> bool:
+    """True when the operator asked to see text that may quote the input (see
+    :data:`SHOW_ERRORS_VARIABLE`)."""
+    import os
+
+    return os.environ.get(SHOW_ERRORS_VARIABLE) == "1"

@@ -25,6 +25,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from dp_ops.errors import NoiseRangeError
+
 SQRT2 = math.sqrt(2.0)
 
 
@@ -154,17 +156,29 @@ def _tg_parameters(
     return eps, d, c1, em1
 
 
+TG_MAX_ENTRIES = 1 << 16
+"""The most keep probabilities a truncated geometric table may hold (they are computed on the
+driver and shipped to every task); bounds that need more use threshold selection."""
+
+
 def truncated_geometric_probabilities(
     epsilon: float, delta: float, max_partitions: int, pre_threshold: int = 1
 ) -> list[Decimal]:
-    """Keep probability p(n) for n = 0, 1, ..., c2 + 1 (p = 1 beyond), to 60 significant digits."""
+    """Keep probability p(n) for n = 0, 1, ..., c2 + 1 (p = 1 beyond), to 60 significant digits.
+
+    NoiseRangeError when the table would hold more than :data:`TG_MAX_ENTRIES` entries.
+    """
     eps, d, c1, em1 = _tg_parameters(epsilon, delta, max_partitions, pre_threshold)
 
     def lower(n: int) -> Decimal:
         return d * ((eps * (n - pre_threshold + 1)).exp() - 1) / em1
 
+    if c1 + 2 > TG_MAX_ENTRIES:
+        raise NoiseRangeError(f"a truncated geometric table of over {TG_MAX_ENTRIES} entries")
     p_c1 = lower(c1)
     c2 = c1 + int(((1 + em1 / d * (1 - p_c1)).ln() / eps).to_integral_value(ROUND_FLOOR))
+    if c2 + 2 > TG_MAX_ENTRIES:
+        raise NoiseRangeError(f"a truncated geometric table of over {TG_MAX_ENTRIES} entries")
     probs: list[Decimal] = []
     for n in range(c2 + 2):
         if n < pre_threshold:

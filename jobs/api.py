@@ -6,14 +6,18 @@
 
 Each call draws fresh noise and spends the spec's budget again. When the spec names a ledger
 (``ledger:`` or the ``ledger`` argument), every call is charged to it under its own release id
-before any noise is drawn, and a call that reuses a charged id is refused: a notebook cannot
-draw a second version of a release for the price of one. Without a ledger nothing is recorded,
-so publish from one call only. Within a call, noise is keyed to the cells, so evaluating a
+before any noise is drawn, and recorded as handed to Python (the ledger's location
+``python-api``). The ledger's rules are those of ``dprelease run``
+(:meth:`jobs.ledger.Ledger.admit`): an id charged for another spec or published elsewhere is
+refused, and so is a second call with an id this API has handed out, since it has no release to
+return without a second draw. Without a ledger nothing is recorded, so publish from one call
+only. Within a call, noise is keyed to the cells, so evaluating a
 returned DataFrame several times shows the same values.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,15 +25,18 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 
 from dp_ops.errors import BudgetError
+from jobs import release_id as release_ids
 from jobs.config import load_spec, spec_hash
 from jobs.io import read_input
-from jobs.ledger import open_ledger
-from jobs.runner import new_release_id, public_keys, table_frames
-from pipelines.plan import ReleasePlan, plan_release
+from jobs.ledger import API_LOCATION, Admission, Attempt, open_ledger
+from jobs.runner import public_keys, table_frames
+from pipelines.plan import ReleasePlan, plan_release, plan_warnings
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
 from pipelines.spec import LedgerSpec, ReleaseSpec
 from pipelines.validation import validate_input
+
+log = logging.getLogger("dprelease")
 
 
 @dataclass(frozen=True)
@@ -65,20 +72,25 @@ def release_dataframes(
         if spec.ledger is None:
             raise BudgetError("ledger: the spec has no ledger section naming the dataset to charge")
         spec = replace(spec, ledger=LedgerSpec(dataset=spec.ledger.dataset, path=str(ledger)))
+    if release_id is not None:
+        release_ids.check(release_id)
     plan = plan_release(spec)
+    for warning in plan_warnings(plan):
+        log.warning("plan: %s", warning)
     account = spec.ledger
-    rid = (release_id or new_release_id()) if account is not None else None
+    rid = (release_id or release_ids.new()) if account is not None else None
+    attempt = Attempt(rid, spec_hash(spec), API_LOCATION) if rid is not None else None
     # refused before reading any data, charged before any noise is drawn
-    if account and rid and open_ledger(account.path).check(account.dataset, rid, plan.cost):
-        raise _charged_before(rid)
+    if account and attempt:
+        _refuse_handed_out(
+            open_ledger(account.path).admit(account.dataset, attempt, plan.cost), attempt
+        )
     df = input_df if input_df is not None else read_input(spark, spec.input)
     checked = validate_input(df, spec)
-    if (
-        account
-        and rid
-        and not open_ledger(account.path).charge(account.dataset, rid, plan.cost, spec_hash(spec))
-    ):
-        raise _charged_before(rid)
+    if account and attempt:
+        ledger = open_ledger(account.path)
+        _refuse_handed_out(ledger.charge(account.dataset, attempt, plan.cost), attempt)
+        ledger.commit(account.dataset, attempt)  # the frames below are the release
     secrets = Secrets.new()
     tables: dict[str, DataFrame] = {}
     for t in plan.tables:
@@ -87,8 +99,11 @@ def release_dataframes(
     return Release(tables, plan, privacy_report(plan), checked.quarantined, rid)
 
 
-def _charged_before(release_id: str) -> BudgetError:
-    return BudgetError(
-        f"release id {release_id!r} is already charged in the ledger; drawing it again would "
-        "spend its budget a second time unrecorded: use a new release id"
-    )
+def _refuse_handed_out(admission: Admission, attempt: Attempt) -> None:
+    """A release id this API handed out has no release to return without a second draw."""
+    if admission.committed_at is not None:
+        raise BudgetError(
+            f"release id {attempt.release_id!r} is already charged in the ledger and was handed "
+            "to Python; drawing it again would spend its budget a second time unrecorded: use a "
+            "new release id"
+        )

@@ -15,9 +15,10 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Sequence
+from fractions import Fraction
 from pathlib import Path
 
-from dp_ops.errors import DPReleaseError
+from dp_ops.errors import DPReleaseError, SpecError
 
 EXIT_OK, EXIT_RUNTIME = 0, 5
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,9 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("action", choices=["init", "show"])
     budget.add_argument("dataset")
     budget.add_argument("--ledger", required=True, help="the ledger file (SQLite)")
-    budget.add_argument("--epsilon", type=float, help="lifetime epsilon (init)")
-    budget.add_argument("--delta", type=float, default=0.0, help="lifetime delta (init)")
-    budget.add_argument("--rho", type=float, help="lifetime rho-zCDP, instead of epsilon (init)")
+    exact = _exact_argument
+    budget.add_argument("--epsilon", type=exact, help="lifetime epsilon (init), e.g. 4 or 0.3")
+    budget.add_argument("--delta", type=exact, default=0, help="lifetime delta (init), e.g. 1e-6")
+    budget.add_argument("--rho", type=exact, help="lifetime rho-zCDP, instead of epsilon (init)")
 
     gen = sub.add_parser(
         "generate-demo", help="write deterministic synthetic census-style microdata"
@@ -76,6 +78,16 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _exact_argument(text: str) -> Fraction:
+    """A budget on the command line, exactly as written (``0.1`` is 1/10)."""
+    from dp_ops.rational import exact_decimal
+
+    try:
+        return exact_decimal(text)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError("must be a number like 4, 0.3, 1e-6 or 1/3") from None
+
+
 def _import_in_background(load: Callable[[], None]) -> threading.Thread:
     """Run ``load`` (imports) in a thread. A failure is left for the later import to raise where
     it is used, with its own message."""
@@ -92,22 +104,28 @@ def _import_in_background(load: Callable[[], None]) -> threading.Thread:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from jobs import release_id as release_ids
     from jobs.config import load_spec
-    from jobs.runner import new_release_id, preflight, run_release
-    from jobs.session import get_session
+    from jobs.runner import preflight, run_release
+    from jobs.session import close_session, get_session
     from pipelines.validation import load_great_expectations
 
+    release_id = (
+        release_ids.new() if args.release_id is None else release_ids.check(args.release_id)
+    )
     spec_path = args.config or args.spec
     if not spec_path:
-        raise SystemExit("dprelease run: give the spec path (or --config PATH)")
+        raise SpecError("dprelease run: give the spec path (or --config PATH)")
     spec = load_spec(
         spec_path, input_path=args.input, output_path=args.output, ledger_path=args.ledger
     )
-    release_id = args.release_id or new_release_id()
-    preflight(spec, release_id)  # plan and ledger refusal before Spark starts
+    preflight(spec, release_id)  # plan, output location and ledger refusal before Spark starts
     _import_in_background(load_great_expectations)  # seconds of imports, beside the JVM's start
     spark = get_session(args.master, args.spark_profile)
-    outcome = run_release(spark, spec, release_id)
+    try:
+        outcome = run_release(spark, spec, release_id, warn=False)
+    finally:
+        close_session(spark)
     if outcome.already_released:
         print(f"release {outcome.release_id} already exists at {outcome.path}; nothing done")
     else:
@@ -119,12 +137,16 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from jobs.session import get_session
+    from jobs.session import close_session, get_session
     from pipelines.demo_data import demo_microdata
 
     spark = get_session(args.master, args.spark_profile, app="dprelease-demo-data")
     start = time.monotonic()
-    demo_microdata(spark, args.rows, args.partitions).write.mode("overwrite").parquet(args.output)
+    try:
+        frame = demo_microdata(spark, args.rows, args.partitions)
+        frame.write.mode("overwrite").parquet(args.output)
+    finally:
+        close_session(spark)
     print(f"wrote {args.rows} demo rows to {args.output} in {time.monotonic() - start:.1f} s")
     return EXIT_OK
 
@@ -137,8 +159,6 @@ def _fetch_real(args: argparse.Namespace) -> int:
 
 
 def _budget(args: argparse.Namespace) -> int:
-    from fractions import Fraction
-
     from dp_ops.errors import SpecError
     from jobs.ledger import Budget, currency, open_ledger
 
@@ -149,9 +169,9 @@ def _budget(args: argparse.Namespace) -> int:
         if args.rho is not None:
             if args.delta:
                 raise SpecError("budget init: --delta goes with --epsilon, not with --rho")
-            lifetime = Budget(Fraction(0), Fraction(0), Fraction(args.rho))
+            lifetime = Budget(Fraction(0), Fraction(0), args.rho)
         else:
-            lifetime = Budget(Fraction(args.epsilon), Fraction(args.delta))
+            lifetime = Budget(args.epsilon, args.delta)
         ledger.init(args.dataset, lifetime)
         print(f"dataset {args.dataset}: lifetime budget {lifetime}")
         return EXIT_OK

@@ -19,6 +19,10 @@ def load_document(path: str | Path) -> dict[str, Any]:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SpecError(f"spec: cannot read {str(path)!r}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise SpecError(
+            f"spec: {str(path)!r} is not UTF-8 text; give the YAML release spec"
+        ) from None
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -48,8 +52,13 @@ def load_spec(
 
 
 def spec_hash(spec: ReleaseSpec) -> str:
-    """SHA-256 of the canonical JSON of the effective spec (after overrides)."""
-    canonical = json.dumps(
-        dataclasses.asdict(spec), sort_keys=True, default=str, separators=(",", ":")
-    )
+    """SHA-256 of the canonical JSON of the effective spec (after overrides).
+
+    Everything that decides what is released counts (input, budget, tables, output path and
+    format); the ledger's path does not: it is where the release is recorded, not what it is.
+    """
+    doc = dataclasses.asdict(spec)
+    if doc.get("ledger"):
+        doc["ledger"] = {"dataset": doc["ledger"]["dataset"]}
+    canonical = json.dumps(doc, sort_keys=True, default=str, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()

@@ -9,29 +9,63 @@ from pathlib import Path
 
 from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from dp_ops.errors import InputDataError
+from dp_ops.errors import SHOW_ERRORS_VARIABLE, InputDataError, show_errors
+from pipelines.input_checks import CSV_MALFORMED, CSV_RECORD
 from pipelines.spec import InputSpec
 
 
 def read_table(
-    spark: SparkSession, path: str, fmt: str, header: bool = True, what: str = "input"
+    spark: SparkSession,
+    path: str,
+    fmt: str,
+    header: bool = True,
+    what: str = "input",
+    flag_malformed: bool = False,
 ) -> DataFrame:
+    """The table at ``path``; InputDataError (exit 3) naming the path, never the contents, when
+    it does not exist or cannot be read as ``fmt``.
+
+    ``flag_malformed`` (CSV): keep records with too many or too few fields, flagged in
+    :data:`~pipelines.input_checks.CSV_MALFORMED` (and as read in ``CSV_RECORD``), so that
+    validation fails or quarantines them; Spark would otherwise drop extra fields silently.
+    """
     try:
-        if fmt == "csv":
-            return (
-                spark.read.option("header", str(header).lower())
-                .option("inferSchema", "true")
-                .csv(path)
-            )
-        return spark.read.parquet(path)
+        if fmt != "csv":
+            return spark.read.parquet(path)
+        reader = spark.read.option("header", str(header).lower())
+        inferred = reader.option("inferSchema", "true").csv(path)
+        if not flag_malformed or not inferred.columns:
+            return inferred
+        schema = inferred.schema.add(CSV_RECORD, "string")
+        df = (
+            reader.schema(schema)
+            .option("mode", "PERMISSIVE")
+            .option("columnNameOfCorruptRecord", CSV_RECORD)
+            .csv(path)
+        )
+        # the flag also reads the first column, so that Spark never sees a query of its
+        # corrupt-record column alone (which it refuses on a raw CSV file)
+        first = inferred.columns[0]
+        malformed = F.when(F.col(CSV_RECORD).isNotNull(), F.lit(1)).otherwise(
+            F.hash(F.col(first)) * 0
+        )
+        return df.withColumn(CSV_MALFORMED, malformed)
     except AnalysisException as exc:
         reason = "does not exist" if "PATH_NOT_FOUND" in str(exc) else f"cannot be read as {fmt}"
         raise InputDataError(f"{what}: {path!r} {reason}; check the path and format") from None
+    except Exception:  # Spark's text can quote the file's bytes
+        if show_errors():
+            raise
+        raise InputDataError(
+            f"{what}: {path!r} cannot be read as {fmt}; check input.format and the files "
+            f"(set {SHOW_ERRORS_VARIABLE}=1 on a private console to see Spark's message)"
+        ) from None
 
 
 def read_input(spark: SparkSession, spec: InputSpec) -> DataFrame:
-    return read_table(spark, spec.path, spec.format, spec.csv_header)
+    return read_table(spark, spec.path, spec.format, spec.csv_header, flag_malformed=True)
 
 
 def input_fingerprint(df: DataFrame, key: bytes) -> str:

@@ -5,7 +5,17 @@ release charged against it. Budgets are exact fractions stored as text, so sums 
 
 * A release is charged in one ``BEGIN IMMEDIATE`` transaction: SQLite's write lock serializes
   concurrent chargers, so two jobs started at once cannot both pass the check.
-* Charging the same (dataset, release id) again is a no-op: a retried task is not charged twice.
+* A release id is bound, at its first charge, to the spec's SHA-256, the amount and the location
+  the release is published at (:meth:`Ledger.admit` holds every rule, for the command line,
+  spark-submit and the Python API alike):
+
+  - the same id with another spec or amount is refused (BudgetError, exit 4), whatever happened
+    to the first attempt: a release id names one release;
+  - charged but never committed (the attempt crashed): the identical spec may be retried, and is
+    not charged again;
+  - committed (:meth:`Ledger.commit` records when and where): a further attempt at the same
+    location is a no-op, and one anywhere else is refused, since it would publish a second draw
+    of the same release uncharged.
 * A crash inside the transaction leaves no half record (SQLite rolls it back); a crash after the
   commit leaves the charge in place, which errs on the side of privacy.
 
@@ -49,9 +59,16 @@ CREATE TABLE IF NOT EXISTS charges (
     spec_sha256 TEXT NOT NULL,
     charged_utc TEXT NOT NULL,
     rho TEXT NOT NULL DEFAULT '0',
+    location TEXT,
+    committed_utc TEXT,
     PRIMARY KEY (dataset, release_id)
 );
 """
+_ADDED_COLUMNS = {
+    "datasets": {"rho": "TEXT NOT NULL DEFAULT '0'"},
+    "charges": {"rho": "TEXT NOT NULL DEFAULT '0'", "location": "TEXT", "committed_utc": "TEXT"},
+}
+"""Columns added since the first ledger files; older files get them when opened."""
 
 
 @dataclass(frozen=True)
@@ -124,22 +141,51 @@ class Account:
         )
 
 
+@dataclass(frozen=True)
+class Admission:
+    """What the ledger allows one attempt at a release id (see :meth:`Ledger.admit`)."""
+
+    amount: Budget
+    """What the release costs, in the currency of the dataset's account."""
+    charged: bool
+    """The id was charged before, for this spec and amount: this attempt is not charged again."""
+    committed_at: str | None
+    """Where the id was published, if it was (then the same location only: a no-op)."""
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt at a release: its id, the SHA-256 of its spec and where it is published."""
+
+    release_id: str
+    spec_sha256: str
+    location: str
+    """The release's directory (an absolute path), or :data:`API_LOCATION` for the Python API."""
+
+
+API_LOCATION = "python-api"
+"""The location of releases handed to a Python caller as DataFrames (nothing is written)."""
+
+
 class BudgetLedger(Protocol):
     """What the jobs need from a ledger; SQLite is the embedded default (:class:`Ledger`).
 
-    A server-database backend implements the same four calls with the same guarantees: ``charge``
-    is atomic and serialized per dataset, and idempotent per (dataset, release id).
+    A server-database backend implements the same calls with the same guarantees: ``charge`` is
+    atomic and serialized per dataset, and ``admit``'s rules bind a release id to one spec,
+    amount and location.
     """
 
     def init(self, dataset: str, lifetime: Budget) -> None: ...
 
     def account(self, dataset: str) -> Account: ...
 
-    def check(self, dataset: str, release_id: str, request: Budget | ReleaseCost) -> bool: ...
+    def admit(self, dataset: str, attempt: Attempt, request: Budget | ReleaseCost) -> Admission: ...
 
     def charge(
-        self, dataset: str, release_id: str, request: Budget | ReleaseCost, spec_sha256: str
-    ) -> bool: ...
+        self, dataset: str, attempt: Attempt, request: Budget | ReleaseCost
+    ) -> Admission: ...
+
+    def commit(self, dataset: str, attempt: Attempt) -> None: ...
 
 
 def open_ledger(location: str | Path) -> BudgetLedger:
@@ -164,10 +210,11 @@ class Ledger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._connect() as db:
             db.executescript(SCHEMA)
-            for table in ("datasets", "charges"):  # files made before rho accounts existed
+            for table, added in _ADDED_COLUMNS.items():
                 columns = {r[1] for r in db.execute(f"PRAGMA table_info({table})")}
-                if "rho" not in columns:
-                    db.execute(f"ALTER TABLE {table} ADD COLUMN rho TEXT NOT NULL DEFAULT '0'")
+                for name, kind in added.items():
+                    if name not in columns:
+                        db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -232,48 +279,89 @@ class Ledger:
         lifetime = Budget(Fraction(row[0]), Fraction(row[1]), Fraction(row[2]))
         return Account(dataset, lifetime, spent, releases)
 
-    def _check(
-        self, db: sqlite3.Connection, dataset: str, release_id: str, request: Budget | ReleaseCost
-    ) -> Budget | None:
-        """The amount to charge, or None if this release id is already charged."""
+    def _admit(
+        self,
+        db: sqlite3.Connection,
+        dataset: str,
+        attempt: Attempt,
+        request: Budget | ReleaseCost,
+    ) -> Admission:
         account = self._account(db, dataset)
-        if any(r == release_id for r, _, _ in account.releases):
-            return None
         amount = amount_for(account.lifetime, dataset, request)
+        rid = attempt.release_id
+        row = db.execute(
+            "SELECT epsilon, delta, rho, spec_sha256, location, committed_utc FROM charges "
+            "WHERE dataset = ? AND release_id = ?",
+            (dataset, rid),
+        ).fetchone()
+        if row is not None:
+            charged = Budget(Fraction(row[0]), Fraction(row[1]), Fraction(row[2]))
+            if row[3] != attempt.spec_sha256 or charged != amount:
+                raise BudgetError(
+                    f"ledger: release id {rid!r} of dataset {dataset!r} was charged "
+                    f"{charged} for another spec (SHA-256 {row[3][:12]}...); a release id is "
+                    "bound to the spec of its first charge. Rerun that spec unchanged, or give "
+                    "this spec a new release id."
+                )
+            if row[5] is not None and row[4] != attempt.location:
+                raise BudgetError(
+                    f"ledger: release id {rid!r} of dataset {dataset!r} was published at "
+                    f"{row[4]!r}; publishing it at {attempt.location!r} too would release a "
+                    "second draw of the same data uncharged. Use a new release id."
+                )
+            return Admission(amount, True, row[4] if row[5] is not None else None)
         left = account.remaining
         if amount.epsilon > left.epsilon or amount.delta > left.delta or amount.rho > left.rho:
             raise BudgetError(
-                f"ledger: release {release_id!r} of dataset {dataset!r} requests {amount}; "
+                f"ledger: release {rid!r} of dataset {dataset!r} requests {amount}; "
                 f"remaining {left.describe(amount.is_zcdp)} of a lifetime {account.lifetime}. "
                 "Lower the release's budget "
                 "or declare a new dataset."
             )
-        return amount
+        return Admission(amount, False, None)
 
-    def check(self, dataset: str, release_id: str, request: Budget | ReleaseCost) -> bool:
-        """BudgetError if ``request`` does not fit; True if this release is already charged."""
+    def admit(self, dataset: str, attempt: Attempt, request: Budget | ReleaseCost) -> Admission:
+        """What the ledger allows ``attempt``; BudgetError (exit 4) saying why if nothing.
+
+        Refused: a new release that does not fit the remaining budget; a release id charged
+        before for another spec or amount; a release id published at another location. Allowed:
+        a new release that fits (``charged`` False), a retry of a charged, uncommitted attempt
+        with the identical spec (``charged`` True: not charged again), and the identical spec at
+        the location it was published at (``committed_at`` set: the caller does nothing).
+        """
         with self._connect() as db:
-            return self._check(db, dataset, release_id, request) is None
+            return self._admit(db, dataset, attempt, request)
 
-    def charge(
-        self, dataset: str, release_id: str, request: Budget | ReleaseCost, spec_sha256: str
-    ) -> bool:
-        """Charge ``request`` in one transaction; False if it was already charged (a retry)."""
+    def charge(self, dataset: str, attempt: Attempt, request: Budget | ReleaseCost) -> Admission:
+        """Charge ``request`` under the attempt's release id in one transaction, after the checks
+        of :meth:`admit`; an id charged before is not charged again (``charged`` True)."""
         with self._transaction() as db:
-            amount = self._check(db, dataset, release_id, request)
-            if amount is None:
-                return False
+            admission = self._admit(db, dataset, attempt, request)
+            if admission.charged:
+                return admission
+            amount = admission.amount
             db.execute(
                 "INSERT INTO charges (dataset, release_id, epsilon, delta, spec_sha256, "
-                "charged_utc, rho) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "charged_utc, rho, location) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     dataset,
-                    release_id,
+                    attempt.release_id,
                     str(amount.epsilon),
                     str(amount.delta),
-                    spec_sha256,
+                    attempt.spec_sha256,
                     _now(),
                     str(amount.rho),
+                    attempt.location,
                 ),
             )
-            return True
+            return admission
+
+    def commit(self, dataset: str, attempt: Attempt) -> None:
+        """Record that the attempt's release was published at its location (once: the first
+        commit's time and location stay)."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE charges SET committed_utc = ?, location = ? "
+                "WHERE dataset = ? AND release_id = ? AND committed_utc IS NULL",
+                (_now(), attempt.location, dataset, attempt.release_id),
+            )

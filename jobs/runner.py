@@ -2,15 +2,18 @@
 
 Order matters for privacy and for operators:
 
-1. the plan (budget split, noise scales, thresholds) is computed from the spec alone;
-2. an existing release id is detected, and the ledger refuses a release that does not fit the
-   dataset's remaining budget, before any data is read;
+1. the release id is checked, and the plan (budget split, noise scales, thresholds, the 64-bit
+   noise range) is computed from the spec alone;
+2. the output location is checked (a writable directory, the release id's place free), a
+   published release id is detected, and the ledger refuses a release that does not fit the
+   dataset's remaining budget or reuses a release id for another spec or location, before any
+   data is read (:func:`preflight`);
 3. the input is validated (schema, then a great-expectations suite: nulls, NaN/inf, domains,
    the spec's own expectations); failing rows stop the release or are quarantined
-   (``input.on_invalid``); then the ledger is charged, before any noise is drawn (a retry with
-   the same release id is not charged again);
+   (``input.on_invalid``); then the ledger is charged, before any noise is drawn (a retry of a
+   crashed attempt with the identical spec is not charged again);
 4. each table is computed and written to a private staging directory, then the manifest;
-5. one rename publishes the release.
+5. one rename publishes the release, and the ledger records the commit and its location.
 """
 
 from __future__ import annotations
@@ -20,7 +23,6 @@ import json
 import logging
 import os
 import platform
-import secrets as pysecrets
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -33,10 +35,12 @@ import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 
+from dp_ops.errors import BudgetError
+from jobs import release_id as release_ids
 from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
-from jobs.ledger import open_ledger
+from jobs.ledger import Attempt, open_ledger
 from pipelines import output_checks, validation
 from pipelines.partitions import (
     PublicKeys,
@@ -46,7 +50,7 @@ from pipelines.partitions import (
     declared_cells,
     inline_keys,
 )
-from pipelines.plan import ReleasePlan, TablePlan, plan_release
+from pipelines.plan import ReleasePlan, TablePlan, plan_release, plan_warnings
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
 from pipelines.spec import PrivatePartitions, PublicPartitions, ReleaseSpec, TableSpec
@@ -69,11 +73,6 @@ def stage(name: str) -> Iterator[None]:
     log.info("stage %s: started", name)
     yield
     log.info("stage %s: done in %.1f s", name, time.monotonic() - start)
-
-
-def new_release_id() -> str:
-    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{now}-{pysecrets.token_hex(3)}"
 
 
 def public_keys(
@@ -206,18 +205,51 @@ def write_table(df: DataFrame, path: Path, fmt: str) -> None:
         w.parquet(str(path))
 
 
-def preflight(spec: ReleaseSpec, release_id: str) -> tuple[ReleasePlan, bool]:
-    """Plan the release and check the ledger, without Spark: (plan, already released?).
+@dataclass(frozen=True)
+class Preflight:
+    """What :func:`preflight` found: the plan, the attempt, and whether it is already done."""
 
-    Raises BudgetError when the release does not fit the dataset's remaining budget.
+    plan: ReleasePlan
+    attempt: Attempt
+    published: bool
+    """The release id is published at this location with this spec: nothing to do."""
+    charged: bool
+    """The ledger charged this release id before (a retry of a crashed attempt, or published)."""
+
+
+def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Preflight:
+    """Everything that can be checked before reading data or charging, without Spark.
+
+    SpecError (exit 2): a malformed release id, a plan whose noise leaves the 64-bit range, an
+    output location that cannot take the release. BudgetError (exit 4): the release does not fit
+    the dataset's remaining budget, or its id is bound to another spec or location (the
+    ledger's rules, :meth:`jobs.ledger.Ledger.admit`; without a ledger, the manifest of a
+    published release of this id). ``warn``: log the plan's warnings (:func:`plan_warnings`).
     """
-    writer.local_path(spec.output.path)  # fail early on an unsupported output location
+    release_ids.check(release_id)
     plan = plan_release(spec)
-    if writer.is_released(spec.output.path, release_id):
-        return plan, True
+    if warn:
+        for warning in plan_warnings(plan):
+            log.warning("plan: %s", warning)
+    final = writer.check_location(spec.output.path, release_id)
+    attempt = Attempt(release_id, spec_hash(spec), str(final))
+    published = writer.is_released(spec.output.path, release_id)
+    if published and writer.released_spec(spec.output.path, release_id) != attempt.spec_sha256:
+        raise BudgetError(
+            f"release id {release_id!r} is published at {str(final)!r} from another spec; a "
+            "release id names one release. Give this spec a new release id."
+        )
+    charged = False
     if spec.ledger is not None:
-        open_ledger(spec.ledger.path).check(spec.ledger.dataset, release_id, plan.cost)
-    return plan, False
+        admission = open_ledger(spec.ledger.path).admit(spec.ledger.dataset, attempt, plan.cost)
+        if admission.committed_at is not None and not published:
+            raise BudgetError(
+                f"ledger: release id {release_id!r} was published at {admission.committed_at!r}, "
+                "which holds no manifest now; drawing it again would release a second draw "
+                "uncharged. Restore the release, or use a new release id."
+            )
+        charged = admission.charged
+    return Preflight(plan, attempt, published, charged)
 
 
 def run_release(
@@ -225,11 +257,14 @@ def run_release(
     spec: ReleaseSpec,
     release_id: str | None = None,
     input_df: DataFrame | None = None,
+    warn: bool = True,
 ) -> Outcome:
-    """Run the release described by ``spec``; see the module docstring for the order of steps."""
-    rid = release_id or new_release_id()
+    """Run the release described by ``spec``; see the module docstring for the order of steps.
+    ``warn``: log the plan's warnings (False when the caller's own preflight did)."""
+    rid = release_id or release_ids.new()
     with stage("plan"):
-        plan, done = preflight(spec, rid)
+        checked_first = preflight(spec, rid, warn)
+    plan, attempt = checked_first.plan, checked_first.attempt
     for t in plan.tables:
         sel = t.selection
         log.debug(
@@ -244,8 +279,10 @@ def run_release(
                 f"{m.column}: {m.mechanism} {float(m.parameter):.6g}" for m in t.measurements
             ),
         )
-    final = writer.release_dir(spec.output.path, rid)
-    if done:
+    final = Path(attempt.location)
+    if checked_first.published:
+        if spec.ledger is not None:  # a crash between the rename and the ledger's record
+            open_ledger(spec.ledger.path).commit(spec.ledger.dataset, attempt)
         log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
         return Outcome(rid, final, already_released=True)
     cost = plan.cost
@@ -262,9 +299,7 @@ def run_release(
     with stage("read and validate input"):
         raw = input_df if input_df is not None else read_input(spark, spec.input)
         checked = validate_input(raw, spec)
-        df = checked.valid
-        for name, ok in checked.verdict.items():
-            log.debug("validation: %s: %s", name, "passed" if ok else "FAILED")
+        df = checked.valid  # which expectations failed goes to the operator report only
     quarantine = None
     if checked.quarantined is not None:
         with stage("quarantine invalid rows"):
@@ -276,10 +311,12 @@ def run_release(
             writer.private_dir(spec.output.path),
         )
     if spec.ledger is not None:
-        charged = open_ledger(spec.ledger.path).charge(
-            spec.ledger.dataset, rid, plan.cost, spec_hash(spec)
+        admission = open_ledger(spec.ledger.path).charge(spec.ledger.dataset, attempt, plan.cost)
+        log.info(
+            "ledger: release %s %s",
+            rid,
+            "was charged by an earlier attempt" if admission.charged else "charged",
         )
-        log.info("ledger: release %s %s", rid, "charged" if charged else "was already charged")
     secrets = Secrets.new()
     fp_key, fp_generated = _fingerprint_key()
     outcome = Outcome(rid, final)
@@ -315,6 +352,8 @@ def run_release(
     if fp_generated:
         report["fingerprint_key_hex"] = fp_key.hex()
     _write_private_report(spec.output.path, rid, report)
+    if spec.ledger is not None:
+        open_ledger(spec.ledger.path).commit(spec.ledger.dataset, attempt)
     log.info("release %s committed at %s", rid, final)
     return outcome
 

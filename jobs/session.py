@@ -1,10 +1,17 @@
-"""SparkSession for the jobs, configured from a Spark profile in ``conf/spark/``."""
+"""SparkSession for the jobs, configured from a Spark profile in ``conf/spark/``.
+
+A session this module starts in local mode keeps Spark's scratch files (shuffle files hold
+per-person rows) in an owner-only directory of its own, removed by :func:`close_session` at the
+end of the run, failed or not; one left by a killed process is removed by the next run.
+"""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +19,20 @@ import yaml
 from pyspark.sql import SparkSession
 
 from dp_ops.errors import SpecError
+from jobs import spark_logs
+
+SCRATCH_PREFIX = "dprelease-spark-"
+"""Scratch directories are ``<tmp>/dprelease-spark-<pid>-<random>`` (mode 700)."""
+_MASTER = re.compile(
+    r"local(\[(\*|\d+)(,\d+)?\])?"
+    r"|local-cluster\[\d+, *\d+, *\d+\]"
+    r"|spark://[^\s/,]+(,[^\s/,]+)*"
+    r"|yarn"
+    r"|k8s://\S+"
+    r"|mesos://\S+"
+)
+_scratch: dict[int, Path] = {}
+"""The scratch directory of the session this process started, by SparkContext id."""
 
 DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
@@ -64,18 +85,119 @@ def session_conf(master: str | None, profile: dict[str, str]) -> dict[str, str]:
     return {**conf, **profile}
 
 
+def check_master(master: str, where: str = "--master") -> str:
+    """``master`` if it is a Spark master URL this version runs on; SpecError (exit 2) if not."""
+    text = master.strip()
+    if text.startswith("sc://"):
+        raise SpecError(
+            f"{where}: Spark Connect (sc://...) is not supported by this version; give a classic "
+            "master (local[N], spark://host:port, yarn, k8s://...)"
+        )
+    if not _MASTER.fullmatch(text):
+        raise SpecError(
+            f"{where}: {text[:80]!r} is not a Spark master URL; use local[N], local[*], "
+            "spark://host:port, yarn or k8s://https://host:port"
+        )
+    return text
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_stale_scratch(base: Path) -> None:
+    """Remove scratch directories of this user whose process is gone (killed runs)."""
+    for path in base.glob(f"{SCRATCH_PREFIX}*"):
+        pid_text = path.name[len(SCRATCH_PREFIX) :].split("-", 1)[0]
+        try:
+            owned = path.is_dir() and not path.is_symlink() and path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if owned and pid_text.isdigit() and not _alive(int(pid_text)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _new_scratch() -> Path:
+    base = Path(tempfile.gettempdir())
+    _remove_stale_scratch(base)
+    return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
+
+
+def _effective_master(master: str | None) -> str | None:
+    if master:
+        return master
+    if _under_spark_submit():  # spark-submit's --master, from the JVM's properties
+        from pyspark import SparkConf
+
+        value: str | None = SparkConf().get("spark.master", None)
+        return value
+    return None
+
+
 def get_session(
     master: str | None = None, profile: str | Path | None = None, app: str = "dprelease"
 ) -> SparkSession:
-    """The active session (under spark-submit) or a new one with the profile's settings."""
+    """The active session (under spark-submit) or a new one with the profile's settings.
+
+    SpecError (exit 2) for a master URL that is not one, a Spark Connect master or
+    ``SPARK_REMOTE``, or a ``DPRELEASE_SPARK_LOG_LEVEL`` that is not a log level; these are
+    checked before Spark starts.
+    """
+    from pyspark import SparkContext
+
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark_logs.requested_level()
+    if os.environ.get("SPARK_REMOTE"):
+        check_master(os.environ["SPARK_REMOTE"], "SPARK_REMOTE")
     builder = SparkSession.builder.appName(app)
-    if not master and not _under_spark_submit():
-        master = os.environ.get("DPRELEASE_MASTER", "local[*]")
+    if master:
+        master = check_master(master)
+    elif not _under_spark_submit():
+        master = check_master(os.environ.get("DPRELEASE_MASTER", "local[*]"), "DPRELEASE_MASTER")
     if master:
         builder = builder.master(master)
-    for key, value in session_conf(master, load_profile(profile)).items():
+    conf = session_conf(master, load_profile(profile))
+    scratch = None
+    starts = SparkContext._active_spark_context is None
+    effective = _effective_master(master)
+    local = effective is not None and local_cores(effective) is not None
+    if (
+        starts
+        and local
+        and "spark.local.dir" not in conf
+        and not os.environ.get("SPARK_LOCAL_DIRS")
+    ):
+        scratch = _new_scratch()
+        conf["spark.local.dir"] = str(scratch)
+    for key, value in conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
-    spark.sparkContext.setLogLevel(os.environ.get("DPRELEASE_SPARK_LOG_LEVEL", "WARN"))
+    try:
+        spark = builder.getOrCreate()
+    except BaseException:
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    if scratch is not None:
+        _scratch[id(spark.sparkContext)] = scratch
+    spark_logs.apply(spark)
     return spark
+
+
+def close_session(spark: SparkSession | None) -> None:
+    """Stop ``spark`` and remove its scratch directory, if this module started it (a session
+    handed in by the caller, a notebook's or a test's, is left running)."""
+    if spark is None:
+        return
+    scratch = _scratch.pop(id(spark.sparkContext), None)
+    if scratch is None:
+        return
+    try:
+        spark.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -49,6 +49,63 @@ def is_released(output: str, release_id: str) -> bool:
     return (release_dir(output, release_id) / MANIFEST).exists()
 
 
+def released_spec(output: str, release_id: str) -> str | None:
+    """The spec SHA-256 in the manifest of a published release (None if none can be read)."""
+    try:
+        manifest = json.loads((release_dir(output, release_id) / MANIFEST).read_text("utf-8"))
+    except (OSError, ValueError):
+        return None
+    value = manifest.get("spec_sha256") if isinstance(manifest, dict) else None
+    return value if isinstance(value, str) else None
+
+
+def _writable_dir(path: Path, what: str) -> None:
+    """SpecError unless ``path`` is a directory this process can create entries in."""
+    if not path.is_dir():
+        raise SpecError(
+            f"output.path: {what} {str(path)!r} is not a directory; point output.path (or "
+            "--output) at a directory, or at a path that does not exist yet"
+        )
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise SpecError(
+            f"output.path: {what} {str(path)!r} is not writable by this user; choose another "
+            "output path or fix its permissions"
+        )
+
+
+def check_location(output: str, release_id: str) -> Path:
+    """The release's directory (absolute), once everything about it that can fail is checked
+    without writing: the output path is (or can be made) a writable directory, its ``.staging``
+    and ``.private`` entries are directories if they exist, and ``<output>/<release-id>`` is free
+    (absent, an empty directory, or a published release of this id). SpecError (exit 2) naming
+    the path and the fix otherwise, before any budget is charged.
+    """
+    root = local_path(output).absolute()
+    if root.exists():
+        _writable_dir(root, "the output directory")
+    else:
+        parent = root.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        _writable_dir(parent, "the nearest existing parent of the output path,")
+    for name in (STAGING, ".private"):
+        entry = root / name
+        if entry.exists() and not entry.is_dir():
+            raise SpecError(
+                f"output.path: {str(entry)!r} must be a directory (dprelease keeps its staging "
+                "area and operator reports there); move the file away"
+            )
+    final = root / release_id
+    published = final.is_dir() and not final.is_symlink() and (final / MANIFEST).exists()
+    empty_dir = final.is_dir() and not final.is_symlink() and not any(final.iterdir())
+    if (final.exists() or final.is_symlink()) and not (published or empty_dir):
+        raise SpecError(
+            f"release id {release_id!r}: {str(final)!r} already exists and was not made by a "
+            "completed release; move it away or choose another release id"
+        )
+    return final
+
+
 @contextmanager
 def staged_release(output: str, release_id: str) -> Iterator[Path]:
     """Yield a private staging directory; on normal exit it becomes ``<output>/<release-id>``.

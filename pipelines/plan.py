@@ -20,12 +20,14 @@ release spends in both currencies, for the manifest and the ledger.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Literal
+from functools import partial
+from typing import Any, Literal, TypeVar
 
 from dp_ops import accounting, accuracy, selection
-from dp_ops.errors import InternalError
+from dp_ops.errors import InternalError, NoiseRangeError
 from dp_ops.fixed_point import grid_bounds
 from dp_ops.rational import gaussian_variance, laplace_scale
 from dp_ops.sensitivity import (
@@ -41,11 +43,14 @@ from pipelines.spec import (
     SPREAD_KINDS,
     MetricSpec,
     PrivatePartitions,
+    PublicPartitions,
     ReleaseSpec,
     TableSpec,
 )
 
 Family = Literal["laplace", "gaussian"]
+FAMILIES: tuple[Family, ...] = ("laplace", "gaussian")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -116,11 +121,19 @@ class SelectionPlan:
         return noise_tail(noise, k)
 
     def units_for_even_odds(self, units_noise: NoiseParams | None = None) -> int:
-        """Smallest number of units with a keep probability of at least 1/2."""
-        n = self.pre_threshold
-        while self.keep_probability(n, units_noise) < 0.5:
-            n += 1
-        return n
+        """Smallest number of units with a keep probability of at least 1/2 (the probability
+        grows with n: an exponential search, then bisection)."""
+
+        def even(n: int) -> bool:
+            return self.keep_probability(n, units_noise) >= 0.5
+
+        lo, hi = self.pre_threshold - 1, self.pre_threshold  # even(lo) is False
+        while not even(hi):
+            lo, hi = hi, hi + 2 * (hi - lo)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if even(mid) else (mid, hi)
+        return hi
 
 
 def noise_tail(noise: NoiseParams, k: int) -> float:
@@ -210,7 +223,7 @@ class ReleasePlan:
             raise InternalError("a rho plan must spend at most its rho")
         if budget.delta == 0:
             return ReleaseCost(None, Fraction(0), rho)
-        eps = Fraction(accounting.zcdp_epsilon(float(rho), budget.delta))
+        eps = Fraction(accounting.zcdp_epsilon(float(rho), float(budget.delta)))
         return ReleaseCost(eps, Fraction(budget.delta), rho)
 
     @property
@@ -500,11 +513,39 @@ def _auto_selection(
     """post_aggregation when the table releases the unit count; else the fewest units to keep."""
     if any(m.kind == "privacy_unit_count" for m in table.metrics):
         return plan_table(table, epsilon, delta, family, "post_aggregation")
-    options = [
-        plan_table(table, epsilon, delta, family, s)
-        for s in ("truncated_geometric", "laplace", "gaussian")
-    ]
+    options = _feasible(
+        lambda s: plan_table(table, epsilon, delta, family, s),
+        ("truncated_geometric", "laplace", "gaussian"),
+    )
     return min(options, key=lambda t: t.selection.units_for_even_odds() if t.selection else 0)
+
+
+def _feasible(plan: Callable[[Any], TablePlan], choices: Sequence[Any]) -> list[TablePlan]:
+    """The plans of the choices whose noise fits the samplers' range; the first choice's
+    NoiseRangeError if none does."""
+    plans, errors = [], []
+    for choice in choices:
+        try:
+            plans.append(plan(choice))
+        except NoiseRangeError as exc:
+            errors.append(exc)
+    if not plans:
+        raise errors[0]
+    return plans
+
+
+def _in_range(where: str, table: TableSpec, plan: Callable[..., _T], *args: Any) -> _T:
+    """``plan(*args)``, with a NoiseRangeError restated for the operator: which table, and what
+    to change."""
+    try:
+        return plan(*args)
+    except NoiseRangeError as exc:
+        raise NoiseRangeError(
+            f"{where} ({table.name}): the bounds and budget ask for {exc}, beyond the 64-bit "
+            "range noise is drawn in; lower bounds.max_partitions, "
+            "bounds.max_rows_per_partition or the metrics' lower/upper bounds (or coarsen a "
+            "sum's granularity), or give the table more budget"
+        ) from None
 
 
 def _relative_variance(plan: TablePlan) -> float:
@@ -516,20 +557,19 @@ def _plan_family(table: TableSpec, eps: Fraction, delta: Fraction, noise: str) -
         return plan_table(table, eps, delta, "laplace")
     if noise == "gaussian":
         return plan_table(table, eps, delta, "gaussian")
-    options = [plan_table(table, eps, delta, "laplace"), plan_table(table, eps, delta, "gaussian")]
+    options = _feasible(lambda f: plan_table(table, eps, delta, f), ("laplace", "gaussian"))
     return min(options, key=_relative_variance)
 
 
 def _plan_zcdp(spec: ReleaseSpec, rho: Fraction) -> ReleasePlan:
     plans = []
-    for table, share in zip(
-        spec.tables, accounting.split(rho, [t.weight for t in spec.tables]), strict=True
-    ):
-        if spec.noise in ("laplace", "gaussian"):
-            plans.append(plan_table_zcdp(table, share, spec.noise))
-        else:
-            options = [plan_table_zcdp(table, share, f) for f in ("laplace", "gaussian")]
-            plans.append(min(options, key=_relative_variance))
+    shares = accounting.split(rho, [t.weight for t in spec.tables])
+    for i, (table, share) in enumerate(zip(spec.tables, shares, strict=True)):
+        families = (spec.noise,) if spec.noise in ("laplace", "gaussian") else FAMILIES
+        options = _in_range(
+            f"tables[{i}]", table, _feasible, partial(plan_table_zcdp, table, share), families
+        )
+        plans.append(min(options, key=_relative_variance))
     plan = ReleasePlan(spec, tuple(plans))
     cost = plan.cost.rho
     if cost is None or cost > rho:
@@ -554,15 +594,70 @@ def plan_release(spec: ReleaseSpec) -> ReleasePlan:
     zero = [Fraction(0)] * len(weights)
     dels = accounting.split(total_delta, weights) if total_delta > 0 else zero
     first = [
-        _plan_family(t, e, d, spec.noise) for t, e, d in zip(spec.tables, eps, dels, strict=True)
+        _in_range(f"tables[{i}]", t, _plan_family, t, e, d, spec.noise)
+        for i, (t, e, d) in enumerate(zip(spec.tables, eps, dels, strict=True))
     ]
     users = [i for i, p in enumerate(first) if p.delta > 0]
     plans = list(first)
     if users and len(users) < len(first):
         shares = accounting.split(total_delta, [weights[i] for i in users])
         for i, d in zip(users, shares, strict=True):
-            plans[i] = plan_table(spec.tables[i], eps[i], d, first[i].family)
+            t = spec.tables[i]
+            plans[i] = _in_range(f"tables[{i}]", t, plan_table, t, eps[i], d, first[i].family)
     plan = ReleasePlan(spec, tuple(plans))
     if plan.epsilon > Fraction(spec.budget.epsilon) or plan.delta > Fraction(spec.budget.delta):
         raise InternalError("the plan spends more than the declared budget")
     return plan
+
+
+def declared_cell_count(spec: ReleaseSpec, table: TableSpec) -> int | None:
+    """How many cells ``table`` can have, when the spec alone says (public keys listed or a cross
+    product of declared domains, or private selection over declared domains); else None."""
+    p = table.partitions
+    if isinstance(p, PublicPartitions) and p.source == "inline":
+        return len(p.rows)
+    if isinstance(p, PublicPartitions) and p.source == "file":
+        return None
+    count = 1
+    for d in table.dimensions:
+        values = spec.domain(d)
+        if values is None:
+            return None
+        count *= len(values)
+    return count
+
+
+def plan_warnings(plan: ReleasePlan) -> tuple[str, ...]:
+    """What makes a planned table say little, from the spec alone (no data is read): bounds that
+    no person can reach, and noise far above what one row can add to a cell. Each warning names
+    the table, the metric and the bound to change."""
+    multiple = plan.spec.output.noise_warning_multiple
+    warnings: list[str] = []
+    for i, t in enumerate(plan.tables):
+        bounds = t.table.bounds
+        where = f"tables[{i}] ({t.table.name})"
+        cells = declared_cell_count(plan.spec, t.table)
+        if cells is not None and bounds.max_partitions > cells:
+            warnings.append(
+                f"{where}: bounds.max_partitions is {bounds.max_partitions}, but the table has "
+                f"at most {cells} cells; lower it to {cells}: that drops no data and cuts the "
+                "noise of every cell"
+            )
+        for m in t.measurements:
+            one_row = max(1, m.sensitivity.per_partition // bounds.max_rows_per_partition)
+            sd = m.sd()[0]
+            if sd <= multiple * one_row:
+                continue
+            larger = max(
+                ("bounds.max_partitions", bounds.max_partitions),
+                ("bounds.max_rows_per_partition", bounds.max_rows_per_partition),
+                key=lambda kv: kv[1],
+            )
+            fix = f"lower {larger[0]} ({larger[1]})" if larger[1] > 1 else "raise the budget"
+            warnings.append(
+                f"{where}: the noise of {m.column} has standard deviation {sd * m.unit:.4g}, "
+                f"over {multiple:g} times the most one row adds to a cell "
+                f"({one_row * m.unit:.4g}); cells smaller than that are lost in the noise. "
+                f"To fix it, {fix}, or set output.noise_warning_multiple to accept it"
+            )
+    return tuple(warnings)

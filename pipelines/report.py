@@ -204,7 +204,11 @@ def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
     conf = plan.spec.output.confidence
     budget, cost = plan.spec.budget, plan.cost
     return {
-        "declared": {"epsilon": budget.epsilon, "delta": budget.delta, "rho": budget.rho},
+        "declared": {
+            "epsilon": _num(budget.epsilon) if budget.epsilon is not None else None,
+            "delta": _num(budget.delta),
+            "rho": _num(budget.rho) if budget.rho is not None else None,
+        },
         "spent": {
             "epsilon": _num(cost.epsilon) if cost.epsilon is not None else None,
             "delta": _num(cost.delta),

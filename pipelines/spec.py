@@ -13,10 +13,12 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 from dp_ops.errors import SpecError
 from dp_ops.fixed_point import MAX_STEPS, default_granularity
+from dp_ops.rational import MIN_BUDGET, MIN_DELTA, exact_decimal
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
 MetricKind = Literal["count", "privacy_unit_count", "sum", "mean"]
@@ -83,12 +85,14 @@ class BudgetSpec:
       spent by any mechanism.
     """
 
-    epsilon: float | None = None
-    """Total epsilon of the release. Noise scales as 1/epsilon."""
-    delta: float = 0.0
-    """Total delta (epsilon budgets), or the conversion delta (rho budgets)."""
-    rho: float | None = None
-    """Total rho-zCDP of the release. Gaussian noise scales as 1/sqrt(rho)."""
+    epsilon: Fraction | None = None
+    """Total epsilon of the release, exactly as written (``0.1`` is 1/10). Noise scales as
+    1/epsilon."""
+    delta: Fraction = Fraction(0)
+    """Total delta (epsilon budgets), or the conversion delta (rho budgets), exactly as written."""
+    rho: Fraction | None = None
+    """Total rho-zCDP of the release, exactly as written. Gaussian noise scales as
+    1/sqrt(rho)."""
 
     @property
     def is_zcdp(self) -> bool:
@@ -198,6 +202,10 @@ class OutputSpec:
     """Confidence level of the interval half-widths written to the manifest."""
     nonnegative_counts: bool = True
     """Clamp released counts at zero (post-processing: free, but biases small cells upwards)."""
+    noise_warning_multiple: float = 1000.0
+    """The plan warns when a metric's noise standard deviation exceeds this multiple of the most
+    one row can add to a cell (1 for counts, the larger of |lower| and |upper| for sums): such
+    a table says little about any cell below that size. A warning only: nothing is refused."""
 
 
 @dataclass(frozen=True)
@@ -343,18 +351,43 @@ def parse_budget(raw: Any, where: str = "budget") -> BudgetSpec:
     _only(m, ("epsilon", "delta", "rho"), where)
     if ("epsilon" in m) == ("rho" in m):
         raise _fail(where, "state the budget as epsilon (with optional delta) or as rho, not both")
-    delta = _number(m.get("delta", 0.0), f"{where}.delta")
+    delta = _exact(m.get("delta", 0), f"{where}.delta")
     if not 0 <= delta < 1:
-        raise _fail(f"{where}.delta", f"must lie in [0, 1), got {delta!r}")
-    if "rho" in m:
-        rho = _number(m["rho"], f"{where}.rho")
-        if rho <= 0:
-            raise _fail(f"{where}.rho", f"must be > 0, got {rho!r}")
-        return BudgetSpec(rho=rho, delta=delta)
-    epsilon = _number(m["epsilon"], f"{where}.epsilon")
-    if epsilon <= 0:
-        raise _fail(f"{where}.epsilon", f"must be > 0, got {epsilon!r}")
-    return BudgetSpec(epsilon=epsilon, delta=delta)
+        raise _fail(f"{where}.delta", f"must lie in [0, 1), got {_show(delta)}")
+    if 0 < delta < MIN_DELTA:
+        raise _fail(f"{where}.delta", f"must be 0 or at least 1e-100, got {_show(delta)}")
+    name = "rho" if "rho" in m else "epsilon"
+    amount = _exact(m[name], f"{where}.{name}")
+    if amount <= 0:
+        raise _fail(f"{where}.{name}", f"must be > 0, got {_show(amount)}")
+    if amount < MIN_BUDGET:
+        raise _fail(
+            f"{where}.{name}",
+            f"{_show(amount)} is below 1e-12: every noise scale would be over 10^12 times a "
+            "person's contribution; state a larger budget",
+        )
+    if name == "rho":
+        return BudgetSpec(rho=amount, delta=delta)
+    return BudgetSpec(epsilon=amount, delta=delta)
+
+
+def _exact(value: Any, where: str) -> Fraction:
+    """A budget amount, exactly as written (see :func:`dp_ops.rational.exact_decimal`)."""
+    try:
+        return exact_decimal(value)
+    except (ValueError, ZeroDivisionError):
+        raise _fail(
+            where, f"must be a number (like 1, 0.5, 1e-6 or 1/3), got {_show_raw(value)}"
+        ) from None
+
+
+def _show(amount: Fraction) -> str:
+    return f"{float(amount):.6g}"
+
+
+def _show_raw(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 def parse_metric(raw: Any, where: str) -> MetricSpec:
@@ -591,10 +624,15 @@ def _parse_levels(raw: Any, dims: tuple[str, ...], where: str) -> tuple[tuple[st
 
 def parse_output(raw: Any, where: str = "output") -> OutputSpec:
     m = _mapping(raw, where)
-    _only(m, ("path", "format", "confidence", "nonnegative_counts"), where)
+    _only(
+        m, ("path", "format", "confidence", "nonnegative_counts", "noise_warning_multiple"), where
+    )
     confidence = _number(m.get("confidence", 0.95), f"{where}.confidence")
     if not 0 < confidence < 1:
         raise _fail(f"{where}.confidence", "must lie in (0, 1)")
+    multiple = _number(m.get("noise_warning_multiple", 1000.0), f"{where}.noise_warning_multiple")
+    if multiple <= 0:
+        raise _fail(f"{where}.noise_warning_multiple", "must be > 0")
     nonneg = m.get("nonnegative_counts", True)
     if not isinstance(nonneg, bool):
         raise _fail(f"{where}.nonnegative_counts", "must be true or false")
@@ -603,6 +641,7 @@ def parse_output(raw: Any, where: str = "output") -> OutputSpec:
         format=_choice(m.get("format", "parquet"), ("parquet", "csv"), f"{where}.format"),
         confidence=confidence,
         nonnegative_counts=nonneg,
+        noise_warning_multiple=multiple,
     )
 
 

@@ -28,8 +28,17 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from dp_ops.errors import InputDataError, InternalError
-from pipelines.input_checks import NUMERIC, check_schema, required_columns
+from dp_ops.errors import InputDataError, InternalError, SpecError
+from pipelines.input_checks import (
+    CSV_MALFORMED,
+    INTERNAL,
+    NUMERIC,
+    check_schema,
+    has_rows,
+    input_columns,
+    no_rows,
+    required_columns,
+)
 from pipelines.partitions import INTEGRAL, convert_key
 from pipelines.spec import ReleaseSpec
 
@@ -38,7 +47,9 @@ log = logging.getLogger("dprelease")
 FAILED_COLUMN = "_dprelease_failed_expectations"
 """Quarantined rows carry the names of the expectations they fail in this column."""
 
-RuleKind = Literal["not_null", "numeric", "finite", "in_set", "between"]
+RuleKind = Literal["not_null", "numeric", "finite", "in_set", "between", "text"]
+REPLACEMENT = "\ufffd"
+"""U+FFFD, what Spark's CSV reader puts where a file's bytes are not valid UTF-8."""
 MAX_DOUBLE = 1.7976931348623157e308
 
 
@@ -66,6 +77,8 @@ class Rule:
             return c.isNotNull()
         if self.kind == "numeric":
             return F.lit(True)
+        if self.kind == "text":
+            return c.isNull() | ~c.contains(REPLACEMENT)
         if self.kind == "finite":
             ok = ~F.isnan(c) & ~c.isin(float("inf"), float("-inf"))
         elif self.kind == "in_set":
@@ -93,6 +106,8 @@ class Rule:
             )
         if self.kind == "in_set":
             return gxe.ExpectColumnValuesToBeInSet(column=col, value_set=list(self.values))
+        if self.kind == "text":
+            return gxe.ExpectColumnValuesToNotMatchRegex(column=col, regex=REPLACEMENT)
         return gxe.ExpectColumnValuesToBeBetween(
             column=col, min_value=self.min_value, max_value=self.max_value
         )
@@ -105,10 +120,15 @@ def input_rules(spec: ReleaseSpec, schema: T.StructType) -> tuple[Rule, ...]:
     declared domain value that does not fit the column's type.
     """
     rules: list[Rule] = []
-    fields = {f.name: f.dataType for f in schema.fields}
+    fields = {f.name: f.dataType for f in schema.fields if f.name not in INTERNAL}
+    csv = CSV_MALFORMED in schema.fieldNames()
+    if csv:  # a record with too many or too few fields
+        rules.append(Rule("well-formed CSV record (field count)", CSV_MALFORMED, "in_set", (0,)))
     for column, role in required_columns(spec).items():
         rules.append(Rule(f"{column} not null ({role})", column, "not_null"))
         dtype = fields[column]
+        if csv and isinstance(dtype, T.StringType):  # bytes that are not UTF-8 became U+FFFD
+            rules.append(Rule(f"{column} valid UTF-8 text", column, "text"))
         if role == "value":
             rules.append(Rule(f"{column} numeric", column, "numeric"))
             if isinstance(dtype, T.FloatType | T.DoubleType):
@@ -121,7 +141,7 @@ def input_rules(spec: ReleaseSpec, schema: T.StructType) -> tuple[Rule, ...]:
         where = f"input.expectations[{i}]"
         if e.column not in fields:
             raise InputDataError(
-                f"{where}: column {e.column!r} is missing; the input has {sorted(fields)}"
+                f"{where}: column {e.column!r} is missing. " + input_columns(fields)
             )
         dtype = fields[e.column]
         if e.kind == "not_null":
@@ -204,7 +224,7 @@ def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
         rule = matched
         raised = bool((r.exception_info or {}).get("raised_exception"))
         if raised:
-            log.warning("validation: %r could not be evaluated; counted as failed", rule.name)
+            log.warning("validation: an expectation could not be evaluated; it counts as failed")
         verdict[rule.name] = bool(r.success) and not raised
     if set(verdict) != {r.name for r in rules}:
         raise InternalError("great-expectations did not return a verdict for every expectation")
@@ -233,11 +253,6 @@ def failure_message(failed: Sequence[str]) -> str:
     )
 
 
-def has_rows(df: DataFrame) -> bool:
-    """Whether ``df`` has a row (a flag, not a count)."""
-    return bool(df.limit(1).count())
-
-
 @dataclass(frozen=True)
 class ValidatedInput:
     valid: DataFrame
@@ -259,8 +274,13 @@ def validate_input(df: DataFrame, spec: ReleaseSpec) -> ValidatedInput:
     mismatch, for failed expectations under ``on_invalid: fail``, and for an input without
     (valid) rows.
     """
-    check_schema(df, spec)
-    rules = input_rules(spec, df.schema)
+    try:
+        check_schema(df, spec)
+        rules = input_rules(spec, df.schema)
+    except (InputDataError, SpecError):
+        if not has_rows(df):  # files without rows carry no reliable types: say what is wrong
+            raise no_rows() from None
+        raise
     verdict = gx_verdict(df, rules)
     failed = [name for name, ok in verdict.items() if not ok]
     if failed and spec.input.on_invalid == "fail":
@@ -273,5 +293,6 @@ def validate_input(df: DataFrame, spec: ReleaseSpec) -> ValidatedInput:
             raise InputDataError(
                 f"input: no valid rows: every row fails {', '.join(repr(n) for n in failed)}"
             )
-        raise InputDataError("input: no rows; check input.path and any filter on the data")
-    return ValidatedInput(df, quarantined, verdict)
+        raise no_rows()
+    internal = [c for c in INTERNAL if c in df.columns]
+    return ValidatedInput(df.drop(*internal) if internal else df, quarantined, verdict)

@@ -14,7 +14,7 @@ import yaml
 
 from dp_ops.errors import BudgetError
 from jobs.cli import main
-from jobs.ledger import Budget, Ledger
+from jobs.ledger import Attempt, Budget, Ledger
 from pipelines.plan import ReleaseCost
 from tests.conftest import base_spec
 
@@ -23,25 +23,31 @@ def third() -> Budget:
     return Budget(Fraction(1, 3), Fraction(0))
 
 
+def at(release_id: str, spec: str = "h", location: str = "/releases") -> Attempt:
+    """An attempt at ``release_id`` from the spec with SHA-256 ``spec``, published at
+    ``location``."""
+    return Attempt(release_id, spec, f"{location}/{release_id}")
+
+
 def test_sums_are_exact_and_an_overspend_is_refused_with_the_figures(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.init("persons", Budget(Fraction(1), Fraction(1, 10**6)))
     for i in range(3):
-        assert ledger.charge("persons", f"r{i}", third(), "h")
+        assert not ledger.charge("persons", at(f"r{i}"), third()).charged
     account = ledger.account("persons")
     assert account.spent.epsilon == 1 and account.remaining.epsilon == 0  # exactly, no rounding
     with pytest.raises(
         BudgetError, match=r"requests epsilon 0\.333333.*remaining epsilon 0.*lifetime epsilon 1"
     ):
-        ledger.charge("persons", "r3", third(), "h")
+        ledger.charge("persons", at("r3"), third())
     assert len(ledger.account("persons").releases) == 3
 
 
 def test_a_retried_release_is_not_charged_twice(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.init("d", Budget(Fraction(1), Fraction(0)))
-    assert ledger.charge("d", "2026-11-22", third(), "h") is True
-    assert ledger.charge("d", "2026-11-22", third(), "h") is False
+    assert ledger.charge("d", at("2026-11-22"), third()).charged is False
+    assert ledger.charge("d", at("2026-11-22"), third()).charged is True
     assert ledger.account("d").spent.epsilon == Fraction(1, 3)
 
 
@@ -50,7 +56,7 @@ def test_unknown_dataset_and_double_init_are_clear_errors(tmp_path: Path) -> Non
     with pytest.raises(
         BudgetError, match="has no lifetime budget; declare one with 'dprelease budget init d"
     ):
-        ledger.charge("d", "r", third(), "h")
+        ledger.charge("d", at("r"), third())
     ledger.init("d", Budget(Fraction(1), Fraction(0)))
     with pytest.raises(Exception, match="already has a lifetime budget"):
         ledger.init("d", Budget(Fraction(2), Fraction(0)))
@@ -59,8 +65,8 @@ def test_unknown_dataset_and_double_init_are_clear_errors(tmp_path: Path) -> Non
 def _charge_in_process(path: str, release: str, start: Any, results: Any) -> None:
     start.wait()
     try:
-        ok = Ledger(path).charge("d", release, Budget(Fraction(3, 10), Fraction(0)), "h")
-        results.put((release, ok))
+        admission = Ledger(path).charge("d", at(release), Budget(Fraction(3, 10), Fraction(0)))
+        results.put((release, not admission.charged))
     except BudgetError:
         results.put((release, False))
 
@@ -100,7 +106,7 @@ def test_a_crash_mid_transaction_leaves_no_half_record(tmp_path: Path) -> None:
     assert proc.exitcode == 1
     ledger = Ledger(path)
     assert ledger.account("d").releases == ()
-    assert ledger.charge("d", "after", third(), "h")  # the ledger is usable and consistent
+    assert not ledger.charge("d", at("after"), third()).charged  # usable and consistent
 
 
 def test_refused_before_any_spark_work_with_exit_code_4(tmp_path: Path, capsys: Any) -> None:
@@ -124,7 +130,7 @@ def test_budget_commands(tmp_path: Path, capsys: Any) -> None:
         main(["budget", "init", "persons", "--epsilon", "4", "--delta", "1e-6", "--ledger", ledger])
         == 0
     )
-    Ledger(ledger).charge("persons", "2026-q1", Budget(Fraction(1), Fraction(0)), "h")
+    Ledger(ledger).charge("persons", at("2026-q1"), Budget(Fraction(1), Fraction(0)))
     capsys.readouterr()
     assert main(["budget", "show", "persons", "--ledger", ledger]) == 0
     out = capsys.readouterr().out
@@ -155,36 +161,37 @@ def test_a_rho_account_adds_rho_exactly_and_refuses_what_is_not_zcdp(tmp_path: P
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.init("d", Budget(Fraction(0), Fraction(0), Fraction(1, 2)))
     for i in range(3):
-        assert ledger.charge("d", f"g{i}", rho(Fraction(1, 6)), "h")
+        ledger.charge("d", at(f"g{i}"), rho(Fraction(1, 6)))
     account = ledger.account("d")
     assert account.spent.rho == Fraction(1, 2) and account.remaining.rho == 0  # exactly
     with pytest.raises(BudgetError, match=r"requests rho 1e-06; remaining rho 0 of a lifetime"):
-        ledger.charge("d", "g3", rho(Fraction(1, 10**6)), "h")
+        ledger.charge("d", at("g3"), rho(Fraction(1, 10**6)))
     private = ReleaseCost(Fraction(1), Fraction(1, 10**6), None)
     with pytest.raises(BudgetError, match="selects partitions privately"):
-        ledger.check("d", "p", private)
+        ledger.admit("d", at("p"), private)
 
 
 def test_an_epsilon_release_is_charged_its_zcdp_cost_in_a_rho_account(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.init("d", Budget(Fraction(0), Fraction(0), Fraction(1)))
     laplace = ReleaseCost(Fraction(1), Fraction(0), Fraction(1, 2))  # epsilon 1 -> rho 1/2
-    assert ledger.charge("d", "a", laplace, "h") and ledger.charge("d", "b", laplace, "h")
+    ledger.charge("d", at("a"), laplace)
+    ledger.charge("d", at("b"), laplace)
     assert ledger.account("d").spent == Budget(Fraction(0), Fraction(0), Fraction(1))
     with pytest.raises(BudgetError, match=r"requests rho 0\.5; remaining rho 0"):
-        ledger.check("d", "c", laplace)
+        ledger.admit("d", at("c"), laplace)
 
 
 def test_an_epsilon_account_charges_a_rho_release_its_conversion(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.sqlite")
     ledger.init("d", Budget(Fraction(2), Fraction(1, 10**5)))
     converted = ReleaseCost(Fraction(3, 2), Fraction(1, 10**6), Fraction(1, 20))
-    assert ledger.charge("d", "a", converted, "h")
+    ledger.charge("d", at("a"), converted)
     assert ledger.account("d").spent == Budget(Fraction(3, 2), Fraction(1, 10**6))
     with pytest.raises(BudgetError, match=r"add budget\.delta to the spec"):
-        ledger.check("d", "b", rho(Fraction(1, 100)))
+        ledger.admit("d", at("b"), rho(Fraction(1, 100)))
     with pytest.raises(BudgetError, match=r"requests epsilon 1\.5.*remaining epsilon 0\.5"):
-        ledger.check("d", "b", converted)
+        ledger.admit("d", at("b"), converted)
 
 
 def test_a_ledger_file_from_before_rho_accounts_still_opens(tmp_path: Path) -> None:
@@ -202,14 +209,14 @@ def test_a_ledger_file_from_before_rho_accounts_still_opens(tmp_path: Path) -> N
     db.close()
     ledger = Ledger(path)
     assert ledger.account("d").spent == Budget(Fraction(1, 4), Fraction(0))
-    assert ledger.charge("d", "new", third(), "h")
+    assert not ledger.charge("d", at("new"), third()).charged
     assert ledger.account("d").remaining.epsilon == Fraction(5, 12)
 
 
 def test_budget_init_in_rho_and_show(tmp_path: Path, capsys: Any) -> None:
     ledger = str(tmp_path / "l.sqlite")
     assert main(["budget", "init", "p", "--rho", "0.5", "--ledger", ledger]) == 0
-    Ledger(ledger).charge("p", "2026-q1", rho(Fraction(1, 8)), "h")
+    Ledger(ledger).charge("p", at("2026-q1"), rho(Fraction(1, 8)))
     capsys.readouterr()
     assert main(["budget", "show", "p", "--ledger", ledger]) == 0
     out = capsys.readouterr().out

@@ -54,7 +54,7 @@ def test_spent_equals_the_sum_of_mechanisms_and_never_exceeds_the_budget(
     noise: str, delta: float, private: bool, metrics: list[Any]
 ) -> None:
     plan = plan_release(spec_with(noise, delta, private, metrics))
-    assert plan.epsilon <= Fraction(2.0) and plan.delta <= Fraction(delta)
+    assert plan.epsilon <= Fraction(2.0) and plan.delta <= Fraction(repr(delta))
     for t in plan.tables:
         sel_eps = t.selection.epsilon if t.selection else 0
         sel_delta = t.selection.delta if t.selection else 0
@@ -70,7 +70,9 @@ def test_spent_equals_the_sum_of_mechanisms_and_never_exceeds_the_budget(
         assert t.measurement_delta + sel_delta == t.delta
     assert sum(t.epsilon for t in plan.tables) == plan.epsilon == Fraction(2.0)
     if delta > 0 and (private or noise == "gaussian"):
-        assert plan.delta == Fraction(delta)  # delta goes to the tables that use it, all of it
+        assert plan.delta == Fraction(
+            repr(delta)
+        )  # delta goes to the tables that use it, all of it
 
 
 def test_noise_scales_follow_sensitivity_over_epsilon() -> None:
@@ -138,7 +140,7 @@ def test_every_selection_strategy_spends_exactly_the_table_budget(
     t["metrics"] = ["privacy_unit_count", {"mean": "v", "lower": 0, "upper": 5}]
     plan = plan_release(parse_spec(doc))
     tp = plan.tables[0]
-    assert plan.epsilon == Fraction(1.5) and plan.delta == Fraction(1e-6)
+    assert plan.epsilon == Fraction(1.5) and plan.delta == Fraction("1e-6")
     if noise == "laplace":
         assert sum(m.epsilon for m in tp.measurements) + tp.selection.epsilon == tp.epsilon
     assert tp.selection.strategy == strategy
@@ -196,7 +198,7 @@ def test_a_rho_budget_is_split_by_weight_and_never_overspent(noise: str) -> None
 def test_a_rho_budget_with_delta_reports_its_conversion_once() -> None:
     plan = plan_release(rho_spec("gaussian", 0.5, delta=1e-6))
     cost = plan.cost
-    assert cost.rho == Fraction(0.5) and cost.delta == Fraction(1e-6)
+    assert cost.rho == Fraction(0.5) and cost.delta == Fraction("1e-6")
     assert cost.epsilon == Fraction(accounting.zcdp_epsilon(0.5, 1e-6))
     # converting once is tighter than adding each table's converted epsilon
     per_table = sum(accounting.zcdp_epsilon(float(t.rho), 1e-6 / 2) for t in plan.tables)
