@@ -198,6 +198,14 @@ def _package(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _unreadable(exc: BaseException) -> bool:
+    """Whether Spark failed to read a file of the input (its error condition, not its text,
+    which is never shown)."""
+    from pipelines.validation import UNREADABLE_FILE
+
+    return UNREADABLE_FILE in str(exc)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -221,6 +229,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("DPRELEASE_SHOW_ERRORS") == "1":
             raise
+        if _unreadable(exc):  # a file of the input failed to read in a task
+            from pipelines.validation import unreadable_input
+
+            error = unreadable_input()
+            print(f"dprelease: error: {error}; nothing was published", file=sys.stderr)
+            return error.exit_code
         print(
             f"dprelease: runtime failure ({type(exc).__name__}); nothing was published. Spark's "
             "message may quote data, so it is hidden: rerun with DPRELEASE_SHOW_ERRORS=1 on a "

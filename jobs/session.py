@@ -7,6 +7,7 @@ end of the run, failed or not; one left by a killed process is removed by the ne
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import shutil
@@ -21,6 +22,7 @@ from pyspark.sql import SparkSession
 from dp_ops.errors import SpecError
 from jobs import spark_logs
 
+log = logging.getLogger("dprelease")
 SCRATCH_PREFIX = "dprelease-spark-"
 """Scratch directories are ``<tmp>/dprelease-spark-<pid>-<random>`` (mode 700)."""
 _MASTER = re.compile(
@@ -175,6 +177,7 @@ def get_session(
     ):
         scratch = _new_scratch()
         conf["spark.local.dir"] = str(scratch)
+        log.debug("spark: scratch files in %s (owner-only, removed at the end)", scratch)
     for key, value in conf.items():
         builder = builder.config(key, value)
     try:

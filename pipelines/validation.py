@@ -28,7 +28,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from dp_ops.errors import InputDataError, InternalError, SpecError
+from dp_ops.errors import SHOW_ERRORS_VARIABLE, InputDataError, InternalError, SpecError
 from pipelines.input_checks import (
     CSV_MALFORMED,
     INTERNAL,
@@ -190,6 +190,19 @@ def load_great_expectations() -> None:
     _quiet_gx()
 
 
+UNREADABLE_FILE = "FAILED_READ_FILE"
+"""Spark's error condition for a file that cannot be read as its format (Spark 3.5 and 4)."""
+
+
+def unreadable_input() -> InputDataError:
+    """A file of the input failed to read in a task (corrupt, truncated or another format)."""
+    return InputDataError(
+        "input: a file under input.path cannot be read as input.format (corrupt, truncated, or "
+        "another format); check the files. Spark's message may quote them: set "
+        f"{SHOW_ERRORS_VARIABLE}=1 on a private console to see it"
+    )
+
+
 def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
     """Validate ``df`` with great-expectations: rule name -> passed.
 
@@ -222,7 +235,12 @@ def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
         if matched is None:
             raise InternalError("great-expectations returned a result for an unknown expectation")
         rule = matched
-        raised = bool((r.exception_info or {}).get("raised_exception"))
+        info = r.exception_info or {}
+        # flat, or one entry per metric great-expectations could not compute
+        entries = [info, *(v for v in info.values() if isinstance(v, dict))]
+        raised = any(bool(e.get("raised_exception")) for e in entries)
+        if raised and any(UNREADABLE_FILE in str(e.get("exception_message", "")) for e in entries):
+            raise unreadable_input()
         if raised:
             log.warning("validation: an expectation could not be evaluated; it counts as failed")
         verdict[rule.name] = bool(r.success) and not raised

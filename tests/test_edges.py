@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -169,6 +170,12 @@ def _spec_text(text: bytes) -> Callable[[Run], None]:
         run.env["__spec_text__"] = text.decode("latin-1")
 
     return apply
+
+
+def _corrupt_second_file(run: Run) -> None:
+    """A good Parquet part and a text file named like one: Spark reads the schema from the first
+    and fails on the second in a task, with the file's last bytes in its message."""
+    (run.data / "part-zzzz.parquet").write_text(f"4,{MARKER},{VALUE}\n")
 
 
 def _pandas_empty(run: Run) -> None:
@@ -368,6 +375,7 @@ CASES: list[tuple[str, Callable[[Run], None], int, str]] = [
     ("csv-named-parquet", _csv_as_parquet, INPUT, "cannot be read as parquet"),
     ("garbage-parquet", _garbage_parquet, INPUT, "cannot be read as parquet"),
     ("pandas-empty-parquet", _pandas_empty, INPUT, "input: no rows"),
+    ("corrupt-file-among-good", _corrupt_second_file, INPUT, "cannot be read as input.format"),
     ("csv-header-only", csv(b"pid,g,v\n"), INPUT, "input: no rows"),
     ("csv-empty-file", csv(b""), INPUT, ""),
     ("csv-extra-field", csv(EXTRA), INPUT, "'well-formed CSV record (field count)'"),
@@ -437,3 +445,163 @@ def test_malformed_csv_rows_are_quarantined_with_nothing_lost(
     assert "_dprelease_csv_malformed" not in released.columns
     assert len(released) == 3  # the public keys a, b, c
     assert os.stat(run.out / ".private").st_mode & 0o077 == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The ledger binds a release id to its spec, amount and location (every path: CLI, API)
+
+
+def _crashed_attempt(run: Run) -> None:
+    """The ledger state a crash after the charge leaves: charged under RID, never committed."""
+    from jobs.config import load_spec, spec_hash
+    from jobs.ledger import Attempt
+    from pipelines.plan import plan_release
+
+    spec_file = run.tmp / "first.yaml"
+    spec_file.write_text(yaml.safe_dump(run.doc))
+    spec = load_spec(spec_file)
+    attempt = Attempt(RID, spec_hash(spec), str((run.out / RID).absolute()))
+    Ledger(run.ledger).charge("persons", attempt, plan_release(spec).cost)
+
+
+def test_a_crashed_attempt_is_retried_uncharged_only_with_its_own_spec(
+    tmp_path: Path, spark: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    run = prepare(tmp_path, spark)
+    _crashed_attempt(run)
+    assert spent(run) == 1
+    run.doc["budget"] = {"epsilon": 10, "delta": 1e-6}  # the same id, a larger budget
+    assert execute(run, monkeypatch) == REFUSED
+    err = capsys.readouterr().err
+    assert "bound to the spec of its first charge" in err
+    assert not (run.out / RID).exists() and spent(run) == 1
+    run.doc["budget"] = base_spec()["budget"]  # the identical spec: completed, not charged again
+    assert execute(run, monkeypatch) == 0, capsys.readouterr().err
+    assert (run.out / RID / "manifest.json").exists() and spent(run) == 1
+    (release,) = Ledger(run.ledger).account("persons").releases
+    assert release[0] == RID
+
+
+def test_a_published_release_id_is_a_no_op_where_it_is_and_refused_elsewhere(
+    tmp_path: Path, spark: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    from jobs.api import release_dataframes
+
+    run = prepare(tmp_path, spark)
+    assert execute(run, monkeypatch) == 0
+    manifest = (run.out / RID / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert execute(run, monkeypatch) == 0  # the same place: nothing done, nothing charged
+    assert "already exists" in capsys.readouterr().out
+    assert (run.out / RID / "manifest.json").read_bytes() == manifest and spent(run) == 1
+    elsewhere = tmp_path / "elsewhere"
+    run.args = ["--output", str(elsewhere)]  # a second, fresh draw under the same id: refused
+    assert execute(run, monkeypatch) == REFUSED
+    assert "bound to the spec" in capsys.readouterr().err
+    assert not (elsewhere / RID).exists() and spent(run) == 1
+    run.args = []
+    run.doc["budget"] = {"epsilon": 5, "delta": 1e-6}  # the same place, another spec
+    assert execute(run, monkeypatch) == REFUSED
+    assert "from another spec" in capsys.readouterr().err
+    run.doc["budget"] = base_spec()["budget"]
+    spec_file = tmp_path / "spec.yaml"
+    spec_file.write_text(yaml.safe_dump(run.doc))
+    with pytest.raises(Exception, match="'r1' of dataset 'persons' was published at"):
+        release_dataframes(str(spec_file), spark, release_id=RID)  # the API: the same rules
+    shutil.rmtree(run.out / RID)  # the release removed: no second draw either
+    assert execute(run, monkeypatch) == REFUSED
+    assert "holds no manifest now" in capsys.readouterr().err
+    assert spent(run) == 1
+
+
+def test_without_a_ledger_a_published_id_refuses_another_spec(
+    tmp_path: Path, spark: Any, capsys: Any, monkeypatch: Any
+) -> None:
+    run = prepare(tmp_path, spark)
+    run.doc.pop("ledger")
+    assert execute(run, monkeypatch) == 0
+    run.doc["budget"] = {"epsilon": 50, "delta": 1e-6}
+    assert execute(run, monkeypatch) == REFUSED
+    assert "is published at" in capsys.readouterr().err
+    assert (run.out / RID / "manifest.json").exists()
+
+
+def test_decimal_budgets_add_up_exactly_from_specs_and_the_command_line(tmp_path: Path) -> None:
+    from jobs.ledger import Attempt
+    from pipelines.plan import plan_release
+    from pipelines.spec import parse_spec
+
+    path = str(tmp_path / "l.sqlite")
+    assert main(["budget", "init", "d", "--epsilon", "0.3", "--ledger", path]) == 0
+    assert main(["budget", "init", "e", "--epsilon", "1", "--ledger", path]) == 0
+    ledger = Ledger(path)
+
+    def cost(epsilon: Any) -> Any:
+        return plan_release(parse_spec(base_spec(budget={"epsilon": epsilon}))).cost
+
+    ledger.charge("d", Attempt("a", "h", "/x/a"), cost(0.1))
+    ledger.charge("d", Attempt("b", "h", "/x/b"), cost(0.2))  # 0.1 + 0.2 fits 0.3 exactly
+    assert ledger.account("d").remaining.epsilon == 0
+    for i in range(10):  # ten releases of 0.1 fit a lifetime of 1
+        ledger.charge("e", Attempt(f"r{i}", "h", f"/x/r{i}"), cost("0.1"))
+    assert ledger.account("e").remaining.epsilon == 0
+    with pytest.raises(Exception, match="remaining epsilon 0"):
+        ledger.charge("e", Attempt("r10", "h", "/x/r10"), cost("1e-6"))
+    # control: the binary double of 0.1 is not 1/10, and would not have fitted
+    assert Fraction(0.1) + Fraction(0.2) > Fraction(3, 10)
+
+
+def test_the_plan_warns_of_meaningless_noise_and_unreachable_bounds(caplog: Any) -> None:
+    from pipelines.plan import plan_release, plan_warnings
+    from pipelines.spec import parse_spec
+
+    doc = base_spec()
+    doc["tables"][0]["metrics"] = ["count"]
+    assert plan_warnings(plan_release(parse_spec(doc))) == ()  # control: sane bounds
+    doc["tables"][0]["bounds"]["max_partitions"] = 10**9
+    warnings = plan_warnings(plan_release(parse_spec(doc)))
+    assert any(
+        "max_partitions is 1000000000, but the table has at most 3 cells" in w for w in warnings
+    )
+    assert any("lower bounds.max_partitions (1000000000)" in w for w in warnings)
+    doc["output"]["noise_warning_multiple"] = 10**12  # the operator accepts the noise
+    assert not any("standard deviation" in w for w in plan_warnings(plan_release(parse_spec(doc))))
+
+
+def test_scratch_directories_are_owner_only_and_stale_ones_are_removed(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from jobs import session
+
+    monkeypatch.setattr(session.tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / f"{session.SCRATCH_PREFIX}999999999-old"  # no such process
+    (dead / "blockmgr-1").mkdir(parents=True)
+    alive = tmp_path / f"{session.SCRATCH_PREFIX}{os.getpid()}-running"
+    alive.mkdir()
+    fresh = session._new_scratch()
+    assert fresh.parent == tmp_path and fresh.stat().st_mode & 0o777 == 0o700
+    assert not dead.exists() and alive.exists()  # a running process keeps its own
+
+
+@pytest.mark.integration
+def test_a_failed_run_removes_its_scratch_directory(tmp_path: Path, spark: Any) -> None:
+    import subprocess
+    import sys
+
+    from tests.test_jobs import _env
+
+    run = prepare(tmp_path, spark)
+    input_rows([(1, "a", MARKER)], "pid long, g string, note string")(run)  # 'v' is missing
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(run.doc))
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    exe = str(Path(sys.executable).parent / "dprelease")
+    cmd = [exe, "-v", "run", str(spec), "--release-id", RID, "--master", "local[1]"]
+    done = subprocess.run(
+        cmd, env=_env() | {"TMPDIR": str(scratch_root)}, capture_output=True, text=True
+    )
+    assert done.returncode == INPUT, done.stderr[-2000:]
+    assert MARKER not in done.stderr + done.stdout
+    assert f"scratch files in {scratch_root}/dprelease-spark-" in done.stderr  # it was made
+    assert list(scratch_root.glob("dprelease-spark-*")) == []  # and removed
