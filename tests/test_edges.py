@@ -542,6 +542,10 @@ def test_decimal_budgets_add_up_exactly_from_specs_and_the_command_line(tmp_path
     ledger.charge("d", Attempt("a", "h", "/x/a"), cost(0.1))
     ledger.charge("d", Attempt("b", "h", "/x/b"), cost(0.2))  # 0.1 + 0.2 fits 0.3 exactly
     assert ledger.account("d").remaining.epsilon == 0
+    assert main(["budget", "init", "f", "--epsilon", "0.3", "--ledger", path]) == 0
+    for i in range(3):  # three releases of 0.1 fit a lifetime of 0.3
+        ledger.charge("f", Attempt(f"t{i}", "h", f"/x/t{i}"), cost(0.1))
+    assert ledger.account("f").remaining.epsilon == 0
     for i in range(10):  # ten releases of 0.1 fit a lifetime of 1
         ledger.charge("e", Attempt(f"r{i}", "h", f"/x/r{i}"), cost("0.1"))
     assert ledger.account("e").remaining.epsilon == 0
@@ -605,3 +609,32 @@ def test_a_failed_run_removes_its_scratch_directory(tmp_path: Path, spark: Any) 
     assert MARKER not in done.stderr + done.stdout
     assert f"scratch files in {scratch_root}/dprelease-spark-" in done.stderr  # it was made
     assert list(scratch_root.glob("dprelease-spark-*")) == []  # and removed
+
+
+@pytest.mark.integration
+def test_a_file_failing_in_a_task_shows_no_bytes_of_it_at_the_default_level(
+    tmp_path: Path, spark: Any
+) -> None:
+    """Spark's executor and task errors quote the failing file's bytes; the console command,
+    with Spark at its default level, shows none of them (a separate process: the JVM's own
+    stderr is read too). Control: with the show-errors switch, Spark's text comes through."""
+    import subprocess
+    import sys
+
+    from tests.test_jobs import _env
+
+    run = prepare(tmp_path, spark)
+    _corrupt_second_file(run)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(run.doc))
+    exe = str(Path(sys.executable).parent / "dprelease")
+    cmd = [exe, "run", str(spec), "--release-id", RID, "--master", "local[1]"]
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
+    assert done.returncode == INPUT, done.stderr[-2000:]
+    assert "cannot be read as input.format" in done.stderr
+    shown = done.stdout + done.stderr
+    assert MARKER not in shown and "magic number" not in shown and "part-zzzz" not in shown
+    loud = _env() | {"DPRELEASE_SHOW_ERRORS": "1"}
+    control = subprocess.run(cmd, env=loud, capture_output=True, text=True)
+    assert control.returncode != 0 and "magic number" in control.stdout + control.stderr
+    assert spent(run) == 0
