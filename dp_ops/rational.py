@@ -92,5 +92,8 @@ def exact_decimal(value: object) -> Fraction:
         text = value.strip()
         if not text or len(text) > 100 or any(c not in "0123456789+-./eE_" for c in text):
             raise ValueError("not a decimal number")
-        return Fraction(text.replace("_", ""))
+        try:
+            return Fraction(text.replace("_", ""))
+        except ZeroDivisionError:
+            raise ValueError("a fraction over zero") from None
     raise ValueError("not a number")

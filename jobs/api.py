@@ -17,7 +17,6 @@ returned DataFrame several times shows the same values.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -29,14 +28,12 @@ from jobs import release_id as release_ids
 from jobs.config import load_spec, spec_hash
 from jobs.io import read_input
 from jobs.ledger import API_LOCATION, Admission, Attempt, open_ledger
-from jobs.runner import public_keys, table_frames
-from pipelines.plan import ReleasePlan, plan_release, plan_warnings
+from jobs.runner import planned, public_keys, table_frames
+from pipelines.plan import ReleasePlan
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
 from pipelines.spec import LedgerSpec, ReleaseSpec
 from pipelines.validation import validate_input
-
-log = logging.getLogger("dprelease")
 
 
 @dataclass(frozen=True)
@@ -74,9 +71,7 @@ def release_dataframes(
         spec = replace(spec, ledger=LedgerSpec(dataset=spec.ledger.dataset, path=str(ledger)))
     if release_id is not None:
         release_ids.check(release_id)
-    plan = plan_release(spec)
-    for warning in plan_warnings(plan):
-        log.warning("plan: %s", warning)
+    plan = planned(spec)
     account = spec.ledger
     rid = (release_id or release_ids.new()) if account is not None else None
     attempt = Attempt(rid, spec_hash(spec), API_LOCATION) if rid is not None else None

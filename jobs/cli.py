@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import threading
 import time
@@ -18,7 +17,7 @@ from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
 
-from dp_ops.errors import DPReleaseError, SpecError
+from dp_ops.errors import DPReleaseError, SpecError, show_errors
 
 EXIT_OK, EXIT_RUNTIME = 0, 5
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,7 +83,7 @@ def _exact_argument(text: str) -> Fraction:
 
     try:
         return exact_decimal(text)
-    except (ValueError, ZeroDivisionError):
+    except ValueError:
         raise argparse.ArgumentTypeError("must be a number like 4, 0.3, 1e-6 or 1/3") from None
 
 
@@ -198,14 +197,6 @@ def _package(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _unreadable(exc: BaseException) -> bool:
-    """Whether Spark failed to read a file of the input (its error condition, not its text,
-    which is never shown)."""
-    from pipelines.validation import UNREADABLE_FILE
-
-    return UNREADABLE_FILE in str(exc)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -227,11 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dprelease: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except Exception as exc:
-        if os.environ.get("DPRELEASE_SHOW_ERRORS") == "1":
+        if show_errors():
             raise
-        if _unreadable(exc):  # a file of the input failed to read in a task
-            from pipelines.validation import unreadable_input
+        from pipelines.validation import is_unreadable, unreadable_input
 
+        if is_unreadable(str(exc)):  # a file of the input failed to read in a task
             error = unreadable_input()
             print(f"dprelease: error: {error}; nothing was published", file=sys.stderr)
             return error.exit_code

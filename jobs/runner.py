@@ -205,6 +205,16 @@ def write_table(df: DataFrame, path: Path, fmt: str) -> None:
         w.parquet(str(path))
 
 
+def planned(spec: ReleaseSpec, warn: bool = True) -> ReleasePlan:
+    """The release's plan (:func:`plan_release`); ``warn``: log its warnings
+    (:func:`plan_warnings`: bounds no person reaches, noise far above one row)."""
+    plan = plan_release(spec)
+    if warn:
+        for warning in plan_warnings(plan):
+            log.warning("plan: %s", warning)
+    return plan
+
+
 @dataclass(frozen=True)
 class Preflight:
     """What :func:`preflight` found: the plan, the attempt, and whether it is already done."""
@@ -213,8 +223,6 @@ class Preflight:
     attempt: Attempt
     published: bool
     """The release id is published at this location with this spec: nothing to do."""
-    charged: bool
-    """The ledger charged this release id before (a retry of a crashed attempt, or published)."""
 
 
 def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Preflight:
@@ -227,10 +235,7 @@ def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Prefligh
     published release of this id). ``warn``: log the plan's warnings (:func:`plan_warnings`).
     """
     release_ids.check(release_id)
-    plan = plan_release(spec)
-    if warn:
-        for warning in plan_warnings(plan):
-            log.warning("plan: %s", warning)
+    plan = planned(spec, warn)
     final = writer.check_location(spec.output.path, release_id)
     attempt = Attempt(release_id, spec_hash(spec), str(final))
     published = writer.is_released(spec.output.path, release_id)
@@ -239,7 +244,6 @@ def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Prefligh
             f"release id {release_id!r} is published at {str(final)!r} from another spec; a "
             "release id names one release. Give this spec a new release id."
         )
-    charged = False
     if spec.ledger is not None:
         admission = open_ledger(spec.ledger.path).admit(spec.ledger.dataset, attempt, plan.cost)
         if admission.committed_at is not None and not published:
@@ -248,8 +252,7 @@ def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Prefligh
                 "which holds no manifest now; drawing it again would release a second draw "
                 "uncharged. Restore the release, or use a new release id."
             )
-        charged = admission.charged
-    return Preflight(plan, attempt, published, charged)
+    return Preflight(plan, attempt, published)
 
 
 def run_release(

@@ -72,13 +72,12 @@ def held_levels(requested: str, show: bool) -> dict[str, str]:
     }
 
 
-def apply(spark: Any) -> str:
+def apply(spark: Any) -> None:
     """Set Spark's root log level and hold the data-printing loggers (see the module
-    docstring); the level set."""
+    docstring)."""
     level = requested_level()
     spark.sparkContext.setLogLevel(level)
     jvm = spark.sparkContext._jvm
     configurator = jvm.org.apache.logging.log4j.core.config.Configurator
     for name, held in held_levels(level, show_errors()).items():
         configurator.setLevel(name, jvm.org.apache.logging.log4j.Level.toLevel(held))
-    return level

@@ -28,6 +28,8 @@ STAGING = ".staging"
 _ATTEMPT_CHARS = 12
 """Hex characters of the random suffix naming one attempt's staging directory."""
 MANIFEST = "manifest.json"
+PRIVATE = ".private"
+"""``<output>/.private``: the operator's reports and quarantine, never published."""
 
 
 def local_path(path: str) -> Path:
@@ -88,7 +90,7 @@ def check_location(output: str, release_id: str) -> Path:
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent
         _writable_dir(parent, "the nearest existing parent of the output path,")
-    for name in (STAGING, ".private"):
+    for name in (STAGING, PRIVATE):
         entry = root / name
         if entry.exists() and not entry.is_dir():
             raise SpecError(
@@ -143,7 +145,7 @@ def staged_release(output: str, release_id: str) -> Iterator[Path]:
 
 def private_dir(output: str) -> Path:
     """``<output>/.private``: operator-only (mode 700), beside the staging area, never published."""
-    private = local_path(output) / ".private"
+    private = local_path(output) / PRIVATE
     private.mkdir(parents=True, exist_ok=True)
     os.chmod(private, 0o700)
     return private

@@ -375,7 +375,7 @@ def _exact(value: Any, where: str) -> Fraction:
     """A budget amount, exactly as written (see :func:`dp_ops.rational.exact_decimal`)."""
     try:
         return exact_decimal(value)
-    except (ValueError, ZeroDivisionError):
+    except ValueError:
         raise _fail(
             where, f"must be a number (like 1, 0.5, 1e-6 or 1/3), got {_show_raw(value)}"
         ) from None

@@ -191,7 +191,12 @@ def load_great_expectations() -> None:
 
 
 UNREADABLE_FILE = "FAILED_READ_FILE"
-"""Spark's error condition for a file that cannot be read as its format (Spark 3.5 and 4)."""
+"""Spark 4's error condition for a file that cannot be read as its format."""
+
+
+def is_unreadable(error_text: str) -> bool:
+    """Whether Spark's error text (never shown) says a file of the input failed to read."""
+    return UNREADABLE_FILE in error_text
 
 
 def unreadable_input() -> InputDataError:
@@ -239,7 +244,7 @@ def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
         # flat, or one entry per metric great-expectations could not compute
         entries = [info, *(v for v in info.values() if isinstance(v, dict))]
         raised = any(bool(e.get("raised_exception")) for e in entries)
-        if raised and any(UNREADABLE_FILE in str(e.get("exception_message", "")) for e in entries):
+        if raised and any(is_unreadable(str(e.get("exception_message", ""))) for e in entries):
             raise unreadable_input()
         if raised:
             log.warning("validation: an expectation could not be evaluated; it counts as failed")

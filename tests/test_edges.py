@@ -41,6 +41,8 @@ class Run:
     args: list[str] = field(default_factory=list)
     env: dict[str, str] = field(default_factory=dict)
     release_id: str = RID
+    spec_text: bytes | None = None
+    """The spec file's bytes, when a case writes them itself instead of ``doc``."""
 
     @property
     def data(self) -> Path:
@@ -70,10 +72,10 @@ def prepare(tmp: Path, spark: Any) -> Run:
     return run
 
 
-def execute(run: Run, monkeypatch: Any, spec_text: bytes | None = None) -> int:
+def execute(run: Run, monkeypatch: Any) -> int:
     spec = run.tmp / "spec.yaml"
-    if spec_text is not None:
-        spec.write_bytes(spec_text)
+    if run.spec_text is not None:
+        spec.write_bytes(run.spec_text)
     else:
         spec.write_text(yaml.safe_dump(run.doc))
     for key, value in run.env.items():
@@ -167,7 +169,7 @@ def _output_under_a_file(run: Run) -> None:
 
 def _spec_text(text: bytes) -> Callable[[Run], None]:
     def apply(run: Run) -> None:
-        run.env["__spec_text__"] = text.decode("latin-1")
+        run.spec_text = text
 
     return apply
 
@@ -405,8 +407,7 @@ def test_bad_input_fails_cleanly(
 ) -> None:
     run = prepare(tmp_path, spark)
     change(run)
-    text = run.env.pop("__spec_text__", None)
-    exit_code = execute(run, monkeypatch, text.encode("latin-1") if text is not None else None)
+    exit_code = execute(run, monkeypatch)
     captured = capsys.readouterr()
     streams = captured.out + captured.err
     assert exit_code == code, streams
@@ -638,3 +639,18 @@ def test_a_file_failing_in_a_task_shows_no_bytes_of_it_at_the_default_level(
     control = subprocess.run(cmd, env=loud, capture_output=True, text=True)
     assert control.returncode != 0 and "magic number" in control.stdout + control.stderr
     assert spent(run) == 0
+
+
+@pytest.mark.parametrize("requested", ["ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "OFF"])
+def test_data_printing_loggers_are_held_at_every_requested_level(requested: str) -> None:
+    from jobs import spark_logs
+
+    order = {name: i for i, name in enumerate(spark_logs.LEVELS)}
+    held = spark_logs.held_levels(requested, show=False)
+    assert set(held) == set(spark_logs.HELD)
+    for name, level in held.items():  # never more verbose than its hold nor than asked
+        assert order[level] >= max(order[spark_logs.HELD[name]], order[requested]), name
+    # the code generator and the plans hold the secret salts: never below WARN
+    for name in ("org.apache.spark.sql.catalyst", "org.apache.spark.sql.execution"):
+        assert order[held[name]] >= order["WARN"]
+    assert spark_logs.held_levels(requested, show=True) == {}  # control: the switch lifts it

@@ -211,3 +211,38 @@ def test_an_epsilon_release_states_its_zcdp_cost_unless_it_selects_privately() -
     assert rho == sum(m.epsilon**2 / 2 for t in public.tables for m in t.measurements)
     private = plan_release(spec_with("laplace", 1e-6, True, METRIC_SETS[1]))
     assert private.cost.rho is None and private.cost.epsilon == Fraction(2.0)
+
+
+@pytest.mark.parametrize("l0", [1, 3, 40])
+@pytest.mark.parametrize("strategy", ["laplace", "gaussian", "truncated_geometric"])
+def test_units_for_even_odds_is_the_first_count_with_even_odds(l0: int, strategy: str) -> None:
+    from pipelines.plan import plan_table
+
+    doc = base_spec(budget={"epsilon": 1, "delta": 1e-6})
+    doc["tables"][0].update(
+        partitions={"type": "private", "strategy": strategy, "pre_threshold": 2},
+        bounds={"max_partitions": l0, "max_rows_per_partition": 1},
+        metrics=["count"],
+    )
+    t = parse_spec(doc).tables[0]
+    sel = plan_table(t, Fraction(1), Fraction(1, 10**6), "laplace", strategy).selection
+    assert sel is not None
+    n = sel.units_for_even_odds()
+    linear = next(k for k in range(sel.pre_threshold, 10**6) if sel.keep_probability(k) >= 0.5)
+    assert n == linear and sel.keep_probability(n - 1) < 0.5
+
+
+def test_bounds_too_large_for_a_truncated_geometric_table_plan_without_it() -> None:
+    """L0 = 10^6 once built a keep table of 10^7 entries and searched the threshold linearly."""
+    doc = base_spec()
+    doc["tables"][0].update(
+        partitions={"type": "private"},
+        bounds={"max_partitions": 10**6, "max_rows_per_partition": 1},
+        metrics=["count"],
+    )
+    plan = plan_release(parse_spec(doc))
+    assert plan.tables[0].selection is not None
+    assert plan.tables[0].selection.strategy in ("laplace", "gaussian")
+    doc["tables"][0]["partitions"]["strategy"] = "truncated_geometric"
+    with pytest.raises(SpecError, match=r"tables\[0\] \(t\): .*truncated geometric table"):
+        plan_release(parse_spec(doc))
