@@ -1,22 +1,42 @@
 # Two entry points: `make demo` (set up, generate demo data, run the demo release) and
-# `make test` (set up, lint, type-check, run the whole test suite). Both create .venv first.
-PYTHON ?= python3.11
+# `make test` (set up, lint, type-check, run the whole test suite on the newest supported set,
+# then the suite again on Spark 3.5 with the oldest supported numpy, pandas and pyarrow).
+# Environments: .venv from constraints/newest.txt, .venv-oldest from constraints/oldest.txt.
+PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+OLDEST := .venv-oldest
 DEMO_ROWS ?= 200000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+# The Python files vermin checks against the oldest Python we support (3.10).
+SOURCES := dp_ops pipelines jobs tests benchmarks
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup setup-oldest demo test test-newest test-oldest lint bench clean check-tools
 
-$(BIN)/dprelease: pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON) (Python 3.11) and Java 17"; exit 1; }
+check-tools:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
+	  echo "make: needs Python 3.10 or newer as '$(PYTHON)' (found: $$($(PYTHON) --version 2>&1 || echo nothing));"; \
+	  echo "      give one with PYTHON=/path/to/python3.X, e.g. make test PYTHON=python3.12"; exit 1; }
+	@command -v java >/dev/null || { echo "make: needs Java 17 or 21 (java on the PATH) for Spark"; exit 1; }
+
+$(BIN)/dprelease: pyproject.toml constraints/newest.txt
+	@$(MAKE) --no-print-directory check-tools
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints/newest.txt -e '.[test,connect]'
+	@touch $@
+
+$(OLDEST)/bin/dprelease: pyproject.toml constraints/oldest.txt
+	@$(MAKE) --no-print-directory check-tools
+	$(PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/pip install --quiet --upgrade pip
+	$(OLDEST)/bin/pip install --quiet -c constraints/oldest.txt -e '.[test]'
 	@touch $@
 
 setup: $(BIN)/dprelease
+
+setup-oldest: $(OLDEST)/bin/dprelease
 
 demo: setup
 	$(BIN)/dprelease generate-demo --rows $(DEMO_ROWS) --output data/demo/microdata --spark-profile conf/spark/local.yaml
@@ -27,12 +47,22 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/vermin -q -t=3.10- --no-tips --violations --eval-annotations $(SOURCES)
 
-test: lint
+test-newest: lint
 	$(BIN)/pytest
 
+# Spark 3.5 with the oldest numpy, pandas, pyarrow and great-expectations we support. The
+# Connect tests skip themselves there (Connect releases need pyspark 4).
+test-oldest: setup-oldest
+	PYSPARK_PYTHON=$(abspath $(OLDEST)/bin/python) PATH=$(abspath $(OLDEST)/bin):$$PATH \
+	  $(OLDEST)/bin/pytest
+
+test: test-newest test-oldest
+
 bench: setup
-	$(BIN)/pip install --quiet -e '.[test,bench]'
+	$(BIN)/pip install --quiet -c constraints/newest.txt -e '.[test,bench]'
+	$(BIN)/python benchmarks/bench_startup.py --repeats 5
 	$(BIN)/python benchmarks/bench_samplers.py --draws 1000000
 	$(BIN)/python benchmarks/bench_release.py --rows 1000 1000000 10000000
 	$(BIN)/python benchmarks/bench_release.py --rows 1000000 --processes 5
@@ -40,4 +70,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_real.py --trials 5
 
 clean:
-	rm -rf $(VENV) out data/demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) out data/demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -28,6 +28,7 @@ from jobs import release_id as release_ids
 from jobs.config import load_spec, spec_hash
 from jobs.io import read_input
 from jobs.ledger import API_LOCATION, Admission, Attempt, open_ledger
+from jobs.pyfiles import ship_to_connect
 from jobs.runner import planned, public_keys, table_frames
 from pipelines.plan import ReleasePlan
 from pipelines.release import Secrets
@@ -86,6 +87,7 @@ def release_dataframes(
         ledger = open_ledger(account.path)
         _refuse_handed_out(ledger.charge(account.dataset, attempt, plan.cost), attempt)
         ledger.commit(account.dataset, attempt)  # the frames below are the release
+    ship_to_connect(spark)  # the workers of a Connect server run our code
     secrets = Secrets.new()
     tables: dict[str, DataFrame] = {}
     for t in plan.tables:

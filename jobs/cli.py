@@ -12,7 +12,6 @@ import logging
 import sys
 import threading
 import time
-import zipfile
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +19,6 @@ from pathlib import Path
 from dp_ops.errors import DPReleaseError, SpecError, show_errors
 
 EXIT_OK, EXIT_RUNTIME = 0, 5
-ROOT = Path(__file__).resolve().parent.parent
 
 log = logging.getLogger("dprelease")
 
@@ -43,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         "--release-id", help="idempotency key: a release id that exists is not run again"
     )
     run.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
+    run.add_argument(
+        "--remote",
+        help="Spark Connect server instead of --master, e.g. sc://host:15002 (or SPARK_REMOTE)",
+    )
     run.add_argument("--spark-profile", help="YAML file of Spark settings (conf/spark/*.yaml)")
     run.add_argument("--ledger", help="override ledger.path (the SQLite budget ledger)")
 
@@ -62,6 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--output", required=True)
     gen.add_argument("--partitions", type=int)
     gen.add_argument("--master")
+    gen.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
     gen.add_argument("--spark-profile")
 
     real = sub.add_parser(
@@ -120,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     preflight(spec, release_id)  # plan, output location and ledger refusal before Spark starts
     _import_in_background(load_great_expectations)  # seconds of imports, beside the JVM's start
-    spark = get_session(args.master, args.spark_profile)
+    spark = get_session(args.master, args.spark_profile, remote=args.remote)
     try:
         outcome = run_release(spark, spec, release_id, warn=False)
     finally:
@@ -139,7 +142,9 @@ def _generate(args: argparse.Namespace) -> int:
     from jobs.session import close_session, get_session
     from pipelines.demo_data import demo_microdata
 
-    spark = get_session(args.master, args.spark_profile, app="dprelease-demo-data")
+    spark = get_session(
+        args.master, args.spark_profile, app="dprelease-demo-data", remote=args.remote
+    )
     start = time.monotonic()
     try:
         frame = demo_microdata(spark, args.rows, args.partitions)
@@ -186,13 +191,9 @@ def _budget(args: argparse.Namespace) -> int:
 
 
 def _package(args: argparse.Namespace) -> int:
-    out = Path(args.output)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as z:
-        for pkg in ("dp_ops", "pipelines", "jobs"):
-            for f in sorted((ROOT / pkg).rglob("*.py")):
-                if "examples" not in f.relative_to(ROOT).parts:  # scheduler files, not code
-                    z.write(f, f.relative_to(ROOT))
+    from jobs.pyfiles import write_archive
+
+    out = write_archive(Path(args.output))
     print(f"wrote {out}: pass it to spark-submit with --py-files {out}")
     return EXIT_OK
 

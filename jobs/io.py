@@ -12,6 +12,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from dp_ops.errors import SHOW_ERRORS_VARIABLE, InputDataError, show_errors
+from pipelines import sql_text as sql
 from pipelines.input_checks import CSV_MALFORMED, CSV_RECORD
 from pipelines.spec import InputSpec
 
@@ -45,12 +46,11 @@ def read_table(
             .option("columnNameOfCorruptRecord", CSV_RECORD)
             .csv(path)
         )
-        # the flag also reads the first column, so that Spark never sees a query of its
-        # corrupt-record column alone (which it refuses on a raw CSV file)
-        first = inferred.columns[0]
-        malformed = F.when(F.col(CSV_RECORD).isNotNull(), F.lit(1)).otherwise(
-            F.hash(F.col(first)) * 0
-        )
+        # the flag reads every column: Spark refuses a query of the corrupt-record column
+        # alone on a raw CSV file, and Spark 3.5 parses only the columns a query needs, so a
+        # record with a field too few or too many is flagged only when all are needed
+        every = [F.col(sql.name(c)) for c in inferred.columns]  # quoted: names may hold dots
+        malformed = F.when(F.col(CSV_RECORD).isNotNull(), F.lit(1)).otherwise(F.hash(*every) * 0)
         return df.withColumn(CSV_MALFORMED, malformed)
     except AnalysisException as exc:
         reason = "does not exist" if "PATH_NOT_FOUND" in str(exc) else f"cannot be read as {fmt}"

@@ -199,7 +199,7 @@ def open_ledger(location: str | Path) -> BudgetLedger:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
 class Ledger:

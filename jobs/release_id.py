@@ -37,5 +37,5 @@ def check(release_id: str) -> str:
 
 def new() -> str:
     """A fresh id: the UTC time of the call and 24 random bits (``20261204T163755Z-a1b2c3``)."""
-    now = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     return f"{now}-{secrets.token_hex(3)}"

@@ -41,6 +41,7 @@ from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import Attempt, open_ledger
+from jobs.pyfiles import ship_to_connect
 from pipelines import output_checks, validation
 from pipelines.partitions import (
     PublicKeys,
@@ -198,7 +199,7 @@ def _write_private_report(output: str, release_id: str, report: dict[str, Any]) 
 
 
 def write_table(df: DataFrame, path: Path, fmt: str) -> None:
-    w = df.write.mode("errorifexists")
+    w = df.write.mode("error")  # "error": the alias the Connect client knows too
     if fmt == "csv":
         w.option("header", "true").csv(str(path))
     else:
@@ -320,6 +321,7 @@ def run_release(
             rid,
             "was charged by an earlier attempt" if admission.charged else "charged",
         )
+    ship_to_connect(spark)  # the workers of a Connect server run our code
     secrets = Secrets.new()
     fp_key, fp_generated = _fingerprint_key()
     outcome = Outcome(rid, final)
@@ -381,7 +383,7 @@ def build_manifest(
     return {
         "manifest_version": 1,
         "release_id": rid,
-        "created_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "created_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "spec_sha256": spec_hash(spec),
         "input_fingerprint": {
             "method": "HMAC-SHA256, operator-held key, over input file names, sizes, mtimes",

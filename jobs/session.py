@@ -1,5 +1,10 @@
 """SparkSession for the jobs, configured from a Spark profile in ``conf/spark/``.
 
+A classic session (``--master``, spark-submit's, ``DPRELEASE_MASTER``, default ``local[*]``) or a
+Spark Connect session (``--remote sc://host:port`` or ``SPARK_REMOTE``). A Connect session takes
+only the profile's ``spark.sql.*`` settings (the others are the server's); Spark's log level and
+scratch files are the server's too.
+
 A session this module starts in local mode keeps Spark's scratch files (shuffle files hold
 per-person rows) in an owner-only directory of its own, removed by :func:`close_session` at the
 end of the run, failed or not; one left by a killed process is removed by the next run.
@@ -33,8 +38,12 @@ _MASTER = re.compile(
     r"|k8s://\S+"
     r"|mesos://\S+"
 )
+_REMOTE = re.compile(r"sc://[A-Za-z0-9._\-\[\]:]+(/(;[^\s;=/]+=[^\s;]*)*)?")
+"""A Spark Connect URL: ``sc://host[:port][/;param=value...]``."""
 _scratch: dict[int, Path] = {}
-"""The scratch directory of the session this process started, by SparkContext id."""
+"""The scratch directory of the session this process started, by session id."""
+_started: set[int] = set()
+"""Sessions this module started (stopped by :func:`close_session`), by id."""
 
 DEFAULTS = {
     "spark.ui.showConsoleProgress": "false",
@@ -88,12 +97,13 @@ def session_conf(master: str | None, profile: dict[str, str]) -> dict[str, str]:
 
 
 def check_master(master: str, where: str = "--master") -> str:
-    """``master`` if it is a Spark master URL this version runs on; SpecError (exit 2) if not."""
+    """``master`` if it is a Spark master URL this version runs on; SpecError (exit 2) if not.
+    A Spark Connect URL is not a master: it is refused with a pointer to ``--remote``."""
     text = master.strip()
     if text.startswith("sc://"):
         raise SpecError(
-            f"{where}: Spark Connect (sc://...) is not supported by this version; give a classic "
-            "master (local[N], spark://host:port, yarn, k8s://...)"
+            f"{where}: sc://... is a Spark Connect URL, not a master; give it as --remote (or "
+            "SPARK_REMOTE) instead"
         )
     if not _MASTER.fullmatch(text):
         raise SpecError(
@@ -101,6 +111,25 @@ def check_master(master: str, where: str = "--master") -> str:
             "spark://host:port, yarn or k8s://https://host:port"
         )
     return text
+
+
+def check_remote(remote: str, where: str = "--remote") -> str:
+    """``remote`` if it is a Spark Connect URL; SpecError (exit 2) if not. The URL is not quoted
+    back: its parameters may hold a token."""
+    text = remote.strip()
+    if not _REMOTE.fullmatch(text):
+        raise SpecError(
+            f"{where}: not a Spark Connect URL; use sc://host:port, optionally followed by "
+            "/;param=value (e.g. sc://localhost:15002/;use_ssl=true)"
+        )
+    return text
+
+
+def connect_conf(conf: dict[str, str]) -> tuple[dict[str, str], list[str]]:
+    """The settings a Connect client can give its session (``spark.sql.*``, set per session on
+    the server), and the names of the others, which are the server's to set."""
+    kept = {k: v for k, v in conf.items() if k.startswith("spark.sql.")}
+    return kept, sorted(k for k in conf if k not in kept)
 
 
 def _alive(pid: int) -> bool:
@@ -143,28 +172,64 @@ def _effective_master(master: str | None) -> str | None:
 
 
 def get_session(
-    master: str | None = None, profile: str | Path | None = None, app: str = "dprelease"
+    master: str | None = None,
+    profile: str | Path | None = None,
+    app: str = "dprelease",
+    remote: str | None = None,
 ) -> SparkSession:
-    """The active session (under spark-submit) or a new one with the profile's settings.
+    """The active session (under spark-submit), a new classic one with the profile's settings,
+    or a Spark Connect session (``remote``, else ``SPARK_REMOTE``).
 
-    SpecError (exit 2) for a master URL that is not one, a Spark Connect master or
-    ``SPARK_REMOTE``, or a ``DPRELEASE_SPARK_LOG_LEVEL`` that is not a log level; these are
+    SpecError (exit 2) for a master URL that is not one, a Connect URL that is not one, both a
+    master and a remote, or a ``DPRELEASE_SPARK_LOG_LEVEL`` that is not a log level; these are
     checked before Spark starts.
     """
-    from pyspark import SparkContext
-
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark_logs.requested_level()
-    if os.environ.get("SPARK_REMOTE"):
-        check_master(os.environ["SPARK_REMOTE"], "SPARK_REMOTE")
-    builder = SparkSession.builder.appName(app)
     if master:
         master = check_master(master)
-    elif not _under_spark_submit():
+    if remote is None and os.environ.get("SPARK_REMOTE") and not _under_spark_submit():
+        remote = os.environ["SPARK_REMOTE"]
+        if master:
+            raise SpecError("--master and SPARK_REMOTE both given; unset one of them")
+        remote = check_remote(remote, "SPARK_REMOTE")
+    elif remote is not None:
+        if master:
+            raise SpecError("--master and --remote both given; give one of them")
+        remote = check_remote(remote)
+    if remote is not None:
+        return _connect_session(remote, load_profile(profile), app)
+    return _classic_session(master, load_profile(profile), app)
+
+
+def _connect_session(remote: str, profile: dict[str, str], app: str) -> SparkSession:
+    try:
+        import pyspark.sql.connect.session  # noqa: F401  (grpc and the Connect client)
+    except ImportError as exc:
+        raise SpecError(
+            "--remote needs the Spark Connect client and pyspark 4: pip install "
+            "'dprelease[connect]'"
+        ) from exc
+    conf, server_side = connect_conf(session_conf(None, profile))
+    if server_side:
+        log.debug("spark connect: settings left to the server: %s", ", ".join(server_side))
+    builder = SparkSession.builder.remote(remote).appName(app)
+    for key, value in conf.items():
+        builder = builder.config(key, value)
+    spark = builder.create()
+    _started.add(id(spark))
+    return spark
+
+
+def _classic_session(master: str | None, profile: dict[str, str], app: str) -> SparkSession:
+    from pyspark import SparkContext
+
+    builder = SparkSession.builder.appName(app)
+    if not master and not _under_spark_submit():
         master = check_master(os.environ.get("DPRELEASE_MASTER", "local[*]"), "DPRELEASE_MASTER")
     if master:
         builder = builder.master(master)
-    conf = session_conf(master, load_profile(profile))
+    conf = session_conf(master, profile)
     scratch = None
     starts = SparkContext._active_spark_context is None
     effective = _effective_master(master)
@@ -187,20 +252,23 @@ def get_session(
             shutil.rmtree(scratch, ignore_errors=True)
         raise
     if scratch is not None:
-        _scratch[id(spark.sparkContext)] = scratch
+        _scratch[id(spark)] = scratch
+    if starts:
+        _started.add(id(spark))
     spark_logs.apply(spark)
     return spark
 
 
 def close_session(spark: SparkSession | None) -> None:
     """Stop ``spark`` and remove its scratch directory, if this module started it (a session
-    handed in by the caller, a notebook's or a test's, is left running)."""
-    if spark is None:
+    handed in by the caller, a notebook's or a test's, is left running). A Connect session this
+    module started is closed; its server goes on."""
+    if spark is None or id(spark) not in _started:
         return
-    scratch = _scratch.pop(id(spark.sparkContext), None)
-    if scratch is None:
-        return
+    _started.discard(id(spark))
+    scratch = _scratch.pop(id(spark), None)
     try:
         spark.stop()
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)

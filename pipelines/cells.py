@@ -84,7 +84,7 @@ def require_distinct_frame(keys: DataFrame, table: str) -> DataFrame:
 def _hash_input(column: pa.ChunkedArray) -> tuple[Kind, Column, npt.NDArray[np.bool_] | None]:
     """A key column as Spark's ``xxhash64`` reads it: kind, values, nulls."""
     t = column.type
-    nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
+    nulls = column.is_null().to_numpy() if column.null_count else None
     if pa.types.is_string(t):
         flat = pc.fill_null(column, "").combine_chunks()
         offsets = np.frombuffer(flat.buffers()[1], np.int32, len(flat) + 1, flat.offset * 4)
@@ -95,7 +95,7 @@ def _hash_input(column: pa.ChunkedArray) -> tuple[Kind, Column, npt.NDArray[np.b
     elif not (pa.types.is_boolean(t) or t in (pa.int8(), pa.int16(), pa.int32(), pa.int64())):
         raise InternalError(f"no driver-side cell identity for keys of type {t}")
     kind: Kind = "long" if t == pa.int64() else "int"
-    values = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy(zero_copy_only=False)
+    values = pc.fill_null(pc.cast(column, pa.int64()), 0).to_numpy()
     return kind, values, nulls
 
 

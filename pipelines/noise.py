@@ -35,6 +35,7 @@ from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import KeyedStreams, ids_from_digests, label_id
 from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
 from pipelines.plan import NoiseParams, TruncatedGeometric
+from pipelines.spark_compat import arrow_frame, to_arrow
 
 CELL = "_cell"
 DRIVER_MAX_CELLS = 100_000
@@ -124,7 +125,7 @@ def add_noise(
     exact = df.withColumn(CELL, F.unhex(F.sha2(identity, 256))).localCheckpoint(eager=True)
     apply = _noise_batches(key, jobs)
     # at most one row more than the driver takes: one small job that both sizes and collects
-    table = exact.limit(DRIVER_MAX_CELLS + 1).toArrow()
+    table = to_arrow(exact.limit(DRIVER_MAX_CELLS + 1))
     if table.num_rows > DRIVER_MAX_CELLS:
         return exact.mapInArrow(apply, df.schema).localCheckpoint(eager=True)
     return driver_frame(df.sparkSession, noise_on_driver(table, jobs, key), df.schema)
@@ -133,13 +134,15 @@ def add_noise(
 def driver_frame(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:
     """A table noised on the driver, handed back to Spark in one partition, not one per core:
     written, it is one file rather than a file per core."""
-    return spark.createDataFrame(table, schema=schema).coalesce(1)
+    return arrow_frame(spark, table, schema).coalesce(1)
 
 
 def noise_on_driver(table: pa.Table, jobs: Sequence[NoiseJob | KeepJob], key: bytes) -> pa.Table:
     """``table`` (with the cells' identities in ``_cell``) noised, without ``_cell``."""
     batches = list(_noise_batches(key, jobs)(table.to_batches()))
-    return pa.Table.from_batches(batches) if batches else table.drop_columns([CELL])
+    if batches:
+        return pa.Table.from_batches(batches)
+    return table.select([name for name in table.column_names if name != CELL])
 
 
 _ESCAPED = re.compile(r'["\\\x00-\x1f]')

@@ -32,15 +32,15 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
-from typing import Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
-from pyspark import InheritableThread
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -91,6 +91,7 @@ from pipelines.plan import (
     squares,
 )
 from pipelines.postprocess import finalize, finalize_table
+from pipelines.spark_compat import inheritable_thread, is_connect, to_arrow
 
 SELECT = "_select"
 R = TypeVar("R")
@@ -294,26 +295,41 @@ def _selected(table: pa.Table, sel: SelectionPlan) -> pa.Table:
 
 class Alongside(Generic[R]):
     """``job()`` (Spark actions) run on a second thread, from now until :meth:`result`. The
-    thread inherits the caller's Spark job group, properties and tags, as the jobs of the
-    caller's own thread would, and tags its jobs with a tag of its own so that :meth:`cancel`
-    stops them and no other."""
+    thread tags its jobs with a tag of its own so that :meth:`cancel` stops them and no other.
+
+    On a classic session the thread inherits the caller's Spark job group, properties and tags
+    (``InheritableThread``), as the jobs of the caller's own thread would, and the tag is a job
+    tag; on Spark Connect the tag is a session tag of the thread, and :meth:`cancel` interrupts
+    the operations that carry it."""
 
     def __init__(self, spark: SparkSession, job: Callable[[], R]) -> None:
         self._outcome: list[R] = []
         self._error: list[BaseException] = []
-        self._context = spark.sparkContext
         self._tag = f"dprelease-alongside-{uuid.uuid4().hex}"
+        self._stop: Callable[[], object]
+        tags: Any
+        if is_connect(spark):
+            tags = spark  # session tags: per thread in the Connect client
+            add, remove = tags.addTag, tags.removeTag
+            self._stop = lambda: tags.interruptTag(self._tag)
+        else:
+            tags = spark.sparkContext
+            add, remove = tags.addJobTag, tags.removeJobTag
+            self._stop = lambda: tags.cancelJobsWithTag(self._tag)
 
         def run() -> None:
-            self._context.addJobTag(self._tag)
+            add(self._tag)
             try:
                 self._outcome.append(job())
             except BaseException as e:  # handed to the caller by result()
                 self._error.append(e)
             finally:
-                self._context.removeJobTag(self._tag)
+                remove(self._tag)
 
-        self._thread = InheritableThread(run, session=spark)
+        if is_connect(spark):
+            self._thread: threading.Thread = threading.Thread(target=run, daemon=True)
+        else:
+            self._thread = inheritable_thread(spark, run)
         self._thread.start()
 
     def wait(self) -> None:
@@ -323,10 +339,10 @@ class Alongside(Generic[R]):
     def cancel(self) -> None:
         """Stop the job's Spark jobs (running or still to come) and wait until it ends; for a
         caller that no longer needs its value, so a failed release does not wait for a scan."""
-        self._context.cancelJobsWithTag(self._tag)
+        self._stop()
         while self._thread.is_alive():  # a job submitted after the first cancel
             self._thread.join(timeout=0.5)
-            self._context.cancelJobsWithTag(self._tag)
+            self._stop()
 
     def result(self) -> R:
         """The job's value, once it ends; its exception if it raised one."""
@@ -377,7 +393,7 @@ def _driver_keys(
     if candidates is None:
 
         def scan() -> pa.Table:  # planned on the second thread, while the cells' plan is built
-            return require_distinct(cell_keys(df, dims, salt).limit(limit + 1).toArrow(), name)
+            return require_distinct(to_arrow(cell_keys(df, dims, salt).limit(limit + 1)), name)
 
         return Alongside(df.sparkSession, scan)
     return None
@@ -420,7 +436,7 @@ def _driver_way(
         nonlocal cells
         if keep:
             cells = cells.localCheckpoint(eager=False)
-        return cells.limit(limit + 1).toArrow()
+        return to_arrow(cells.limit(limit + 1))
 
     found = collect_cells()
     key_table = keys if isinstance(keys, pa.Table) else keys.result()

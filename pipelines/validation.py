@@ -190,13 +190,18 @@ def load_great_expectations() -> None:
     _quiet_gx()
 
 
-UNREADABLE_FILE = "FAILED_READ_FILE"
-"""Spark 4's error condition for a file that cannot be read as its format."""
+UNREADABLE_MARKS = (
+    "FAILED_READ_FILE",  # Spark 4's error condition for a file that fails to read in a task
+    "CANNOT_READ_FILE_FOOTER",  # Spark 3.4+: a Parquet footer that cannot be read
+    "Encountered error while reading file",  # Spark 3.5's wrapper of a task's read error
+    "is not a Parquet file",  # Parquet's own error, unwrapped on Spark 3.5
+)
+"""What Spark's error text says when a file of the input cannot be read as its format."""
 
 
 def is_unreadable(error_text: str) -> bool:
     """Whether Spark's error text (never shown) says a file of the input failed to read."""
-    return UNREADABLE_FILE in error_text
+    return any(mark in error_text for mark in UNREADABLE_MARKS)
 
 
 def unreadable_input() -> InputDataError:

@@ -23,6 +23,7 @@ from pipelines import sql_text as sql
 from pipelines.cells import CELL_ID, cell_id, driver_cell_ids
 from pipelines.plan import plan_release
 from pipelines.release import Secrets, release_table
+from pipelines.spark_compat import arrow_frame, to_arrow
 from pipelines.spec import parse_spec
 from tests.conftest import base_spec
 
@@ -73,11 +74,11 @@ def test_driver_identities_are_sparks(spark: Any) -> None:
     rng = random.Random(11)
     keys = _keys(rng, 400)
     schema = T.StructType([T.StructField(c, t) for c, t in SPARK_TYPES.items()])
-    df = spark.createDataFrame(keys, schema)
+    df = arrow_frame(spark, keys, schema)
     for salt in [(rng.getrandbits(63), -rng.getrandbits(63)), (rng.getrandbits(63), -1)]:
         for dims in [list(SPARK_TYPES), ["s"], ["b", "d"], ["y", "h", "i", "l"], ["s", "s"]]:
             got = driver_cell_ids(keys, dims, salt)
-            spark_ids = df.selectExpr(cell_id(dims, salt)).toArrow()
+            spark_ids = to_arrow(df.selectExpr(cell_id(dims, salt)))
             assert got.column(CELL_ID).to_pylist() == spark_ids.column(CELL_ID).to_pylist(), dims
     # control: the comparison tells identities apart (another salt, another column order)
     other_salt = driver_cell_ids(keys, ["s", "i"], (salt[0] + 1, salt[1]))

@@ -125,6 +125,11 @@ def env(**values: str) -> Callable[[Run], None]:
     return apply
 
 
+def _remote_and_master(run: Run) -> None:
+    run.env["SPARK_REMOTE"] = "sc://host:15002"
+    run.args += ["--master", "local[1]"]
+
+
 def input_rows(rows: list[Any], schema: str) -> Callable[[Run], None]:
     def apply(run: Run) -> None:
         import shutil
@@ -300,8 +305,12 @@ CASES: list[tuple[str, Callable[[Run], None], int, str]] = [
     ("id-newline", release_id("a\nb"), SPEC, "--release-id: a release id is"),
     # runtime settings: exit 2 before Spark starts
     ("master-bogus", args("--master", "bogus://x"), SPEC, "is not a Spark master URL"),
-    ("master-connect", args("--master", "sc://host:15002"), SPEC, "Spark Connect"),
-    ("spark-remote", env(SPARK_REMOTE="sc://host:15002"), SPEC, "SPARK_REMOTE: Spark Connect"),
+    ("master-connect", args("--master", "sc://host:15002"), SPEC, "give it as --remote"),
+    ("remote-bogus", args("--remote", "http://host:15002"), SPEC, "--remote: not a Spark Connect"),
+    ("remote-space", args("--remote", "sc://host:1/;token=a b"), SPEC, "--remote: not a Spark"),
+    ("remote-and-master", args("--remote", "sc://h:1", "--master", "local[1]"), SPEC, "both given"),
+    ("spark-remote-bogus", env(SPARK_REMOTE="sc://h o"), SPEC, "SPARK_REMOTE: not a Spark Connect"),
+    ("spark-remote-and-master", _remote_and_master, SPEC, "--master and SPARK_REMOTE both given"),
     ("log-level", env(DPRELEASE_SPARK_LOG_LEVEL="LOUD"), SPEC, "DPRELEASE_SPARK_LOG_LEVEL"),
     ("profile-missing", args("--spark-profile", "/nonexistent.yaml"), SPEC, "spark profile"),
     # the output location: exit 2 before any charge

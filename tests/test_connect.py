@@ -1,0 +1,142 @@
+"""Spark Connect: a local Connect server started from the pip-installed pyspark (its
+``SparkConnectServer`` class through ``spark-submit``), stopped by process id at the end.
+
+The demo release runs through it from the console command (``--remote`` and ``SPARK_REMOTE``)
+and from the Python API, in client processes that never start a JVM; the tables are the ones a
+classic session releases with the same noise keys, and the manifest is the classic one but for
+its ids and times. Needs pyspark 4 and the Connect client (``pip install 'dprelease[connect]'``);
+skipped on the Spark 3.5 environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from jobs.cli import main
+from tests.conftest import ROOT
+from tests.test_cluster import BIN, free_port, wait_for
+from tests.test_jobs import DEMO, _env
+
+pyspark = pytest.importorskip("pyspark")
+if int(pyspark.__version__.split(".")[0]) < 4:
+    pytest.skip("Spark Connect releases need pyspark 4", allow_module_level=True)
+pytest.importorskip("grpc", reason="the Spark Connect client: pip install 'dprelease[connect]'")
+
+pytestmark = pytest.mark.connect
+SERVER_CLASS = "org.apache.spark.sql.connect.service.SparkConnectServer"
+
+
+@pytest.fixture(scope="module")
+def connect_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Spark Connect server on 127.0.0.1 (local[2]); yields its sc:// URL."""
+    where = tmp_path_factory.mktemp("connect-server")
+    port = free_port()
+    log = where / "server.log"
+    cmd = [
+        str(BIN / "spark-submit"),
+        *("--class", SERVER_CLASS, "--master", "local[2]"),
+        *("--conf", f"spark.connect.grpc.binding.port={port}"),
+        *("--conf", "spark.connect.grpc.binding.address=127.0.0.1"),
+        *("--conf", "spark.ui.enabled=false", "--conf", "spark.sql.shuffle.partitions=2"),
+        *("--conf", f"spark.pyspark.python={sys.executable}"),
+        "spark-internal",
+    ]
+    with log.open("wb") as fh:
+        server = subprocess.Popen(cmd, env=_env(), stdout=fh, stderr=subprocess.STDOUT, cwd=where)
+    try:
+        wait_for(log, "Spark Connect server started", server)
+        yield f"sc://127.0.0.1:{port}"
+    finally:
+        if server.poll() is None:
+            os.kill(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.kill(server.pid, signal.SIGKILL)
+            server.wait()
+        assert server.poll() is not None
+
+
+def _client(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        list(args),
+        env=env or _env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _comparable(manifest: dict[str, Any]) -> dict[str, Any]:
+    """The manifest without what differs between any two runs: ids, times, and the cells a
+    private selection kept (drawn afresh)."""
+    drop = {"release_id", "created_utc", "input_fingerprint"}
+    kept = {k: v for k, v in manifest.items() if k not in drop}
+    kept["tables"] = [
+        {k: v for k, v in t.items() if k != "released_cells"} for t in manifest["tables"]
+    ]
+    return kept
+
+
+@pytest.mark.integration
+def test_the_console_command_releases_the_demo_through_spark_connect(
+    connect_url: str, demo_path: str, tmp_path: Path, capsys: Any
+) -> None:
+    out = tmp_path / "out"
+    run = [str(DEMO), "--input", demo_path, "--output", str(out)]
+    exe = str(BIN / "dprelease")
+    via_flag = _client(exe, "run", *run, "--release-id", "remote", "--remote", connect_url)
+    assert "release remote written to" in via_flag.stdout
+    env = {**_env(), "SPARK_REMOTE": connect_url}
+    _client(exe, "run", *run, "--release-id", "env", env=env)
+    assert main(["run", *run, "--release-id", "classic"]) == 0  # this process's classic session
+    capsys.readouterr()
+    classic = json.loads((out / "classic" / "manifest.json").read_text())
+    for rid in ("remote", "env"):
+        manifest = json.loads((out / rid / "manifest.json").read_text())
+        assert _comparable(manifest) == _comparable(classic)
+        for table in manifest["tables"]:
+            released = pd.read_parquet(out / rid / table["path"])
+            assert len(released) == table["released_cells"] > 0
+            assert list(released.columns) == list(
+                pd.read_parquet(out / "classic" / table["path"]).columns
+            )
+        state = pd.read_parquet(out / rid / "persons_by_state_age_sex")
+        assert len(state) == 20 * 7 * 2  # every public cell
+
+
+def test_the_python_api_on_spark_connect_releases_the_classic_tables(
+    connect_url: str, demo_path: str
+) -> None:
+    """Same spec, same data, same (test-only) noise keys: the same released rows, bit for bit,
+    and the same privacy report; the Connect client never starts a JVM."""
+    remote = _client(
+        sys.executable, "-m", "tests.connect_client", "release", connect_url, str(DEMO), demo_path
+    )
+    classic = _client(
+        sys.executable, "-m", "tests.connect_client", "release", "local[2]", str(DEMO), demo_path
+    )
+    got, want = json.loads(remote.stdout), json.loads(classic.stdout)
+    assert set(got["tables"]) == {"persons_by_state_age_sex", "persons_by_county"}
+    assert all(got["tables"].values())
+    assert got == want
+
+
+def test_a_job_alongside_is_cancelled_by_its_session_tag_on_spark_connect(
+    connect_url: str,
+) -> None:
+    done = _client(sys.executable, "-m", "tests.connect_client", "cancel", connect_url)
+    assert "cancelled" in done.stdout
