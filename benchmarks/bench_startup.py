@@ -6,7 +6,8 @@ Both start a local Spark session with the same settings (``--master local[2]``, 
 ``conf/spark/local.yaml``); the runs alternate, ``--repeats`` times each, and each side's median
 wall time is kept. The difference is what a release costs beyond Spark itself on data too small
 to matter: imports, the plan, validation, the ledger-free preflight, the noise, the checks of the
-written table and the manifest. Prints the table and writes JSON to ``benchmarks/results/``.
+written table and the manifest. The release runs with each ``input.validator``
+(great-expectations, and Spark alone). Prints the table and writes JSON to ``benchmarks/results/``.
 
     python benchmarks/bench_startup.py --repeats 5
 """
@@ -28,6 +29,7 @@ from benchmarks.results_file import save_results  # noqa: E402
 
 PROFILE = ROOT / "conf" / "spark" / "local.yaml"
 MASTER = "local[2]"
+VALIDATORS = ("great_expectations", "spark")
 
 PLAIN = """
 import sys, yaml
@@ -42,7 +44,7 @@ spark.stop()
 """
 
 SPEC = """
-input: {path: %(data)s, format: parquet, privacy_unit: person_id}
+input: {path: %(data)s, format: parquet, privacy_unit: person_id, validator: %(validator)s}
 budget: {epsilon: 1.0}
 output: {path: %(out)s, format: parquet}
 domains: {sex: [F, M]}
@@ -76,32 +78,32 @@ def main() -> None:
         gen = [exe, "generate-demo", "--rows", str(args.rows), "--output", str(data)]
         timed([*gen, "--master", MASTER, "--spark-profile", str(PROFILE)], work)
         (work / "plain.py").write_text(PLAIN)
-        (work / "spec.yaml").write_text(SPEC % {"data": data, "out": work / "out"})
-        plain_times: list[float] = []
-        release_times: list[float] = []
+        for validator in VALIDATORS:
+            spec = SPEC % {"data": data, "out": work / "out", "validator": validator}
+            (work / f"{validator}.yaml").write_text(spec)
+        times: dict[str, list[float]] = {kind: [] for kind in ("plain", *VALIDATORS)}
         for i in range(args.repeats):
             plain = [sys.executable, "plain.py", str(data), str(work / f"plain{i}")]
-            release = [exe, "run", "spec.yaml", "--release-id", f"r{i}", "--master", MASTER]
-            plain_s = timed([*plain, str(PROFILE), MASTER], work)
-            release_s = timed([*release, "--spark-profile", str(PROFILE)], work)
-            plain_times.append(plain_s)
-            release_times.append(release_s)
-            print(f"round {i + 1}: plain {plain_s:.2f} s, dprelease run {release_s:.2f} s")
-    plain_med = statistics.median(plain_times)
-    release_med = statistics.median(release_times)
-    fixed = release_med - plain_med
-    print(f"\n{'':24}{'median s':>10}")
-    print(f"{'plain PySpark script':24}{plain_med:>10.2f}")
-    print(f"{'dprelease run':24}{release_med:>10.2f}")
-    print(f"fixed cost of the console command: {fixed:.2f} s ({release_med / plain_med:.2f}x)")
+            times["plain"].append(timed([*plain, str(PROFILE), MASTER], work))
+            for validator in VALIDATORS:
+                release = [exe, "run", f"{validator}.yaml", "--release-id", f"{validator}-{i}"]
+                run = [*release, "--master", MASTER, "--spark-profile", str(PROFILE)]
+                times[validator].append(timed(run, work))
+            print(f"round {i + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items()))
+    medians = {kind: statistics.median(v) for kind, v in times.items()}
+    print(f"\n{'':46}{'median s':>10}{'fixed cost s':>14}")
+    print(f"{'plain PySpark script':46}{medians['plain']:>10.2f}{'':>14}")
+    for validator in VALIDATORS:
+        label = f"dprelease run (validator: {validator})"
+        fixed = medians[validator] - medians["plain"]
+        print(f"{label:46}{medians[validator]:>10.2f}{fixed:>14.2f}")
     path = save_results(
         "startup",
         {
             "rows": args.rows,
             "repeats": args.repeats,
-            "plain_s": plain_times,
-            "release_s": release_times,
-            "fixed_cost_s": fixed,
+            "seconds": times,
+            "fixed_cost_s": {v: medians[v] - medians["plain"] for v in VALIDATORS},
         },
     )
     print(f"results: {path}")

@@ -122,7 +122,8 @@ def _run(args: argparse.Namespace) -> int:
         spec_path, input_path=args.input, output_path=args.output, ledger_path=args.ledger
     )
     preflight(spec, release_id)  # plan, output location and ledger refusal before Spark starts
-    _import_in_background(load_great_expectations)  # seconds of imports, beside the JVM's start
+    if spec.input.validator == "great_expectations":  # seconds of imports, beside the JVM's start
+        _import_in_background(load_great_expectations)
     spark = get_session(args.master, args.spark_profile, remote=args.remote)
     try:
         outcome = run_release(spark, spec, release_id, warn=False)

@@ -12,6 +12,7 @@ end of the run, failed or not; one left by a killed process is removed by the ne
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -160,6 +161,19 @@ def _new_scratch() -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{os.getpid()}-", dir=base))
 
 
+def _submitted_remote() -> str | None:
+    """The Connect URL of ``spark-submit --remote`` (which hands it to Python in the
+    ``PYSPARK_REMOTE_INIT_CONF_*`` variables), or None."""
+    for i in range(int(os.environ.get("PYSPARK_REMOTE_INIT_CONF_LEN", "0") or 0)):
+        try:
+            conf = json.loads(os.environ.get(f"PYSPARK_REMOTE_INIT_CONF_{i}", ""))
+        except ValueError:
+            continue
+        if isinstance(conf, dict) and conf.get("spark.remote"):
+            return str(conf["spark.remote"])
+    return None
+
+
 def _effective_master(master: str | None) -> str | None:
     if master:
         return master
@@ -178,7 +192,7 @@ def get_session(
     remote: str | None = None,
 ) -> SparkSession:
     """The active session (under spark-submit), a new classic one with the profile's settings,
-    or a Spark Connect session (``remote``, else ``SPARK_REMOTE``).
+    or a Spark Connect session (``remote``, spark-submit's ``--remote``, else ``SPARK_REMOTE``).
 
     SpecError (exit 2) for a master URL that is not one, a Connect URL that is not one, both a
     master and a remote, or a ``DPRELEASE_SPARK_LOG_LEVEL`` that is not a log level; these are
@@ -188,7 +202,10 @@ def get_session(
     spark_logs.requested_level()
     if master:
         master = check_master(master)
-    if remote is None and os.environ.get("SPARK_REMOTE") and not _under_spark_submit():
+    submitted = _submitted_remote() if _under_spark_submit() else None
+    if remote is None and submitted is not None:  # spark-submit's --remote wins, as its --master
+        remote = check_remote(submitted, "spark-submit --remote")
+    elif remote is None and os.environ.get("SPARK_REMOTE") and not _under_spark_submit():
         remote = os.environ["SPARK_REMOTE"]
         if master:
             raise SpecError("--master and SPARK_REMOTE both given; unset one of them")

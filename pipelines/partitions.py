@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -135,6 +134,8 @@ def _local_frame(
     spark: SparkSession, columns: dict[str, list[Any]], schema: T.StructType
 ) -> DataFrame:
     """A small driver-side table sent to Spark through Arrow (no Python workers)."""
+    import pandas as pd  # lazy: a quarter of a second of imports, for declared domains only
+
     fields = T.StructType([T.StructField(n, schema[n].dataType) for n in columns])
     return spark.createDataFrame(pd.DataFrame(columns), fields)
 

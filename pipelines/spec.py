@@ -71,6 +71,11 @@ class InputSpec:
     set aside in a private location and the release goes on with the valid rows."""
     expectations: tuple[ExpectationSpec, ...] = ()
     """Extra expectations, checked with those the spec implies."""
+    validator: Literal["great_expectations", "spark"] = "great_expectations"
+    """Who gives the verdict on the expectations: ``great_expectations`` (a suite validated by
+    great-expectations; a few seconds of import and validation) or ``spark`` (the same rules as
+    one Spark aggregation of the predicates that also split off invalid rows; well under a
+    second). Either way rows are split and quarantined by those predicates. No privacy cost."""
 
 
 @dataclass(frozen=True)
@@ -324,13 +329,26 @@ def parse_expectation(raw: Any, where: str) -> ExpectationSpec:
 
 def parse_input(raw: Any, where: str = "input") -> InputSpec:
     m = _mapping(raw, where)
-    keys = ("path", "format", "privacy_unit", "csv_header", "on_invalid", "expectations")
+    keys = (
+        "path",
+        "format",
+        "privacy_unit",
+        "csv_header",
+        "on_invalid",
+        "expectations",
+        "validator",
+    )
     _only(m, keys, where)
     fmt = _choice(m.get("format", "parquet"), ("parquet", "csv"), f"{where}.format")
     header = m.get("csv_header", True)
     if not isinstance(header, bool):
         raise _fail(f"{where}.csv_header", "must be true or false")
     on_invalid = _choice(m.get("on_invalid", "fail"), ("fail", "quarantine"), f"{where}.on_invalid")
+    validator = _choice(
+        m.get("validator", "great_expectations"),
+        ("great_expectations", "spark"),
+        f"{where}.validator",
+    )
     raw_exp = m.get("expectations") or []
     if not isinstance(raw_exp, list):
         raise _fail(f"{where}.expectations", "must be a list")
@@ -340,6 +358,7 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
         privacy_unit=_column(_required(m, "privacy_unit", where), f"{where}.privacy_unit"),
         csv_header=header,
         on_invalid=on_invalid,
+        validator=validator,
         expectations=tuple(
             parse_expectation(e, f"{where}.expectations[{i}]") for i, e in enumerate(raw_exp)
         ),

@@ -259,6 +259,31 @@ def gx_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
     return verdict
 
 
+def spark_verdict(df: DataFrame, rules: Sequence[Rule]) -> dict[str, bool]:
+    """The verdict of the same rules from Spark alone: rule name -> passed (see
+    :func:`spark_pass`)."""
+    return spark_pass(df, rules)[0]
+
+
+def spark_pass(df: DataFrame, rules: Sequence[Rule]) -> tuple[dict[str, bool], bool]:
+    """(rule name -> passed, whether ``df`` has any row), in one aggregation of the predicates
+    that :func:`split_invalid` splits rows by (a column-level rule, which no row can fail,
+    passes: the schema check has already held it). One bit per rule leaves Spark, and one for
+    the input's emptiness, which a release refuses anyway."""
+    row_level = [r for r in rules if r.row_level]
+    checks = [F.min(r.row_ok().cast("int")).alias(f"r{i}") for i, r in enumerate(row_level)]
+    try:
+        row = df.agg(F.max(F.lit(1)).alias("any"), *checks).first()
+    except Exception as exc:
+        if is_unreadable(str(exc)):
+            raise unreadable_input() from None
+        raise
+    if row is None:
+        raise InternalError("an aggregation without grouping returned no row")
+    failed = {r.name for i, r in enumerate(row_level) if row[f"r{i}"] == 0}  # null: no rows
+    return {r.name: r.name not in failed for r in rules}, row["any"] is not None
+
+
 def row_is_valid(rules: Sequence[Rule]) -> Column:
     checks = [r.row_ok() for r in rules if r.row_level]
     return reduce(lambda a, b: a & b, checks, F.lit(True))
@@ -296,7 +321,8 @@ class ValidatedInput:
 
 
 def validate_input(df: DataFrame, spec: ReleaseSpec) -> ValidatedInput:
-    """Check the schema, validate with great-expectations, apply ``input.on_invalid``.
+    """Check the schema, validate (great-expectations, or Spark alone with ``input.validator:
+    spark``), apply ``input.on_invalid``.
 
     Raises InputDataError (naming columns and expectations, never values or counts) for a schema
     mismatch, for failed expectations under ``on_invalid: fail``, and for an input without
@@ -309,14 +335,19 @@ def validate_input(df: DataFrame, spec: ReleaseSpec) -> ValidatedInput:
         if not has_rows(df):  # files without rows carry no reliable types: say what is wrong
             raise no_rows() from None
         raise
-    verdict = gx_verdict(df, rules)
+    rows: bool | None = None  # whether the valid rows are not none, when already known
+    if spec.input.validator == "spark":
+        verdict, rows = spark_pass(df, rules)
+    else:
+        verdict = gx_verdict(df, rules)
     failed = [name for name, ok in verdict.items() if not ok]
     if failed and spec.input.on_invalid == "fail":
         raise InputDataError(failure_message(failed))
     quarantined = None
     if failed:
         df, quarantined = split_invalid(df, rules)
-    if not has_rows(df):
+        rows = None
+    if not (has_rows(df) if rows is None else rows):
         if quarantined is not None:
             raise InputDataError(
                 f"input: no valid rows: every row fails {', '.join(repr(n) for n in failed)}"

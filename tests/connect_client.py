@@ -6,6 +6,9 @@ local[N]), with fixed noise keys (a test's, never a release's), printed as JSON 
 With Connect, it also checks that this process never started a JVM (no py4j gateway, no
 SparkContext).
 
+``python -m tests.connect_client cli ARGS...``: the console command with ARGS in this process,
+then the same check that no JVM was started.
+
 ``python -m tests.connect_client cancel sc://...``: a job alongside that would sleep a minute is
 stopped by its tag; one beside it that is not cancelled returns its value.
 """
@@ -88,9 +91,22 @@ def cancel(where: str) -> None:
     spark.stop()
 
 
+def cli(args: list[str]) -> None:
+    """The console command in this process (``SPARK_REMOTE`` or ``--remote`` in ``args``); then
+    the check that it started no JVM here."""
+    from jobs.cli import main
+
+    code = main(args)
+    if code != 0:
+        raise SystemExit(code)
+    no_jvm_here()
+
+
 if __name__ == "__main__":
     if sys.argv[1] == "release":
         release(*sys.argv[2:5])
+    elif sys.argv[1] == "cli":
+        cli(sys.argv[2:])
     elif sys.argv[1] == "cancel":
         cancel(sys.argv[2])
     else:

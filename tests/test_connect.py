@@ -1,10 +1,11 @@
 """Spark Connect: a local Connect server started from the pip-installed pyspark (its
 ``SparkConnectServer`` class through ``spark-submit``), stopped by process id at the end.
 
-The demo release runs through it from the console command (``--remote`` and ``SPARK_REMOTE``)
-and from the Python API, in client processes that never start a JVM; the tables are the ones a
-classic session releases with the same noise keys, and the manifest is the classic one but for
-its ids and times. Needs pyspark 4 and the Connect client (``pip install 'dprelease[connect]'``);
+The demo release runs through it from the console command (``--remote`` and ``SPARK_REMOTE``),
+from ``spark-submit --remote`` and from the Python API. The console command and the API, run in
+client processes of their own, start no JVM there. The API's tables are the ones a classic
+session releases with the same noise keys, and every manifest is the classic one but for its ids
+and times. Needs pyspark 4 and the Connect client (``pip install 'dprelease[connect]'``);
 skipped on the Spark 3.5 environment.
 """
 
@@ -101,11 +102,14 @@ def test_the_console_command_releases_the_demo_through_spark_connect(
     via_flag = _client(exe, "run", *run, "--release-id", "remote", "--remote", connect_url)
     assert "release remote written to" in via_flag.stdout
     env = {**_env(), "SPARK_REMOTE": connect_url}
-    _client(exe, "run", *run, "--release-id", "env", env=env)
+    client = [sys.executable, "-m", "tests.connect_client", "cli"]
+    _client(*client, "run", *run, "--release-id", "env", env=env)  # and no JVM in the client
+    submit = [str(BIN / "spark-submit"), "--remote", connect_url, str(ROOT / "jobs" / "release.py")]
+    _client(*submit, "--config", *run, "--release-id", "submit")
     assert main(["run", *run, "--release-id", "classic"]) == 0  # this process's classic session
     capsys.readouterr()
     classic = json.loads((out / "classic" / "manifest.json").read_text())
-    for rid in ("remote", "env"):
+    for rid in ("remote", "env", "submit"):
         manifest = json.loads((out / rid / "manifest.json").read_text())
         assert _comparable(manifest) == _comparable(classic)
         for table in manifest["tables"]:

@@ -305,6 +305,7 @@ CASES: list[tuple[str, Callable[[Run], None], int, str]] = [
     ("id-newline", release_id("a\nb"), SPEC, "--release-id: a release id is"),
     # runtime settings: exit 2 before Spark starts
     ("master-bogus", args("--master", "bogus://x"), SPEC, "is not a Spark master URL"),
+    ("validator-unknown", lambda r: r.doc["input"].update(validator="pandas"), SPEC, "validator"),
     ("master-connect", args("--master", "sc://host:15002"), SPEC, "give it as --remote"),
     ("remote-bogus", args("--remote", "http://host:15002"), SPEC, "--remote: not a Spark Connect"),
     ("remote-space", args("--remote", "sc://host:1/;token=a b"), SPEC, "--remote: not a Spark"),
@@ -427,6 +428,33 @@ def test_bad_input_fails_cleanly(
     assert not staging.is_dir() or not any(staging.iterdir())
     assert spent(run) == 0  # no ledger charge
     assert sum(1 for _ in run.tmp.parent.glob("escape*")) == 0  # nothing outside the output
+
+
+@pytest.mark.parametrize(
+    ("change", "match"),
+    [pytest.param(c, m, id=name) for name, c, code, m in CASES if code == INPUT],
+)
+def test_bad_input_fails_cleanly_with_the_spark_validator(
+    tmp_path: Path,
+    spark: Any,
+    capsys: Any,
+    monkeypatch: Any,
+    change: Callable[[Run], None],
+    match: str,
+) -> None:
+    """The input cases again, with ``input.validator: spark``: the same exit and message,
+    nothing published, nothing charged."""
+    run = prepare(tmp_path, spark)
+    change(run)
+    run.doc["input"]["validator"] = "spark"
+    exit_code = execute(run, monkeypatch)
+    captured = capsys.readouterr()
+    streams = captured.out + captured.err
+    assert exit_code == INPUT, streams
+    assert match in captured.err, captured.err
+    assert MARKER not in streams and str(VALUE) not in streams and "7.44" not in streams
+    assert not (run.out / RID / "manifest.json").exists()
+    assert spent(run) == 0
 
 
 def test_the_harness_sees_a_charge_and_a_publication(

@@ -33,22 +33,28 @@ BAD = [
 ]
 
 
-def spec_doc(on_invalid: str = "fail") -> dict[str, Any]:
+def spec_doc(on_invalid: str = "fail", validator: str | None = None) -> dict[str, Any]:
     doc = base_spec()
     doc["input"]["on_invalid"] = on_invalid
+    if validator is not None:
+        doc["input"]["validator"] = validator
     doc["input"]["expectations"] = [{"column": "age", "between": [0, 115]}]
     return doc
 
 
 def test_each_rule_fails_in_great_expectations_and_in_spark_alike(spark: Any) -> None:
+    """Both validators give the same verdict, rule by rule, and the predicates that split the
+    rows agree with it."""
     spec = parse_spec(spec_doc())
     clean = spark.createDataFrame(CLEAN, SCHEMA)
     rules = validation.input_rules(spec, clean.schema)
     assert all(validation.gx_verdict(clean, rules).values())  # control: clean data passes
+    assert validation.spark_verdict(clean, rules) == validation.gx_verdict(clean, rules)
     for row, name in BAD:
         df = spark.createDataFrame([*CLEAN, row], SCHEMA)
         verdict = validation.gx_verdict(df, rules)
         assert [n for n, ok in verdict.items() if not ok] == [name], row
+        assert validation.spark_verdict(df, rules) == verdict, row
         valid, invalid = validation.split_invalid(df, rules)
         assert valid.count() == len(CLEAN)
         failed = invalid.collect()
@@ -65,11 +71,13 @@ def test_failing_rows_stop_the_release_by_default_naming_the_expectation(
     assert not (out / "r1").exists() and not (out / ".private" / "quarantine").exists()
 
 
+@pytest.mark.parametrize("validator", ["great_expectations", "spark"])
 def test_quarantine_sets_invalid_rows_aside_and_loses_none(
-    tmp_path: Path, spark: Any, capsys: Any
+    tmp_path: Path, spark: Any, capsys: Any, validator: str
 ) -> None:
     rows = [*CLEAN, *(r for r, _ in BAD)]
-    code, out = _run(tmp_path, spark, spec_doc("quarantine"), rows, verbose=True)
+    doc = spec_doc("quarantine", validator)
+    code, out = _run(tmp_path, spark, doc, rows, verbose=True)
     captured = capsys.readouterr()
     assert code == 0, captured.err
     quarantine = out / ".private" / "quarantine" / "r1"
@@ -94,7 +102,7 @@ def test_quarantine_sets_invalid_rows_aside_and_loses_none(
         assert MARKER not in text and not re.search(r"(?<![\w.])130(?![\w.])", text)
     assert MARKER.encode().hex() not in released
     # the valid rows alone are released: a rerun is not charged and finds the release in place
-    assert _run(tmp_path, spark, spec_doc("quarantine"), rows)[0] == 0
+    assert _run(tmp_path, spark, doc, rows)[0] == 0
 
 
 def test_an_input_of_only_invalid_rows_is_refused(tmp_path: Path, spark: Any, capsys: Any) -> None:
