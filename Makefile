@@ -3,6 +3,8 @@
 # then the suite again on Spark 3.5 with the oldest supported numpy, pandas and pyarrow).
 # Environments: .venv from constraints/newest.txt, .venv-oldest from constraints/oldest.txt.
 PYTHON ?= python3
+# The oldest set (Spark 3.5.0, numpy 1.23.5) installs on Python 3.10 and 3.11 only.
+OLDEST_PYTHON ?= $(PYTHON)
 VENV := .venv
 BIN := $(VENV)/bin
 OLDEST := .venv-oldest
@@ -29,7 +31,10 @@ $(BIN)/dprelease: pyproject.toml constraints/newest.txt
 
 $(OLDEST)/bin/dprelease: pyproject.toml constraints/oldest.txt
 	@$(MAKE) --no-print-directory check-tools
-	$(PYTHON) -m venv $(OLDEST)
+	@$(OLDEST_PYTHON) -c 'import sys; sys.exit(0 if (3, 10) <= sys.version_info[:2] <= (3, 11) else 1)' 2>/dev/null || { \
+	  echo "make: the oldest supported set (Spark 3.5.0, numpy 1.23.5) needs Python 3.10 or 3.11 as"; \
+	  echo "      '$(OLDEST_PYTHON)' (found: $$($(OLDEST_PYTHON) --version 2>&1)); give one with OLDEST_PYTHON=python3.11"; exit 1; }
+	$(OLDEST_PYTHON) -m venv $(OLDEST)
 	$(OLDEST)/bin/pip install --quiet --upgrade pip
 	$(OLDEST)/bin/pip install --quiet -c constraints/oldest.txt -e '.[test]'
 	@touch $@
