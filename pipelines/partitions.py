@@ -26,6 +26,7 @@ from pyspark.sql import types as T
 
 from dp_ops.errors import SpecError
 from pipelines.cells import CELL_ID
+from pipelines.spark_compat import arrow_frame
 
 INTEGRAL = (T.ByteType, T.ShortType, T.IntegerType, T.LongType)
 LOCAL_MAX_KEYS = 100_000
@@ -134,9 +135,13 @@ def _local_frame(
     spark: SparkSession, columns: dict[str, list[Any]], schema: T.StructType
 ) -> DataFrame:
     """A small driver-side table sent to Spark through Arrow (no Python workers)."""
-    import pandas as pd  # lazy: a quarter of a second of imports, for declared domains only
-
     fields = T.StructType([T.StructField(n, schema[n].dataType) for n in columns])
+    types = [ARROW_TYPES.get(type(f.dataType)) for f in fields.fields]
+    if all(t is not None for t in types):  # no pandas: its import alone takes a quarter second
+        arrays = [pa.array(v, type=t) for v, t in zip(columns.values(), types, strict=True)]
+        return arrow_frame(spark, pa.table(arrays, names=list(columns)), fields)
+    import pandas as pd  # other types (decimals, timestamps): through pandas, as Spark converts
+
     return spark.createDataFrame(pd.DataFrame(columns), fields)
 
 
