@@ -153,3 +153,47 @@ def _run(
     spec.write_text(yaml.safe_dump(doc))
     args = ["-v"] if verbose else []
     return main([*args, "run", str(spec), "--release-id", "r1"]), out
+
+
+GX_GUARD = """
+import sys
+from jobs.cli import main
+
+code = main(sys.argv[1:])
+if "great_expectations" in sys.modules:
+    sys.exit("great-expectations was imported")
+sys.exit(code)
+"""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("validator", ["spark", "great_expectations"])
+def test_the_spark_validator_never_imports_great_expectations(
+    tmp_path: Path, spark: Any, validator: str
+) -> None:
+    """The console command imports great-expectations (seconds) only when it validates; the
+    run with great-expectations is the control that the guard sees the import."""
+    import subprocess
+    import sys
+
+    from tests.test_jobs import _env
+
+    data = tmp_path / "in"
+    spark.createDataFrame(CLEAN, SCHEMA).write.parquet(str(data))
+    doc = spec_doc("fail", validator)
+    doc["input"]["path"], doc["output"]["path"] = str(data), str(tmp_path / "out")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    (tmp_path / "guard.py").write_text(GX_GUARD)
+    cmd = [sys.executable, str(tmp_path / "guard.py"), "run", str(tmp_path / "spec.yaml")]
+    done = subprocess.run(
+        [*cmd, "--release-id", "g", "--master", "local[1]"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if validator == "spark":
+        assert done.returncode == 0, done.stderr[-2000:]
+    else:
+        assert "great-expectations was imported" in done.stderr
+    assert (tmp_path / "out" / "g" / "manifest.json").exists()  # both released
