@@ -1,20 +1,23 @@
 # Two entry points: `make demo` (set up, generate demo data, run the demo release) and
 # `make test` (set up, lint, type-check, run the whole test suite on the newest supported set,
-# then the suite again on Spark 3.5 with the oldest supported numpy, pandas and pyarrow).
-# Environments: .venv from constraints/newest.txt, .venv-oldest from constraints/oldest.txt.
+# then the suite again on Spark 3.5 with the oldest supported numpy, pandas and pyarrow, and
+# again on Python 3.13 and Java 21 in a Debian 13 root).
+# Environments: .venv from constraints/newest.txt, .venv-oldest from constraints/oldest.txt,
+# .debian-trixie (built by .ci/debian-root: needs root) with constraints/newest.txt.
 PYTHON ?= python3
 # The oldest set (Spark 3.5.0, numpy 1.23.5) installs on Python 3.10 and 3.11 only.
 OLDEST_PYTHON ?= $(PYTHON)
 VENV := .venv
 BIN := $(VENV)/bin
 OLDEST := .venv-oldest
+DEBIAN_ROOT := .debian-trixie
 DEMO_ROWS ?= 200000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 # The Python files vermin checks against the oldest Python we support (3.10).
 SOURCES := dp_ops pipelines jobs tests benchmarks
 
-.PHONY: setup setup-oldest demo test test-newest test-oldest lint bench clean check-tools
+.PHONY: setup setup-oldest demo test test-newest test-oldest test-debian lint bench clean check-tools
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
@@ -63,7 +66,11 @@ test-oldest: setup-oldest
 	PYSPARK_PYTHON=$(abspath $(OLDEST)/bin/python) PATH=$(abspath $(OLDEST)/bin):$$PATH \
 	  $(OLDEST)/bin/pytest
 
-test: test-newest test-oldest
+# Python 3.13 (the python3 of Debian 13, Ubuntu 25.04 and Fedora 41) with Java 21, the newest set.
+test-debian:
+	.ci/debian-root $(DEBIAN_ROOT) pytest -p no:cacheprovider
+
+test: test-newest test-oldest test-debian
 
 bench: setup
 	$(BIN)/pip install --quiet -c constraints/newest.txt -e '.[test,bench]'
@@ -75,4 +82,4 @@ bench: setup
 	$(BIN)/python benchmarks/bench_real.py --trials 5
 
 clean:
-	rm -rf $(VENV) $(OLDEST) out data/demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) $(DEBIAN_ROOT) out data/demo dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache
