@@ -135,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
         print(f"release {outcome.release_id} written to {outcome.path}")
         for name, path in outcome.tables.items():
             print(f"  {name}: {path}")
-        print(f"  manifest: {outcome.path / 'manifest.json'}")
+        print(f"  manifest: {outcome.path}/manifest.json")
     return EXIT_OK
 
 

@@ -12,14 +12,14 @@ Order matters for privacy and for operators:
    the spec's own expectations); failing rows stop the release or are quarantined
    (``input.on_invalid``); then the ledger is charged, before any noise is drawn (a retry of a
    crashed attempt with the identical spec is not charged again);
-4. each table is computed and written to a private staging directory, then the manifest;
-5. one rename publishes the release, and the ledger records the commit and its location.
+4. each table is computed and written under the release's directory and checked;
+5. the manifest, written last, commits the release (:mod:`jobs.writer`: no rename, on any
+   Hadoop-compatible store), and the ledger records the commit and its location.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import platform
@@ -36,13 +36,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pyspark.sql import DataFrame, SparkSession
 
-from dp_ops.errors import BudgetError
+from dp_ops.errors import BudgetError, InternalError
 from jobs import release_id as release_ids
 from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import Attempt, open_ledger
 from jobs.pyfiles import ship_to_connect
+from jobs.storage import Store, join, open_store, scheme
 from pipelines import output_checks, validation
 from pipelines.partitions import (
     PublicKeys,
@@ -64,9 +65,10 @@ log = logging.getLogger("dprelease")
 @dataclass
 class Outcome:
     release_id: str
-    path: Path
+    path: str
+    """The release's directory: a local path or a URI, as ``output.path`` gave it."""
     already_released: bool = False
-    tables: dict[str, Path] = field(default_factory=dict)
+    tables: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -134,16 +136,18 @@ def check_output(
     keys: PublicKeys | None,
     domains: dict[str, list[Any]],
     released: DataFrame,
-    staging: Path,
+    store: Store,
+    final: str,
     output: tuple[str, tuple[str, ...]],
 ) -> int:
-    """Read one staged output of ``table`` back and check it (InternalError aborts the commit);
-    its size. ``keys``, ``domains``: the table's public keys and declared domains; ``output``:
-    (name, dimensions) of the output."""
-    path = staging / output[0]
+    """Read one written output of ``table`` back and check it (InternalError aborts the commit);
+    its size. ``keys``, ``domains``: the table's public keys and declared domains; ``final``:
+    the release's directory on ``store``; ``output``: (name, dimensions) of the output."""
+    path = join(final, output[0])
     arrow_keys = keys.rows if keys is not None else None
     if (
-        spec.output.format == "parquet"
+        store.kind == "local"
+        and spec.output.format == "parquet"
         and (keys is None or arrow_keys is not None)
         and all(output_checks.arrow_type(f.dataType) for f in released.schema.fields)
         and _staged_rows(path) <= ARROW_CHECK_MAX_ROWS
@@ -160,9 +164,9 @@ def check_output(
     reader = spark.read
     if spec.output.format == "csv":
         reader = reader.schema(released.schema).option("header", "true").option("mode", "FAILFAST")
-        staged = reader.csv(str(path))
+        staged = reader.csv(path)
     else:
-        staged = reader.parquet(str(path))
+        staged = reader.parquet(path)
     return output_checks.check_released(
         staged,
         released.schema,
@@ -178,9 +182,9 @@ ARROW_CHECK_MAX_ROWS = 1_000_000
 """Staged tables up to this many rows are read back on the driver (Arrow) to be checked."""
 
 
-def _staged_rows(path: Path) -> int:
-    """The rows of a staged Parquet table, from its files' footers (the metadata alone)."""
-    return sum(pq.read_metadata(f).num_rows for f in path.glob("*.parquet"))
+def _staged_rows(path: str) -> int:
+    """The rows of a written local Parquet table, from its files' footers (the metadata alone)."""
+    return sum(pq.read_metadata(f).num_rows for f in Path(path).glob("*.parquet"))
 
 
 def table_frames(
@@ -215,21 +219,12 @@ def _fingerprint_key() -> tuple[bytes, bool]:
     return os.urandom(32), True
 
 
-def _write_private_report(output: str, release_id: str, report: dict[str, Any]) -> Path:
-    """Operator-only run report, beside the staging area, owner-only permissions."""
-    path = writer.private_dir(output) / f"{release_id}.json"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(report, fh, indent=2)
-    return path
-
-
-def write_table(df: DataFrame, path: Path, fmt: str) -> None:
+def write_table(df: DataFrame, path: str, fmt: str) -> None:
     w = df.write.mode("error")  # "error": the alias the Connect client knows too
     if fmt == "csv":
-        w.option("header", "true").csv(str(path))
+        w.option("header", "true").csv(path)
     else:
-        w.parquet(str(path))
+        w.parquet(path)
 
 
 def planned(spec: ReleaseSpec, warn: bool = True) -> ReleasePlan:
@@ -250,9 +245,24 @@ class Preflight:
     attempt: Attempt
     published: bool
     """The release id is published at this location with this spec: nothing to do."""
+    store: Store | None
+    """Where the release goes; None when only a Spark session can reach it (checked later)."""
 
 
-def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Preflight:
+def _store(spec: ReleaseSpec, spark: SparkSession | None) -> Store | None:
+    """The output's store; None before Spark starts for a URI only Hadoop can reach."""
+    output = spec.output.path
+    if spark is None and scheme(output) not in (None, "file"):
+        return None
+    return open_store(output, spark)
+
+
+def preflight(
+    spec: ReleaseSpec,
+    release_id: str,
+    warn: bool = True,
+    spark: SparkSession | None = None,
+) -> Preflight:
     """Everything that can be checked before reading data or charging, without Spark.
 
     SpecError (exit 2): a malformed release id, a plan whose noise leaves the 64-bit range, an
@@ -260,17 +270,24 @@ def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Prefligh
     the dataset's remaining budget, or its id is bound to another spec or location (the
     ledger's rules, :meth:`jobs.ledger.Ledger.admit`; without a ledger, the manifest of a
     published release of this id). ``warn``: log the plan's warnings (:func:`plan_warnings`).
+    ``spark``: the session, which reaches URIs through Hadoop; without it, the location of a URI
+    other than ``file://`` is checked when the release runs.
     """
     release_ids.check(release_id)
     plan = planned(spec, warn)
-    final = writer.check_location(spec.output.path, release_id)
-    attempt = Attempt(release_id, spec_hash(spec), str(final))
-    published = writer.is_released(spec.output.path, release_id)
-    if published and writer.released_spec(spec.output.path, release_id) != attempt.spec_sha256:
-        raise BudgetError(
-            f"release id {release_id!r} is published at {str(final)!r} from another spec; a "
-            "release id names one release. Give this spec a new release id."
-        )
+    store = _store(spec, spark)
+    final = writer.location_name(spec.output.path, release_id)
+    attempt = Attempt(release_id, spec_hash(spec), final)
+    published = False
+    if store is not None:
+        writer.check_location(store, spec.output.path, release_id)
+        published = writer.is_released(store, spec.output.path, release_id)
+        spec_sha = writer.released_spec(store, spec.output.path, release_id)
+        if published and spec_sha != attempt.spec_sha256:
+            raise BudgetError(
+                f"release id {release_id!r} is published at {final!r} from another spec; a "
+                "release id names one release. Give this spec a new release id."
+            )
     if spec.ledger is not None:
         admission = open_ledger(spec.ledger.path).admit(spec.ledger.dataset, attempt, plan.cost)
         if admission.committed_at is not None and not published:
@@ -279,7 +296,7 @@ def preflight(spec: ReleaseSpec, release_id: str, warn: bool = True) -> Prefligh
                 "which holds no manifest now; drawing it again would release a second draw "
                 "uncharged. Restore the release, or use a new release id."
             )
-    return Preflight(plan, attempt, published)
+    return Preflight(plan, attempt, published, store)
 
 
 def run_release(
@@ -293,8 +310,10 @@ def run_release(
     ``warn``: log the plan's warnings (False when the caller's own preflight did)."""
     rid = release_id or release_ids.new()
     with stage("plan"):
-        checked_first = preflight(spec, rid, warn)
-    plan, attempt = checked_first.plan, checked_first.attempt
+        checked_first = preflight(spec, rid, warn, spark)
+    plan, attempt, store = checked_first.plan, checked_first.attempt, checked_first.store
+    if store is None:
+        raise InternalError("a session reaches every output location")
     for t in plan.tables:
         sel = t.selection
         log.debug(
@@ -309,9 +328,9 @@ def run_release(
                 f"{m.column}: {m.mechanism} {float(m.parameter):.6g}" for m in t.measurements
             ),
         )
-    final = Path(attempt.location)
+    final = attempt.location
     if checked_first.published:
-        if spec.ledger is not None:  # a crash between the rename and the ledger's record
+        if spec.ledger is not None:  # a crash between the commit and the ledger's record
             open_ledger(spec.ledger.path).commit(spec.ledger.dataset, attempt)
         log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
         return Outcome(rid, final, already_released=True)
@@ -333,12 +352,12 @@ def run_release(
     quarantine = None
     if checked.quarantined is not None:
         with stage("quarantine invalid rows"):
-            quarantine = writer.write_quarantine(checked.quarantined, spec.output.path, rid)
+            quarantine = writer.write_quarantine(store, checked.quarantined, spec.output.path, rid)
         log.warning(
             "validation: rows failing expectations were quarantined in %s; the operator report "
             "in %s says which expectations failed",
             quarantine,
-            writer.private_dir(spec.output.path),
+            writer.private_dir(store, spec.output.path),
         )
     if spec.ledger is not None:
         admission = open_ledger(spec.ledger.path).charge(spec.ledger.dataset, attempt, plan.cost)
@@ -353,7 +372,7 @@ def run_release(
     outcome = Outcome(rid, final)
     released_cells: dict[str, int] = {}
     timings: dict[str, float] = {}
-    with writer.staged_release(spec.output.path, rid) as staging:
+    with writer.release_attempt(store, spec.output.path, rid) as written:
         for tplan in plan.tables:
             name = tplan.table.name
             start = time.monotonic()
@@ -361,7 +380,7 @@ def run_release(
             with stage(f"table {name}: bound, aggregate, select, noise, write"):
                 frames = table_frames(spec, tplan, df, secrets, keys)
                 for out_name, released in frames.items():
-                    write_table(released, staging / out_name, spec.output.format)
+                    write_table(released, join(written, out_name), spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
             with stage(f"table {name}: check the written table"):
                 dims = dict(tplan.table.outputs)
@@ -369,11 +388,11 @@ def run_release(
                 for out_name, released in frames.items():
                     output = (out_name, dims[out_name])
                     released_cells[out_name] = check_output(
-                        spark, spec, tplan.table, keys, domains, released, staging, output
+                        spark, spec, tplan.table, keys, domains, released, store, written, output
                     )
-                    outcome.tables[out_name] = final / out_name
+                    outcome.tables[out_name] = join(final, out_name)
         manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)
-        writer.write_manifest(staging, manifest)
+        writer.write_manifest(store, written, manifest)
     report: dict[str, Any] = {
         "release_id": rid,
         "stage_seconds": timings,
@@ -382,7 +401,7 @@ def run_release(
     }
     if fp_generated:
         report["fingerprint_key_hex"] = fp_key.hex()
-    _write_private_report(spec.output.path, rid, report)
+    writer.write_report(store, spec.output.path, rid, report)
     if spec.ledger is not None:
         open_ledger(spec.ledger.path).commit(spec.ledger.dataset, attempt)
     log.info("release %s committed at %s", rid, final)

@@ -1,7 +1,10 @@
-"""The job killed mid-run: nothing partial becomes visible, and a rerun completes uncharged."""
+"""The job killed mid-run (kill -9): nothing is committed, and a rerun cleans up the killed
+attempt's directory and completes uncharged; on a local path and through Hadoop's FileSystem API
+(a ``file://`` URI)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -15,28 +18,31 @@ import yaml
 
 from jobs.cli import main
 from jobs.ledger import Ledger
+from jobs.writer import ATTEMPT, MANIFEST
 from tests.test_jobs import DEMO, _env
 
 KILL_POINTS = {
     # the first table's Spark job is bounding, selecting, drawing noise and writing
     "noise": "stage table persons_by_state_age_sex: bound, aggregate, select, noise, write: "
     "started",
-    # the last table is written to staging; the manifest and the commit rename are next
+    # the last table is written under the release's directory; the manifest (the commit) is next
     "write": "stage table persons_by_county: check the written table: started",
 }
 
 
 @pytest.mark.crash
+@pytest.mark.parametrize("uri", [False, True], ids=["local-path", "file-uri"])
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
-def test_a_killed_release_leaves_nothing_visible_and_a_rerun_is_not_charged_again(
-    point: str, demo_path: str, tmp_path: Path, spark: Any
+def test_a_killed_release_commits_nothing_and_a_rerun_cleans_up_uncharged(
+    point: str, uri: bool, demo_path: str, tmp_path: Path, spark: Any
 ) -> None:
     ledger = tmp_path / "ledger.sqlite"
     init = ["budget", "init", "demo", "--epsilon", "1.5", "--delta", "1e-5"]
     assert main([*init, "--ledger", str(ledger)]) == 0
     doc = yaml.safe_load(DEMO.read_text())
     out = tmp_path / "out"
-    doc["input"]["path"], doc["output"]["path"] = demo_path, str(out)
+    doc["input"]["path"] = demo_path
+    doc["output"]["path"] = out.as_uri() if uri else str(out)
     doc["budget"] = {"epsilon": 1.0, "delta": 1e-6}
     doc["ledger"] = {"dataset": "demo", "path": str(ledger)}
     spec = tmp_path / "spec.yaml"
@@ -63,12 +69,15 @@ def test_a_killed_release_leaves_nothing_visible_and_a_rerun_is_not_charged_agai
             break
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
-    assert not (out / "monthly").exists()  # nothing visible ...
-    if point == "write":
-        assert any((out / ".staging").iterdir())  # ... though a staged table was on disk
+    assert not (out / "monthly" / MANIFEST).exists()  # nothing committed ...
+    if point == "write":  # ... though the tables were on disk, in the marked attempt directory
+        assert (out / "monthly" / ATTEMPT).exists()
+        assert (out / "monthly" / "persons_by_county").is_dir()
     account = Ledger(ledger).account("demo")
     assert [r for r, _, _ in account.releases] == ["monthly"]  # charged before any noise
     assert main(args) == 0  # the rerun completes ...
-    assert (out / "monthly" / "manifest.json").exists()
-    assert not any((out / ".staging").iterdir())  # ... and clears the killed attempt's staging
+    assert json.loads((out / "monthly" / MANIFEST).read_text())["release_id"] == "monthly"
+    assert not (out / "monthly" / ATTEMPT).exists()  # ... replacing the killed attempt's files
+    written = {p.name for p in (out / "monthly").iterdir()}
+    assert written == {MANIFEST, *(t["name"] for t in doc["tables"])}
     assert Ledger(ledger).account("demo").spent.epsilon == 1  # ... without a second charge

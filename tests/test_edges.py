@@ -23,6 +23,7 @@ import yaml
 
 from jobs.cli import main
 from jobs.ledger import Budget, Ledger
+from jobs.writer import ATTEMPT
 from tests.conftest import base_spec
 
 MARKER = "QZX_DATA_MARKER"
@@ -320,7 +321,14 @@ CASES: list[tuple[str, Callable[[Run], None], int, str]] = [
     ("id-dir-taken", output_entry(lambda o: _file(o / RID / "x")), SPEC, "already exists"),
     ("id-is-file", output_entry(lambda o: _file(o / RID)), SPEC, "already exists"),
     ("private-is-file", output_entry(lambda o: _file(o / ".private")), SPEC, "must be a directory"),
-    ("staging-is-file", output_entry(lambda o: _file(o / ".staging")), SPEC, "must be a directory"),
+    (  # a manifest of another release, without the attempt marker: someone else's directory
+        "id-dir-foreign-manifest",
+        output_entry(
+            lambda o: _file(o / RID / "manifest.json", '{"release_id": "x", "tables": []}')
+        ),
+        SPEC,
+        "already exists",
+    ),
     # the input: exit 3, naming the column, quoting nothing read from it
     (
         "value-missing",
@@ -423,9 +431,9 @@ def test_bad_input_fails_cleanly(
     assert exit_code == code, streams
     assert match in captured.err, captured.err
     assert MARKER not in streams and str(VALUE) not in streams and "7.44" not in streams
-    assert not (run.out / RID / "manifest.json").exists()  # nothing published
-    staging = run.out / ".staging"
-    assert not staging.is_dir() or not any(staging.iterdir())
+    manifest = run.out / RID / "manifest.json"  # (another release's may have been there)
+    assert not manifest.exists() or f'"{RID}"' not in manifest.read_text()
+    assert not (run.out / RID / ATTEMPT).exists()  # nothing published, no attempt left behind
     assert spent(run) == 0  # no ledger charge
     assert sum(1 for _ in run.tmp.parent.glob("escape*")) == 0  # nothing outside the output
 

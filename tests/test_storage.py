@@ -1,0 +1,271 @@
+"""Releases on any Hadoop-compatible store, committed by the manifest, never by a rename.
+
+The commit protocol (:mod:`jobs.writer`) runs on a local path (the operating system) and on URIs
+(Hadoop's FileSystem API on the driver). The protocol's rules are checked on both; a whole
+release runs through the CLI on ``norename://``, a filesystem compiled here with the JDK's
+``javac`` on which rename is not available (the control shows that it is not, so a commit by
+rename fails there). Killed attempts: ``tests/test_crash.py`` (local path and ``file://``).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import stat
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import pyspark
+import pytest
+import yaml
+
+from dp_ops.errors import InternalError, SpecError
+from jobs import writer
+from jobs.storage import LocalStore, Store, local_form, open_store, scheme
+from jobs.writer import ATTEMPT, MANIFEST
+from tests.conftest import ROOT
+from tests.test_jobs import DEMO, _env
+
+JAVA = Path(__file__).parent / "java" / "NoRenameFileSystem.java"
+PYSPARK_JARS = Path(pyspark.__file__).parent / "jars"
+PROFILE = ROOT / "conf" / "spark" / "local.yaml"
+RID = "r-2026"
+
+
+@pytest.fixture(scope="module")
+def norename_profile(tmp_path_factory: Any) -> Path:
+    """A Spark profile whose driver knows ``norename://`` (the class compiled with javac)."""
+    javac = shutil.which("javac")
+    assert javac, "the JDK's javac compiles the test filesystem (install a JDK, not only a JRE)"
+    work = tmp_path_factory.mktemp("norename")
+    classes = work / "classes"
+    cp = f"{PYSPARK_JARS}/*"
+    subprocess.run([javac, "-cp", cp, "-d", str(classes), str(JAVA)], check=True)
+    jar = work / "norename.jar"
+    with zipfile.ZipFile(jar, "w") as z:
+        for f in classes.rglob("*.class"):
+            z.write(f, f.relative_to(classes).as_posix())
+    conf = yaml.safe_load(PROFILE.read_text())["conf"]
+    conf["spark.driver.extraClassPath"] = str(jar)
+    conf["spark.hadoop.fs.norename.impl"] = "dprelease.test.NoRenameFileSystem"
+    profile = work / "norename.yaml"
+    profile.write_text(yaml.safe_dump({"conf": conf}))
+    return profile
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_a_release_commits_on_a_store_without_rename(
+    norename_profile: Path, demo_path: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
+    assert exe
+    args = ["run", str(DEMO), "--input", demo_path, "--output", f"norename://{out}"]
+    args += ["--release-id", RID, "--master", "local[2]", "--spark-profile", str(norename_profile)]
+    done = subprocess.run([exe, *args], env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert f"written to norename://{out}/{RID}" in done.stdout
+    release = out / RID
+    manifest = json.loads((release / MANIFEST).read_text())
+    assert manifest["release_id"] == RID
+    names = [t["name"] for t in manifest["tables"]]
+    assert {p.name for p in release.iterdir()} == {MANIFEST, *names}  # no marker, no leftovers
+    for name in names:
+        assert (release / name / "_SUCCESS").exists()
+        assert pq.read_table(release / name).num_rows > 0
+    assert _mode(out / ".private") == 0o700
+    assert _mode(out / ".private" / f"{RID}.json") == 0o600
+    # a rerun trusts the manifest: nothing to do, nothing rewritten
+    again = subprocess.run([exe, *args], env=_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert "already exists" in again.stdout
+
+
+CONTROL = """
+import sys
+from pyspark.sql import SparkSession
+jar, base = sys.argv[1], sys.argv[2]
+spark = (SparkSession.builder.master("local[1]").config("spark.ui.enabled", "false")
+         .config("spark.driver.extraClassPath", jar)
+         .config("spark.hadoop.fs.norename.impl", "dprelease.test.NoRenameFileSystem")
+         .getOrCreate())
+jvm = spark._jvm
+fs = jvm.org.apache.hadoop.fs.FileSystem.get(
+    jvm.java.net.URI("norename:///"), spark._jsc.hadoopConfiguration())
+Path = jvm.org.apache.hadoop.fs.Path
+staged, final = Path(base + "/.staging/r-1"), Path(base + "/r-1")
+fs.mkdirs(staged)
+fs.create(Path(base + "/.staging/r-1/manifest.json")).close()
+try:
+    fs.rename(staged, final)  # how a commit by rename publishes
+    print("renamed")
+except Exception:
+    print("refused")
+temporary = Path(base + "/t/_temporary/0/part-0")
+fs.create(temporary).close()
+print("committer", fs.rename(temporary, Path(base + "/t/part-0")))
+spark.stop()
+"""
+
+
+def test_control_the_test_store_refuses_a_commit_by_rename(
+    norename_profile: Path, tmp_path: Path
+) -> None:
+    jar = yaml.safe_load(norename_profile.read_text())["conf"]["spark.driver.extraClassPath"]
+    script = tmp_path / "control.py"
+    script.write_text(CONTROL)
+    done = subprocess.run(
+        [sys.executable, str(script), jar, f"norename://{tmp_path}/store"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stdout.split() == ["refused", "committer", "True"]
+    assert not (tmp_path / "store" / "r-1").exists()
+
+
+# --- the protocol's rules, on the operating system and through Hadoop's FileSystem API ---
+
+
+@pytest.fixture(params=["local-path", "hadoop-file-uri"])
+def place(request: Any, tmp_path: Path, spark: Any) -> tuple[Store, str, Path]:
+    """(store, output.path, the output directory on disk)."""
+    out = tmp_path / "out"
+    location = str(out) if request.param == "local-path" else out.as_uri()
+    store = open_store(location, spark)
+    assert store.kind == ("local" if request.param == "local-path" else "hadoop")
+    return store, location, out
+
+
+def _manifest(rid: str) -> dict[str, Any]:
+    return {"manifest_version": 1, "release_id": rid, "tables": [{"name": "t", "path": "t"}]}
+
+
+def test_only_a_complete_manifest_of_this_release_commits(place: tuple[Store, str, Path]) -> None:
+    store, location, out = place
+    release = out / RID
+    release.mkdir(parents=True)
+    (release / ATTEMPT).write_text("{}")
+    text = json.dumps(_manifest(RID))
+    (release / MANIFEST).write_text(text[: len(text) // 2])  # cut short by a crash mid-write
+    assert not writer.is_released(store, location, RID)
+    (release / MANIFEST).write_text(json.dumps(_manifest("another-id")))
+    assert not writer.is_released(store, location, RID)
+    (release / MANIFEST).write_text(json.dumps({"release_id": RID}))  # no tables: not ours
+    assert not writer.is_released(store, location, RID)
+    (release / MANIFEST).write_text(text)
+    assert writer.is_released(store, location, RID)
+    assert writer.released_spec(store, location, RID) is None  # this one names no spec
+
+
+def test_a_retry_deletes_a_killed_attempt_and_commits_by_its_manifest(
+    place: tuple[Store, str, Path],
+) -> None:
+    store, location, out = place
+    killed = out / RID / "t"
+    killed.mkdir(parents=True)
+    (out / RID / ATTEMPT).write_text("{}")
+    (killed / "part-0.parquet").write_text("half a table")
+    writer.check_location(store, location, RID)  # an abandoned attempt: the id is free
+    with writer.release_attempt(store, location, RID) as final:
+        assert not (killed / "part-0.parquet").exists()  # the killed attempt's files are gone
+        assert (out / RID / ATTEMPT).exists()
+        assert not writer.is_released(store, location, RID)  # tables alone commit nothing
+        store.mkdirs(f"{final}/t")
+        store.create_new(f"{final}/t/part-0.csv", b"a,b\n")
+        writer.write_manifest(store, final, _manifest(RID))
+    assert writer.is_released(store, location, RID)
+    assert {p.name for p in (out / RID).iterdir()} == {MANIFEST, "t"}  # the marker is removed
+    with pytest.raises(FileExistsError):  # the manifest is written once, never replaced
+        writer.write_manifest(store, final, _manifest(RID))
+
+
+def test_an_attempt_that_fails_removes_its_directory(place: tuple[Store, str, Path]) -> None:
+    store, location, out = place
+    failing = pytest.raises(RuntimeError, match="table failed")
+    with failing, writer.release_attempt(store, location, RID) as final:
+        store.create_new(f"{final}/partial", b"x")
+        raise RuntimeError("table failed")
+    assert not (out / RID).exists()
+    uncommitted = pytest.raises(InternalError, match="manifest must be written")
+    with uncommitted, writer.release_attempt(store, location, RID):
+        pass  # no manifest: no commit
+    assert not (out / RID).exists()
+
+
+@pytest.mark.parametrize(
+    "foreign",
+    [
+        {"notes.txt": "someone's file"},
+        {MANIFEST: json.dumps(_manifest("another-id"))},
+        {MANIFEST: "{not json"},
+    ],
+    ids=["a-file", "another-release", "broken-manifest"],
+)
+def test_a_directory_no_attempt_made_is_never_touched(
+    place: tuple[Store, str, Path], foreign: dict[str, str]
+) -> None:
+    store, location, out = place
+    (out / RID).mkdir(parents=True)
+    for name, text in foreign.items():
+        (out / RID / name).write_text(text)
+    with pytest.raises(SpecError, match="was not made by a release attempt"):
+        writer.check_location(store, location, RID)
+    refused = pytest.raises(SpecError, match="was not made by a release attempt")
+    with refused, writer.release_attempt(store, location, RID):
+        pass
+    assert {p.name: p.read_text() for p in (out / RID).iterdir()} == foreign
+
+
+def test_reports_and_quarantine_are_owner_only(place: tuple[Store, str, Path], spark: Any) -> None:
+    store, location, out = place
+    report = writer.write_report(store, location, RID, {"release_id": RID})
+    assert json.loads(Path(local_form(report) or report).read_text()) == {"release_id": RID}
+    rows = spark.createDataFrame([(1, "a")], "pid long, g string")
+    quarantine = writer.write_quarantine(store, rows, location, RID)
+    assert quarantine.endswith(f"/.private/quarantine/{RID}")
+    private = out / ".private"
+    assert _mode(private) == 0o700 and _mode(private / f"{RID}.json") == 0o600
+    tree = private / "quarantine" / RID
+    files = [p for p in tree.rglob("*") if p.is_file()]
+    assert files and all(_mode(p) == 0o600 for p in files)
+    assert all(_mode(p) == 0o700 for p in [tree, *(p for p in tree.rglob("*") if p.is_dir())])
+    assert spark.read.parquet(quarantine).count() == 1
+
+
+@pytest.mark.parametrize(
+    ("location", "expected_scheme", "local"),
+    [
+        ("/data/out", None, "/data/out"),
+        ("relative/out", None, "relative/out"),
+        ("file:///data/out", "file", "/data/out"),
+        ("file:/data/out", "file", "/data/out"),
+        ("file://otherhost/data/out", "file", None),
+        ("s3a://bucket/releases", "s3a", None),
+        ("abfss://c@account.dfs.core.windows.net/r", "abfss", None),
+        ("hdfs://nn:8020/releases", "hdfs", None),
+    ],
+)
+def test_locations_are_told_apart(location: str, expected_scheme: str | None, local: Any) -> None:
+    assert scheme(location) == expected_scheme
+    assert local_form(location) == local
+
+
+def test_without_a_driver_jvm_only_shared_paths_are_reachable() -> None:
+    assert isinstance(open_store("file:///data/out", None), LocalStore)
+    with pytest.raises(SpecError, match="classic session"):
+        open_store("s3a://bucket/releases", None)
+
+
+def test_a_scheme_the_cluster_does_not_know_is_a_spec_error(spark: Any) -> None:
+    with pytest.raises(SpecError, match=r"no Hadoop filesystem for nosuchfs://.*Spark profile"):
+        open_store("nosuchfs://bucket/releases", spark)
