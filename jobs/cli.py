@@ -35,7 +35,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--config", dest="config", help="same as the positional spec (spark-submit style)"
     )
-    run.add_argument("--input", help="override input.path")
+    run.add_argument("--input", help="override input.path (or input.table) with these files")
     run.add_argument("--output", help="override output.path")
     run.add_argument(
         "--release-id", help="idempotency key: a release id that exists is not run again"

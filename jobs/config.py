@@ -44,8 +44,9 @@ def load_spec(
         if spec.ledger is None:
             raise SpecError("--ledger needs a 'ledger: {dataset: ...}' section in the spec")
         spec = dataclasses.replace(spec, ledger=dataclasses.replace(spec.ledger, path=ledger_path))
-    if input_path:
-        spec = dataclasses.replace(spec, input=dataclasses.replace(spec.input, path=input_path))
+    if input_path:  # files instead of whatever the spec names
+        source = dataclasses.replace(spec.input, path=input_path, table=None)
+        spec = dataclasses.replace(spec, input=source)
     if output_path:
         spec = dataclasses.replace(spec, output=dataclasses.replace(spec.output, path=output_path))
     return spec

@@ -11,7 +11,7 @@ from pyspark.errors import AnalysisException
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dp_ops.errors import SHOW_ERRORS_VARIABLE, InputDataError, show_errors
+from dp_ops.errors import SHOW_ERRORS_VARIABLE, InputDataError, InternalError, show_errors
 from pipelines import sql_text as sql
 from pipelines.input_checks import CSV_MALFORMED, CSV_RECORD
 from pipelines.spec import InputSpec
@@ -64,7 +64,35 @@ def read_table(
         ) from None
 
 
+def read_catalog_table(spark: SparkSession, name: str) -> DataFrame:
+    """The catalog table ``name`` (``db.t``), from the session's catalog; InputDataError (exit 3)
+    naming the table, never its contents, when it does not exist or cannot be read."""
+    try:
+        df = spark.read.table(name)
+        df.schema  # noqa: B018  (Spark Connect resolves the name only when asked)
+        return df
+    except AnalysisException as exc:
+        missing = any(m in str(exc) for m in ("TABLE_OR_VIEW_NOT_FOUND", "SCHEMA_NOT_FOUND"))
+        reason = "does not exist in the session's catalog" if missing else "cannot be read"
+        raise InputDataError(
+            f"input.table: {name!r} {reason}; check the name, its database and the catalog the "
+            "Spark profile configures (spark.sql.catalog.*, the Hive metastore)"
+        ) from None
+    except Exception:  # Spark's text can quote the table's data
+        if show_errors():
+            raise
+        raise InputDataError(
+            f"input.table: {name!r} cannot be read (set {SHOW_ERRORS_VARIABLE}=1 on a private "
+            "console to see Spark's message)"
+        ) from None
+
+
 def read_input(spark: SparkSession, spec: InputSpec) -> DataFrame:
+    """The input the spec names: a catalog table (``input.table``) or files (``input.path``)."""
+    if spec.table is not None:
+        return read_catalog_table(spark, spec.table)
+    if spec.path is None:
+        raise InternalError("an input spec names a path or a table")
     return read_table(spark, spec.path, spec.format, spec.csv_header, flag_malformed=True)
 
 

@@ -62,7 +62,9 @@ def has_rows(df: DataFrame) -> bool:
 
 
 def no_rows() -> InputDataError:
-    return InputDataError("input: no rows; check input.path and any filter on the data")
+    return InputDataError(
+        "input: no rows; check input.path (or input.table) and any filter on the data"
+    )
 
 
 def check_schema(df: DataFrame, spec: ReleaseSpec) -> None:

@@ -60,9 +60,11 @@ class ExpectationSpec:
 
 @dataclass(frozen=True)
 class InputSpec:
-    path: str
-    """Where the microdata is (a file or a directory of Parquet/CSV files)."""
+    path: str | None
+    """Where the microdata is (a file or a directory of Parquet/CSV files; a local path or a
+    Hadoop-compatible URI), or None when ``table`` names it."""
     format: Literal["parquet", "csv"]
+    """The files' format (with ``path``; a catalog table has its own)."""
     privacy_unit: str
     """Column identifying a privacy unit (a person). Everything one unit contributes is bounded."""
     csv_header: bool = True
@@ -76,6 +78,20 @@ class InputSpec:
     great-expectations; a few seconds of import and validation) or ``spark`` (the same rules as
     one Spark aggregation of the predicates that also split off invalid rows; well under a
     second). Either way rows are split and quarantined by those predicates. No privacy cost."""
+    table: str | None = None
+    """A catalog table instead of ``path`` (``db.persons``, ``catalog.db.persons``), read with
+    the session's catalog (Hive metastore, Unity, Glue, Spark's built-in catalog)."""
+
+    @property
+    def source(self) -> str:
+        """What the input is, for messages: ``input.path 'p'`` or ``input.table 'db.t'``."""
+        if self.table is not None:
+            return f"input.table {self.table!r}"
+        return f"input.path {self.path!r}"
+
+
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
+"""A table identifier: ``table``, ``db.table`` or ``catalog.db.table``, unquoted parts."""
 
 
 @dataclass(frozen=True)
@@ -331,6 +347,7 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
     m = _mapping(raw, where)
     keys = (
         "path",
+        "table",
         "format",
         "privacy_unit",
         "csv_header",
@@ -339,6 +356,24 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
         "validator",
     )
     _only(m, keys, where)
+    if ("path" in m) == ("table" in m):
+        raise _fail(
+            where, "give path (Parquet or CSV files) or table (a catalog table), exactly one"
+        )
+    table = None
+    if "table" in m:
+        table = m["table"]
+        if not isinstance(table, str) or not _TABLE_NAME.fullmatch(table):
+            raise _fail(
+                f"{where}.table",
+                "must be a table name such as persons, db.persons or catalog.db.persons "
+                "(letters, digits and underscores in each part)",
+            )
+        for option in ("format", "csv_header"):
+            if option in m:
+                raise _fail(
+                    f"{where}.{option}", "applies to input.path only; a table has its own format"
+                )
     fmt = _choice(m.get("format", "parquet"), ("parquet", "csv"), f"{where}.format")
     header = m.get("csv_header", True)
     if not isinstance(header, bool):
@@ -353,7 +388,8 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
     if not isinstance(raw_exp, list):
         raise _fail(f"{where}.expectations", "must be a list")
     return InputSpec(
-        path=_column(_required(m, "path", where), f"{where}.path"),
+        path=_column(m["path"], f"{where}.path") if table is None else None,
+        table=table,
         format=fmt,
         privacy_unit=_column(_required(m, "privacy_unit", where), f"{where}.privacy_unit"),
         csv_header=header,

@@ -207,9 +207,9 @@ def is_unreadable(error_text: str) -> bool:
 def unreadable_input() -> InputDataError:
     """A file of the input failed to read in a task (corrupt, truncated or another format)."""
     return InputDataError(
-        "input: a file under input.path cannot be read as input.format (corrupt, truncated, or "
-        "another format); check the files. Spark's message may quote them: set "
-        f"{SHOW_ERRORS_VARIABLE}=1 on a private console to see it"
+        "input: a file under input.path (or of input.table) cannot be read as its format "
+        "(corrupt, truncated, or another format); check the files. Spark's message may quote "
+        f"them: set {SHOW_ERRORS_VARIABLE}=1 on a private console to see it"
     )
 
 

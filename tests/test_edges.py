@@ -395,7 +395,7 @@ CASES: list[tuple[str, Callable[[Run], None], int, str]] = [
     ("csv-named-parquet", _csv_as_parquet, INPUT, "cannot be read as parquet"),
     ("garbage-parquet", _garbage_parquet, INPUT, "cannot be read as parquet"),
     ("pandas-empty-parquet", _pandas_empty, INPUT, "input: no rows"),
-    ("corrupt-file-among-good", _corrupt_second_file, INPUT, "cannot be read as input.format"),
+    ("corrupt-file-among-good", _corrupt_second_file, INPUT, "cannot be read as its format"),
     ("csv-header-only", csv(b"pid,g,v\n"), INPUT, "input: no rows"),
     ("csv-empty-file", csv(b""), INPUT, ""),
     ("csv-extra-field", csv(EXTRA), INPUT, "'well-formed CSV record (field count)'"),
@@ -677,7 +677,7 @@ def test_a_file_failing_in_a_task_shows_no_bytes_of_it_at_the_default_level(
     cmd = [exe, "run", str(spec), "--release-id", RID, "--master", "local[1]"]
     done = subprocess.run(cmd, env=_env(), capture_output=True, text=True)
     assert done.returncode == INPUT, done.stderr[-2000:]
-    assert "cannot be read as input.format" in done.stderr
+    assert "cannot be read as its format" in done.stderr
     shown = done.stdout + done.stderr
     assert MARKER not in shown and "magic number" not in shown and "part-zzzz" not in shown
     loud = _env() | {"DPRELEASE_SHOW_ERRORS": "1"}
