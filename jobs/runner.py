@@ -53,6 +53,7 @@ from pipelines.partitions import (
     declared_cells,
     inline_keys,
 )
+from pipelines.persistence import release_scope
 from pipelines.plan import ReleasePlan, TablePlan, plan_release, plan_warnings
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
@@ -372,7 +373,7 @@ def run_release(
     outcome = Outcome(rid, final)
     released_cells: dict[str, int] = {}
     timings: dict[str, float] = {}
-    with writer.release_attempt(store, spec.output.path, rid) as written:
+    with writer.release_attempt(store, spec.output.path, rid) as written, release_scope():
         for tplan in plan.tables:
             name = tplan.table.name
             start = time.monotonic()

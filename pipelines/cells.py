@@ -32,6 +32,7 @@ from pyspark.sql import DataFrame
 from dp_ops.errors import InternalError, RerunError
 from dp_ops.xxhash64 import Column, Kind, spark_xxhash64
 from pipelines import sql_text as sql
+from pipelines.persistence import keep
 
 CELL_ID = "_cell_id"
 Salt = tuple[int, int]
@@ -72,9 +73,9 @@ def require_distinct(keys: pa.Table, table: str) -> pa.Table:
 
 
 def require_distinct_frame(keys: DataFrame, table: str) -> DataFrame:
-    """``keys`` as :func:`require_distinct` checks them, for keys in Spark: computed once (a
-    local checkpoint, which the caller's join then reads) and checked by one small job."""
-    kept = keys.localCheckpoint(eager=True)
+    """``keys`` as :func:`require_distinct` checks them, for keys in Spark: computed once (kept,
+    :func:`~pipelines.persistence.keep`, for the caller's join) and checked by one small job."""
+    kept = keep(keys)
     shared = kept.groupBy(sql.expr(sql.name(CELL_ID))).agg(sql.expr("count(1)", "_n"))
     if not shared.where("_n > 1").isEmpty():
         raise _collision(table)

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from pipelines.persistence import keep
 
 NOISY, NOISE_VAR = "noisy", "noise_variance"
 ESTIMATE, ESTIMATE_VAR = "estimate", "estimate_variance"
@@ -26,10 +29,22 @@ COUNT = "consistent_count"
 _S, _V, _Z, _W = "_sum_z", "_sum_w", "_z", "_w"
 
 
+_EXACT = T.DecimalType(38, 12)
+
+
+def _exact_sum(column: str) -> Column:
+    """The sum of a double column, the same whatever order Spark adds the terms in (another
+    partitioning, a partition computed again after a lost executor): each term is rounded to
+    10^-12 and the terms are added exactly, as decimals. A float sum's last bits depend on that
+    order, and the largest-remainder rounding turns them into released integers that differ by
+    one between two computations of the same release."""
+    return F.sum(F.col(column).cast(_EXACT)).cast("double")
+
+
 def _materialize(df: DataFrame) -> DataFrame:
-    """Compute an output-sized level now and cut its lineage: each level builds on the previous
-    ones, and without this every output would re-plan and recompute the whole chain."""
-    return df.localCheckpoint(eager=True)
+    """Compute an output-sized level now and keep it: each level builds on the previous ones,
+    and without this every output would recompute the whole chain."""
+    return keep(df)
 
 
 def gls_levels(levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]]) -> list[DataFrame]:
@@ -46,7 +61,7 @@ def gls_levels(levels: Sequence[DataFrame], level_keys: Sequence[Sequence[str]])
     up[deepest] = levels[deepest].withColumn(_Z, F.col(NOISY)).withColumn(_W, F.col(NOISE_VAR))
     for i in range(deepest - 1, -1, -1):
         keys = list(level_keys[i])
-        kids = up[i + 1].groupBy(*keys).agg(F.sum(_Z).alias(_S), F.sum(_W).alias(_V))
+        kids = up[i + 1].groupBy(*keys).agg(_exact_sum(_Z).alias(_S), _exact_sum(_W).alias(_V))
         node = levels[i].join(kids, on=keys, how="inner") if keys else levels[i].crossJoin(kids)
         w = 1.0 / (1.0 / F.col(NOISE_VAR) + 1.0 / F.col(_V))
         up[i] = _materialize(

@@ -10,10 +10,11 @@ a retried stage or a second action on the same DataFrame gives the same released
 second independent draw. Only output-sized data (one row per partition) passes through Python.
 
 Where it is drawn changes no value, only the cost. :func:`add_noise` first computes the exact
-table once (a local checkpoint). Up to ``DRIVER_MAX_CELLS`` rows, it is collected and noised on
-the driver, which already runs Python: starting Python workers for one small stage costs more than
-the noise. Larger tables are noised on the executors (``mapInArrow``), in parallel, so the
-driver's memory stays small. The choice depends on the table's size, so it is never logged.
+table once (kept: :func:`~pipelines.persistence.keep`). Up to ``DRIVER_MAX_CELLS`` rows, it is
+collected and noised on the driver, which already runs Python: starting Python workers for one
+small stage costs more than the noise. Larger tables are noised on the executors
+(``mapInArrow``), in parallel, so the driver's memory stays small. The choice depends on the
+table's size, so it is never logged.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from pyspark.sql import types as T
 from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import KeyedStreams, ids_from_digests, label_id
 from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
+from pipelines.persistence import keep
 from pipelines.plan import NoiseParams, TruncatedGeometric
 from pipelines.spark_compat import arrow_frame, to_arrow
 
@@ -115,19 +117,20 @@ def add_noise(
 
     Runs Spark now: ``df`` (output-sized) is computed once, then noised on the driver if it has
     at most ``DRIVER_MAX_CELLS`` rows, else on the executors. Both give the same values, and both
-    return a computed table (local data, or a local checkpoint), so readers of the result never
-    recompute the noise.
+    return a computed table (local data, or a kept frame, :func:`~pipelines.persistence.keep`).
+    A kept frame's partitions lost with an executor are computed again with the same values: the
+    noise is keyed by ``key`` and each cell's identity, so no second draw exists.
     """
     for job in jobs:
         if job.column not in df.columns:
             raise InternalError(f"noise planned for a missing column {job.column!r}")
     identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
-    exact = df.withColumn(CELL, F.unhex(F.sha2(identity, 256))).localCheckpoint(eager=True)
+    exact = keep(df.withColumn(CELL, F.unhex(F.sha2(identity, 256))), eager=False)
     apply = _noise_batches(key, jobs)
     # at most one row more than the driver takes: one small job that both sizes and collects
     table = to_arrow(exact.limit(DRIVER_MAX_CELLS + 1))
     if table.num_rows > DRIVER_MAX_CELLS:
-        return exact.mapInArrow(apply, df.schema).localCheckpoint(eager=True)
+        return keep(exact.mapInArrow(apply, df.schema))
     return driver_frame(df.sparkSession, noise_on_driver(table, jobs, key), df.schema)
 
 

@@ -30,6 +30,7 @@ Key files, more cells or keys than the driver takes, and other dimension types t
 
 from __future__ import annotations
 
+import contextvars
 import os
 import struct
 import threading
@@ -80,6 +81,7 @@ from pipelines.noise import (
     noise_on_driver,
 )
 from pipelines.partitions import ARROW_TYPES, PublicKeys, join_public
+from pipelines.persistence import keep
 from pipelines.plan import (
     Histogram,
     SelectionPlan,
@@ -317,10 +319,12 @@ class Alongside(Generic[R]):
             add, remove = tags.addJobTag, tags.removeJobTag
             self._stop = lambda: tags.cancelJobsWithTag(self._tag)
 
+        context = contextvars.copy_context()  # the caller's release scope (pipelines.persistence)
+
         def run() -> None:
             add(self._tag)
             try:
-                self._outcome.append(job())
+                self._outcome.append(context.run(job))
             except BaseException as e:  # handed to the caller by result()
                 self._error.append(e)
             finally:
@@ -430,12 +434,12 @@ def _driver_way(
     # The cells of validated input lie among the declared cells selection chooses from, no more
     # than the driver takes: Spark's way cannot follow, so the cells need not be kept for it.
     # Otherwise they are computed once: collected here, or joined in Spark if too many.
-    keep = plan.selection is None or not isinstance(keys, pa.Table)
+    for_spark = plan.selection is None or not isinstance(keys, pa.Table)
 
     def collect_cells() -> pa.Table:
         nonlocal cells
-        if keep:
-            cells = cells.localCheckpoint(eager=False)
+        if for_spark:
+            cells = keep(cells, eager=False)
         return to_arrow(cells.limit(limit + 1))
 
     found = collect_cells()
@@ -505,9 +509,8 @@ def release_levels(
     exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
     cells = bounded_aggregates(df, plan, unit, secrets)
     keys = _key_frame(public_keys.frame, dims, secrets, t.name) if public_keys is not None else None
-    # output-sized; checkpointed so that the levels do not bound the input again (Spark drops the
-    # blocks once no released frame refers to them, unlike a persist that lasts the session)
-    finest = join_public(cells, keys, dims, [COUNT, UNITS]).localCheckpoint(eager=True)
+    # output-sized; kept so that the levels do not bound the input again
+    finest = keep(join_public(cells, keys, dims, [COUNT, UNITS]))
     outputs = t.outputs
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     per_metric: dict[str, list[DataFrame]] = {m: [] for m in metrics}

@@ -119,3 +119,40 @@ def test_release_on_a_standalone_cluster_with_two_workers(
     assert len(state) == 20 * 7 * 2 and (state["privacy_unit_count"] >= 0).all()
     for log in worker_logs:  # both workers ran an executor of this application
         assert "Asked to launch executor" in log.read_text(errors="replace"), log.name
+
+
+DRIVER = Path(__file__).parent / "lost_executor_driver.py"
+SUITE = ROOT / "conf" / "census_suite.yaml"  # levels: later steps read frames kept earlier
+
+
+def _released(release: Path) -> dict[str, list[dict[str, Any]]]:
+    manifest = json.loads((release / "manifest.json").read_text())
+    tables = {}
+    for t in manifest["tables"]:
+        for name in [t["name"], *(lv["name"] for lv in t.get("levels", {}).get("outputs", []))]:
+            frame = pd.read_parquet(release / name)
+            tables[name] = frame.sort_values(list(frame.columns)).to_dict("records")
+    return tables
+
+
+@pytest.mark.cluster
+def test_a_release_survives_lost_executors_with_the_values_of_an_undisturbed_run(
+    cluster: tuple[str, list[Path]], demo_path: str, tmp_path: Path
+) -> None:
+    url, _ = cluster
+    out = tmp_path / "out"
+
+    def run(rid: str, mode: str) -> str:
+        cmd = [sys.executable, str(DRIVER), url, str(SUITE), demo_path, str(out), rid, mode]
+        done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-4000:]
+        return done.stdout.strip().splitlines()[-1]
+
+    assert run("undisturbed", "undisturbed") == "released"
+    assert run("executors-lost", "kill") == "released"  # lost blocks are computed again ...
+    undisturbed = _released(out / "undisturbed")
+    assert undisturbed and all(undisturbed.values())
+    assert _released(out / "executors-lost") == undisturbed  # ... with the same values
+    # control: blocks kept by localCheckpoint die with their executor, and so does the release
+    assert run("control", "kill-local-checkpoint").startswith("failed")
+    assert not (out / "control" / "manifest.json").exists()

@@ -213,3 +213,53 @@ def test_spark_levels_match_the_numpy_reference(spark: Any) -> None:
         assert est_var == pytest.approx(ref.variance[v], rel=1e-9)
         assert count == ref_counts[v], key
     assert min(c for _, _, c in got.values()) >= 0 and any(ref.value < 0)
+
+
+def _tied_levels(spark: Any, order: int) -> list[Any]:
+    """200 states of 8 counties, integer noisy counts, one variance per level: every sibling's
+    estimate has the same fractional part, so the rounding's ties are everywhere. ``order``
+    permutes the counties' rows and their partitioning (0: as generated)."""
+    from pipelines.consistency import NOISE_VAR, NOISY
+
+    rng = np.random.default_rng(11)
+    states = [f"s{s:03d}" for s in range(200)]
+    counties = [(s, f"{s}c{c}", float(rng.integers(0, 40))) for s in states for c in range(8)]
+    total = [(float(sum(c[2] for c in counties) + 7), 1600.0)]
+    by_state = [(s, float(rng.integers(0, 300)), 70.0) for s in states]
+    rows = [(s, c, y, 3.0) for s, c, y in counties]
+    if order:
+        rows = [rows[i] for i in np.random.default_rng(order).permutation(len(rows))]
+    schema = f"state string, county string, {NOISY} double, {NOISE_VAR} double"
+    finest = spark.createDataFrame(rows, schema)
+    if order:
+        finest = finest.repartition(1 + 3 * order)
+    return [
+        spark.createDataFrame(total, f"{NOISY} double, {NOISE_VAR} double"),
+        spark.createDataFrame(by_state, f"state string, {NOISY} double, {NOISE_VAR} double"),
+        finest,
+    ]
+
+
+def _tied_counts(spark: Any, order: int) -> list[tuple[str, float, int]]:
+    from pipelines.consistency import COUNT, ESTIMATE, gls_levels, integer_levels
+
+    keys = [[], ["state"], ["state", "county"]]
+    counted = integer_levels(gls_levels(_tied_levels(spark, order), keys), keys)
+    return sorted((r["county"], r[ESTIMATE], r[COUNT]) for r in counted[2].collect())
+
+
+def test_consistent_counts_do_not_depend_on_the_order_spark_adds_in(
+    spark: Any, monkeypatch: Any
+) -> None:
+    """A partition computed again (a lost executor) or another partitioning must give the same
+    released integers: the sums over children are exact, so the rounding's ties fall the same
+    way. Control: plain float sums, whose last bits follow the order, move some counts."""
+    from pipelines import consistency
+
+    first = _tied_counts(spark, 0)
+    assert all(_tied_counts(spark, order) == first for order in (1, 2, 3))
+    monkeypatch.setattr(
+        consistency, "_exact_sum", lambda column: consistency.F.sum(consistency.F.col(column))
+    )
+    floats = [[count for *_, count in _tied_counts(spark, order)] for order in (0, 1, 2, 3)]
+    assert any(counts != floats[0] for counts in floats[1:])  # released integers, not just bits
