@@ -76,6 +76,7 @@ bench: setup
 	$(BIN)/pip install --quiet -c constraints/newest.txt -e '.[test,bench]'
 	$(BIN)/python benchmarks/bench_startup.py --repeats 5
 	$(BIN)/python benchmarks/bench_samplers.py --draws 1000000
+	$(BIN)/python benchmarks/bench_partitions.py --rows 100000 --repeats 3
 	$(BIN)/python benchmarks/bench_release.py --rows 1000 1000000 10000000
 	$(BIN)/python benchmarks/bench_release.py --rows 1000000 --processes 5
 	$(BIN)/python benchmarks/bench_accuracy.py --trials 50

@@ -53,6 +53,13 @@ DEFAULTS = {
     # PySpark otherwise records the Python call site of every DataFrame function it is handed:
     # several JVM round trips each, about a third of the time a release spends building its plan
     "spark.python.sql.dataFrameDebugging.enabled": "false",
+    # A release keeps a few computed frames (pipelines.persistence); by default adaptive execution
+    # leaves a kept plan's shuffles at spark.sql.shuffle.partitions (200), and every later step
+    # reads them in 200 tasks: level tables took three times as long without a profile
+    "spark.sql.optimizer.canChangeCachedPlanOutputPartitioning": "true",
+    # coalesce shuffles by size (spark.sql.adaptive.advisoryPartitionSizeInBytes), not down to the
+    # default parallelism only: after bounding, a release's shuffles are output-sized
+    "spark.sql.adaptive.coalescePartitions.parallelismFirst": "false",
 }
 
 
