@@ -42,6 +42,16 @@ def spark() -> Iterator[Any]:
     session.stop()
 
 
+@pytest.fixture(autouse=True)
+def _free_kept_frames() -> Iterator[None]:
+    """Frames a test keeps by calling the pipelines directly (pipelines.persistence.keep) are
+    freed when it ends, as a release frees its own: the session is shared by the whole suite."""
+    from pipelines.persistence import release_scope
+
+    with release_scope():
+        yield
+
+
 @pytest.fixture(scope="session")
 def demo_path(spark: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """20,000 rows of demo microdata written once for the session."""

@@ -4,6 +4,7 @@ executor's kept blocks: tests/test_cluster.py."""
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,8 +33,10 @@ def test_kept_frames_are_persisted_with_their_lineage_and_freed_by_the_scope(spa
 
 
 def test_frames_kept_outside_a_scope_stay_cached(spark: Any) -> None:
-    kept = keep(spark.range(10).groupBy((F.col("id") % 2).alias("p")).count())
-    assert kept.storageLevel == StorageLevel.MEMORY_AND_DISK
+    frame = spark.range(10).groupBy((F.col("id") % 2).alias("p")).count()
+    with release_scope():  # a scope elsewhere (another context) does not free this frame
+        kept = contextvars.Context().run(keep, frame)
+    assert kept.storageLevel == StorageLevel.MEMORY_AND_DISK  # the Python API's frames
     kept.unpersist()
 
 
