@@ -1,14 +1,14 @@
 """Checks of a released table as written, before the release is committed.
 
-The staged table is read back and must have exactly the columns the spec implies, with the types
+The written table is read back and must have exactly the columns the spec implies, with the types
 the job produced, no null key, no null or NaN metric, no negative count when counts are clamped,
 and keys inside the public domain (the public key set, or the declared domains of the
 dimensions). A failure is a bug, not a user error: :class:`~dp_ops.errors.InternalError` aborts
-the release before the commit rename, so nothing becomes visible. Messages name tables and
-columns only: what is checked is released (noisy) data, but a broken table may not be.
+the release before its manifest (the commit) is written, so nothing is published. Messages name
+tables and columns only: what is checked is released (noisy) data, but a broken table may not be.
 
-Two checkers apply the same rules: :func:`check_released` on a DataFrame of the staged files (any
-size, any type), and :func:`check_released_arrow` on the staged files read on the driver as an
+Two checkers apply the same rules: :func:`check_released` on a DataFrame of the written files (any
+size, any type), and :func:`check_released_arrow` on the written files read on the driver as an
 Arrow table, for the small Parquet tables most releases write, in milliseconds instead of a Spark
 job.
 """
