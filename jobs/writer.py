@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -119,9 +120,9 @@ def check_location(store: Store, output: str, release_id: str) -> None:
     if store.exists(root):
         _writable_dir(store, root, "the output directory")
     elif store.kind == "local":
-        parent = root.rstrip("/").rsplit("/", 1)[0] or "/"
-        while not store.exists(parent) and parent != "/":
-            parent = parent.rsplit("/", 1)[0] or "/"
+        parent = os.path.dirname(os.path.abspath(root))
+        while not store.exists(parent) and parent != os.path.dirname(parent):
+            parent = os.path.dirname(parent)
         _writable_dir(store, parent, "the nearest existing parent of the output path,")
     entry = join(root, PRIVATE)
     if store.exists(entry) and not store.is_dir(entry):

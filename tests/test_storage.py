@@ -269,3 +269,28 @@ def test_without_a_driver_jvm_only_shared_paths_are_reachable() -> None:
 def test_a_scheme_the_cluster_does_not_know_is_a_spec_error(spark: Any) -> None:
     with pytest.raises(SpecError, match=r"no Hadoop filesystem for nosuchfs://.*Spark profile"):
         open_store("nosuchfs://bucket/releases", spark)
+
+
+@pytest.mark.parametrize("output", ["out/demo", "out", "./a/b/c"])
+def test_a_relative_output_path_that_does_not_exist_yet_is_checked_and_written(
+    output: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    store = open_store(output, None)
+    writer.check_location(store, output, RID)  # its nearest existing parent: the working dir
+    with writer.release_attempt(store, output, RID) as final:
+        writer.write_manifest(store, final, _manifest(RID))
+    assert writer.is_released(store, output, RID)
+    assert (tmp_path / output / RID / MANIFEST).exists()
+    assert writer.location_name(output, RID) == str(tmp_path / output / RID).replace("/./", "/")
+
+
+def test_an_output_under_a_read_only_parent_is_refused_before_writing(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    monkeypatch.setattr(LocalStore, "writable", lambda self, path: path != str(locked))
+    with pytest.raises(SpecError, match=r"nearest existing parent.*is not writable"):
+        writer.check_location(LocalStore(), str(locked / "new" / "out"), RID)
+    assert not (locked / "new").exists()
