@@ -151,7 +151,7 @@ def check_output(
         and spec.output.format == "parquet"
         and (keys is None or arrow_keys is not None)
         and all(output_checks.arrow_type(f.dataType) for f in released.schema.fields)
-        and _staged_rows(path) <= ARROW_CHECK_MAX_ROWS
+        and _written_rows(path) <= ARROW_CHECK_MAX_ROWS
     ):  # small: read on the driver, checked in milliseconds instead of a Spark job
         return output_checks.check_released_arrow(
             pq.read_table(path),
@@ -180,10 +180,10 @@ def check_output(
 
 
 ARROW_CHECK_MAX_ROWS = 1_000_000
-"""Staged tables up to this many rows are read back on the driver (Arrow) to be checked."""
+"""Written local tables up to this many rows are read back on the driver (Arrow) to be checked."""
 
 
-def _staged_rows(path: str) -> int:
+def _written_rows(path: str) -> int:
     """The rows of a written local Parquet table, from its files' footers (the metadata alone)."""
     return sum(pq.read_metadata(f).num_rows for f in Path(path).glob("*.parquet"))
 
@@ -282,9 +282,9 @@ def preflight(
     published = False
     if store is not None:
         writer.check_location(store, spec.output.path, release_id)
-        published = writer.is_released(store, spec.output.path, release_id)
-        spec_sha = writer.released_spec(store, spec.output.path, release_id)
-        if published and spec_sha != attempt.spec_sha256:
+        manifest = writer.read_manifest(store, spec.output.path, release_id)
+        published = manifest is not None
+        if manifest is not None and manifest.get("spec_sha256") != attempt.spec_sha256:
             raise BudgetError(
                 f"release id {release_id!r} is published at {final!r} from another spec; a "
                 "release id names one release. Give this spec a new release id."

@@ -209,9 +209,8 @@ class HadoopStore:
             if private:
                 self._fs.setPermission(p, self._permission(0o600))
             out.write(bytearray(data))
-            out.hflush()
         finally:
-            out.close()
+            out.close()  # persists the file (object stores upload here; no hflush there)
 
     def delete(self, path: str) -> None:
         p = self._path(path)

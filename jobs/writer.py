@@ -75,13 +75,6 @@ def is_released(store: Store, output: str, release_id: str) -> bool:
     return read_manifest(store, output, release_id) is not None
 
 
-def released_spec(store: Store, output: str, release_id: str) -> str | None:
-    """The spec SHA-256 in the manifest of a published release (None if none can be read)."""
-    manifest = read_manifest(store, output, release_id)
-    value = manifest.get("spec_sha256") if manifest is not None else None
-    return value if isinstance(value, str) else None
-
-
 def _abandoned(store: Store, final: str) -> bool:
     """An attempt's directory without a commit: empty, or holding the attempt marker."""
     names = store.names(final)

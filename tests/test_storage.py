@@ -164,7 +164,8 @@ def test_only_a_complete_manifest_of_this_release_commits(place: tuple[Store, st
     assert not writer.is_released(store, location, RID)
     (release / MANIFEST).write_text(text)
     assert writer.is_released(store, location, RID)
-    assert writer.released_spec(store, location, RID) is None  # this one names no spec
+    committed = writer.read_manifest(store, location, RID)
+    assert committed is not None and "spec_sha256" not in committed  # this one names no spec
 
 
 def test_a_retry_deletes_a_killed_attempt_and_commits_by_its_manifest(
