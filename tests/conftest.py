@@ -34,12 +34,57 @@ def spark() -> Iterator[Any]:
         .config("spark.python.sql.dataFrameDebugging.enabled", "false")
         .config("spark.sql.session.timeZone", "UTC")
         .config("spark.driver.memory", "2g")
-        .config("spark.driver.extraJavaOptions", "-XX:+UseSerialGC -XX:TieredStopAtLevel=1")
+        .config("spark.driver.extraJavaOptions", " ".join(JVM_OPTIONS))
         .getOrCreate()
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session
+    _JVM_PEAKS.update(_code_cache_peaks(session))
     session.stop()
+
+
+# C1 only: the suite runs thousands of short stages, and C2's compilations cost more than they
+# save on 2 cores. C1-only shrinks the code cache to 48 MB, and since JDK 20 (no sweeper) code
+# is freed only when its classes unload; the suite's generated classes filled it on Java 21
+# ("Out of space in CodeCache for adapters"), so it is given the tiered default's size back.
+JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-XX:ReservedCodeCacheSize=240m")
+# The share of a code cache pool the suite may reach at its peak before the run fails: a suite
+# that grows past it is near the crash above on some JDK, and the fix is here, not in a rerun.
+CODE_CACHE_HEADROOM = 0.75
+_JVM_PEAKS: dict[str, tuple[int, int]] = {}
+
+
+def _code_cache_peaks(session: Any) -> dict[str, tuple[int, int]]:
+    """Peak use and size, in bytes, of each of the driver JVM's code cache pools."""
+    factory = session.sparkContext._jvm.java.lang.management.ManagementFactory
+    peaks = {}
+    for pool in factory.getMemoryPoolMXBeans():
+        name = str(pool.getName())
+        if name.startswith("Code"):
+            peaks[name] = (int(pool.getPeakUsage().getUsed()), int(pool.getUsage().getMax()))
+    return peaks
+
+
+def _over_headroom() -> list[str]:
+    return [name for name, (peak, size) in _JVM_PEAKS.items() if peak > CODE_CACHE_HEADROOM * size]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _over_headroom():
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    for name, (peak, size) in sorted(_JVM_PEAKS.items()):
+        terminalreporter.write_line(
+            f"driver JVM {name}: peak {peak / 2**20:.1f} MiB of {size / 2**20:.0f} MiB"
+        )
+    for name in _over_headroom():
+        terminalreporter.write_line(
+            f"{name} passed {CODE_CACHE_HEADROOM:.0%} of its size at its peak: raise "
+            "-XX:ReservedCodeCacheSize in JVM_OPTIONS (tests/conftest.py)",
+            red=True,
+        )
 
 
 @pytest.fixture(autouse=True)
