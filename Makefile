@@ -78,6 +78,7 @@ bench: setup
 	$(BIN)/python benchmarks/bench_samplers.py --draws 1000000
 	$(BIN)/python benchmarks/bench_partitions.py --rows 100000 --repeats 3
 	$(BIN)/python benchmarks/bench_release.py --rows 1000 1000000 10000000
+	$(BIN)/python benchmarks/bench_scale.py --cluster --repeats 1
 	$(BIN)/python benchmarks/bench_release.py --rows 1000000 --processes 5
 	$(BIN)/python benchmarks/bench_accuracy.py --trials 50
 	$(BIN)/python benchmarks/bench_real.py --trials 5
