@@ -103,7 +103,7 @@ def _writable_dir(store: Store, path: str, what: str) -> None:
 
 
 def check_location(store: Store, output: str, release_id: str) -> None:
-    """Check the release's location: everything everything about it that can fail is checked without
+    """Check the release's location: everything about it that can fail is checked without
     writing: the output path is (or can be made) a writable directory, its ``.private`` entry is
     a directory if it exists, and ``<output>/<release-id>`` is free (absent, empty, a published
     release of this id, or an attempt of it that did not commit). SpecError (exit 2) naming the
