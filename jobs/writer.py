@@ -16,7 +16,16 @@ The commit protocol, the same on a local disk, HDFS and object stores (:mod:`job
 
 An attempt that fails removes its directory; one killed mid-write (kill -9, a lost driver) leaves
 it, with its marker and no complete manifest, and the next attempt of the release id deletes it
-before writing. Run one attempt of a release id at a time (a scheduler's ``max_active_runs=1``).
+before writing.
+
+The marker is a lease: it names the attempt (a random token), its host and process, and when it
+was last renewed; a thread renews it every ``RENEW_SECONDS``. Another attempt of the release id
+takes the directory over only when the holder is gone: its process no longer runs on this host,
+or (a driver on another host) its lease was not renewed for ``LEASE_SECONDS``. Until then it is
+refused (exit 2), so a scheduler's retry while the first attempt still runs cannot delete that
+attempt's tables or mix its own into them. An attempt whose marker is no longer its own stops
+before its next table and never commits or deletes the directory. Leases compare the hosts'
+clocks: keep them within ``LEASE_SECONDS - RENEW_SECONDS`` of each other (NTP does).
 """
 
 from __future__ import annotations
@@ -24,6 +33,9 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -32,7 +44,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 
-from dp_ops.errors import InternalError, SpecError
+from dp_ops.errors import InternalError, RerunError, SpecError
 from jobs.storage import Store, join, scheme, store_path
 
 MANIFEST = "manifest.json"
@@ -40,6 +52,13 @@ ATTEMPT = "_dprelease_attempt"
 """Marker of an attempt's release directory that is not committed yet."""
 PRIVATE = ".private"
 """``<output>/.private``: the operator's reports and quarantine, never published."""
+LEASE_SECONDS = 120.0
+"""An attempt's claim on its directory lapses when not renewed for this long."""
+RENEW_SECONDS = 20.0
+"""How often a running attempt renews its claim."""
+
+_held: dict[str, str] = {}
+"""Release directory -> the token of the attempt this process runs there."""
 
 
 def release_location(store: Store, output: str, release_id: str) -> str:
@@ -75,16 +94,102 @@ def is_released(store: Store, output: str, release_id: str) -> bool:
     return read_manifest(store, output, release_id) is not None
 
 
-def _abandoned(store: Store, final: str) -> bool:
-    """An attempt's directory without a commit: empty, or holding the attempt marker."""
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot), to tell it from a later process
+    that got the same id; None where /proc does not say."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[-1].split()[19]
+
+
+def _host() -> str:
+    """This host and process namespace: process ids are compared only within it (two containers
+    may share a host name, not their process ids)."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{socket.gethostname()} {namespace}".strip()
+
+
+def _running_here(pid: int, started: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        pass
+    return started is None or _process_start(pid) in (None, started)
+
+
+def _marker(token: str) -> bytes:
+    pid = os.getpid()
+    return json.dumps(
+        {
+            "attempt": token,
+            "host": _host(),
+            "pid": pid,
+            "pid_started": _process_start(pid),
+            "renewed_utc": _now().isoformat(timespec="seconds"),
+        }
+    ).encode()
+
+
+def _holder(store: Store, final: str) -> dict[str, Any] | None:
+    """The marker of a live attempt in ``final``; None when the directory is free to claim
+    (empty, or its attempt is gone: see the module docstring)."""
     names = store.names(final)
-    return not names or ATTEMPT in names
+    if not names:
+        return None
+    if ATTEMPT not in names:
+        raise _not_ours(final)
+    try:
+        marker = _read_marker(store, final)
+        renewed = dt.datetime.fromisoformat(marker["renewed_utc"])
+        pid, host = int(marker["pid"]), str(marker["host"])
+    except (ValueError, KeyError, TypeError):
+        return None  # cut short by a kill while it was written, or of an older version
+    if host == _host() and not _running_here(pid, marker.get("pid_started")):
+        return None
+    if (_now() - renewed).total_seconds() > LEASE_SECONDS:
+        return None
+    return dict(marker)
 
 
-def _not_ours(release_id: str, final: str) -> SpecError:
+def _read_marker(store: Store, final: str, tries: int = 4) -> Any:
+    """The marker's JSON. A renewal rewrites it in place (Hadoop's and the local disk's
+    overwrite truncate first), so a marker that does not parse is read again, a little later,
+    before it counts as cut short; ValueError if it stays so."""
+    for attempt in range(tries):
+        try:
+            return json.loads(store.read(join(final, ATTEMPT)) or b"")
+        except ValueError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.25 * (attempt + 1))
+    raise InternalError("unreachable")
+
+
+def _held_elsewhere(release_id: str, final: str, marker: dict[str, Any]) -> SpecError:
+    renewed = dt.datetime.fromisoformat(marker["renewed_utc"])
+    lapses = (renewed + dt.timedelta(seconds=LEASE_SECONDS)).isoformat(timespec="seconds")
     return SpecError(
-        f"release id {release_id!r}: {final!r} already exists and was not made by a release "
-        "attempt; move it away or choose another release id"
+        f"release id {release_id!r}: another attempt (process {marker['pid']} on "
+        f"{marker['host']!r}) is writing {final!r}; run one attempt of a release id at a time. "
+        f"If that attempt was lost, its claim lapses at {lapses} and a rerun then replaces it"
+    )
+
+
+def _not_ours(final: str) -> SpecError:
+    return SpecError(
+        f"output: {final!r} already exists and was not made by a release attempt; move it away "
+        "or choose another release id"
     )
 
 
@@ -124,37 +229,46 @@ def check_location(store: Store, output: str, release_id: str) -> None:
             "reports and quarantine there); move the file away"
         )
     final = join(root, release_id)
-    if store.exists(final):
-        if not store.is_dir(final):
-            raise _not_ours(release_id, final)
-        if not is_released(store, output, release_id) and not _abandoned(store, final):
-            raise _not_ours(release_id, final)
+    if store.exists(final) and not is_released(store, output, release_id):
+        _claimable(store, release_id, final)
+
+
+def _claimable(store: Store, release_id: str, final: str) -> None:
+    """SpecError unless the uncommitted ``final`` may be claimed (see the module docstring)."""
+    if not store.is_dir(final):
+        raise _not_ours(final)
+    marker = _holder(store, final)
+    if marker is not None:
+        raise _held_elsewhere(release_id, final, marker)
 
 
 @contextmanager
 def release_attempt(store: Store, output: str, release_id: str) -> Iterator[str]:
     """Claim ``<output>/<release-id>/`` for this attempt and yield it; the caller writes the
-    tables there and :func:`write_manifest` last. A directory left by a killed attempt of this
-    release id is deleted first. On an error before the commit the directory is removed."""
+    tables there (:func:`check_claim` before each) and :func:`write_manifest` last. A directory
+    left by an attempt that is gone is deleted first; one a live attempt holds is refused. On an
+    error before the commit the directory is removed, unless another attempt took it over."""
     final = release_location(store, output, release_id)
     if store.exists(final):
         if is_released(store, output, release_id):
             raise InternalError("a published release must not be written again")
-        if not store.is_dir(final) or not _abandoned(store, final):
-            raise _not_ours(release_id, final)
-        store.delete(final)  # a killed attempt's tables: never committed, never trusted
+        _claimable(store, release_id, final)
+        store.delete(final)  # a lost attempt's tables: never committed, never trusted
     store.mkdirs(final)
-    marker = {
-        "attempt": uuid.uuid4().hex,
-        "started_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-    }
+    token = uuid.uuid4().hex
     try:
-        store.create_new(join(final, ATTEMPT), json.dumps(marker).encode())
+        store.create_new(join(final, ATTEMPT), _marker(token))
     except FileExistsError:
         raise SpecError(
             f"release id {release_id!r}: another attempt is writing {final!r}; run one attempt "
             "of a release id at a time"
         ) from None
+    _held[final] = token
+    stop = threading.Event()
+    renewer = threading.Thread(
+        target=_renew, args=(store, final, token, stop), name="dprelease-lease", daemon=True
+    )
+    renewer.start()
     committed = False
     try:
         yield final
@@ -162,15 +276,52 @@ def release_attempt(store: Store, output: str, release_id: str) -> Iterator[str]
         if not committed:
             raise InternalError("the manifest must be written before the commit")
     finally:
+        stop.set()
+        renewer.join()
+        ours = _held.pop(final, None) == token and _owns(store, final, token)
         if committed:
             store.delete(join(final, ATTEMPT))
-        else:
+        elif ours:
             with suppress(Exception):  # else the next attempt deletes it
                 store.delete(final)
 
 
+def _owns(store: Store, final: str, token: str) -> bool:
+    try:
+        return bool(_read_marker(store, final)["attempt"] == token)
+    except (ValueError, KeyError, TypeError):
+        return False
+
+
+def _renew(store: Store, final: str, token: str, stop: threading.Event) -> None:
+    """Renew the claim every RENEW_SECONDS until ``stop``; give it up if it is not ours."""
+    while not stop.wait(RENEW_SECONDS):
+        try:
+            if not _owns(store, final, token):
+                _held.pop(final, None)
+                return
+            store.replace(join(final, ATTEMPT), _marker(token))
+        except Exception:  # a store that fails now fails the attempt's next write too
+            continue
+
+
+def check_claim(final: str) -> None:
+    """RerunError when this process's attempt in ``final`` lost its claim (it stalled past its
+    lease and another attempt took the directory over): it must neither write nor commit."""
+    if final not in _held:
+        raise RerunError(
+            f"{final!r}: another attempt of this release took the directory over while this one "
+            "stalled; this attempt stopped without publishing (the other one publishes)"
+        )
+
+
 def write_manifest(store: Store, final: str, manifest: dict[str, Any]) -> None:
     """The commit: the manifest as one new file in the release's directory."""
+    check_claim(final)
+    token = _held[final]
+    if not _owns(store, final, token):  # taken over since the last renewal
+        _held.pop(final, None)
+        check_claim(final)
     text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
     store.create_new(join(final, MANIFEST), text.encode("utf-8"))
 

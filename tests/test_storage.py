@@ -9,11 +9,14 @@ rename fails there). Killed attempts: ``tests/test_crash.py`` (local path and ``
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
 import shutil
 import stat
 import subprocess
 import sys
+import time
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -23,7 +26,7 @@ import pyspark
 import pytest
 import yaml
 
-from dp_ops.errors import InternalError, SpecError
+from dp_ops.errors import InternalError, RerunError, SpecError
 from jobs import writer
 from jobs.storage import LocalStore, Store, local_form, open_store, scheme
 from jobs.writer import ATTEMPT, MANIFEST
@@ -187,6 +190,8 @@ def test_a_retry_deletes_a_killed_attempt_and_commits_by_its_manifest(
     assert writer.is_released(store, location, RID)
     assert {p.name for p in (out / RID).iterdir()} == {MANIFEST, "t"}  # the marker is removed
     with pytest.raises(FileExistsError):  # the manifest is written once, never replaced
+        store.create_new(f"{final}/{MANIFEST}", b"{}")
+    with pytest.raises(RerunError, match="took the directory over"):  # by no finished attempt
         writer.write_manifest(store, final, _manifest(RID))
 
 
@@ -225,6 +230,110 @@ def test_a_directory_no_attempt_made_is_never_touched(
     with refused, writer.release_attempt(store, location, RID):
         pass
     assert {p.name: p.read_text() for p in (out / RID).iterdir()} == foreign
+
+
+def _claim(out: Path, **fields: Any) -> None:
+    """A marker of an attempt that is not this test's, with ``fields`` replacing its own."""
+    marker = {
+        "attempt": "f" * 32,
+        "host": writer._host(),
+        "pid": os.getpid(),
+        "pid_started": writer._process_start(os.getpid()),
+        "renewed_utc": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        **fields,
+    }
+    (out / RID).mkdir(parents=True, exist_ok=True)
+    (out / RID / ATTEMPT).write_text(json.dumps(marker))
+    (out / RID / "t").mkdir(exist_ok=True)
+    (out / RID / "t" / "part-0.csv").write_text("its table")
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(proc.stdout)
+
+
+LATE = dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=writer.LEASE_SECONDS + 60)
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [{}, {"host": "another-host"}, {"pid_started": None}],
+    ids=["running-here", "renewed-on-another-host", "running-here-no-start-time"],
+)
+def test_a_live_attempt_keeps_its_directory_from_a_second_attempt(
+    place: tuple[Store, str, Path], holder: dict[str, Any]
+) -> None:
+    store, location, out = place
+    _claim(out, **holder)
+    with pytest.raises(SpecError, match=r"another attempt .* is writing"):
+        writer.check_location(store, location, RID)
+    refused = pytest.raises(SpecError, match="its claim lapses at")
+    with refused, writer.release_attempt(store, location, RID):
+        pass
+    assert (out / RID / "t" / "part-0.csv").read_text() == "its table"  # untouched
+    assert json.loads((out / RID / ATTEMPT).read_text())["attempt"] == "f" * 32
+
+
+@pytest.mark.parametrize(
+    "gone",
+    [
+        {"pid": "dead"},
+        {"pid_started": "1"},  # its pid now belongs to another process
+        {"host": "another-host", "renewed_utc": LATE.isoformat(timespec="seconds")},
+    ],
+    ids=["process-ended", "pid-reused", "lease-lapsed-on-another-host"],
+)
+def test_an_attempt_that_is_gone_is_replaced(
+    place: tuple[Store, str, Path], gone: dict[str, Any]
+) -> None:
+    store, location, out = place
+    if gone.get("pid") == "dead":
+        gone = {**gone, "pid": _dead_pid()}
+    _claim(out, **gone)
+    writer.check_location(store, location, RID)
+    with writer.release_attempt(store, location, RID) as final:
+        assert not (out / RID / "t").exists()
+        writer.write_manifest(store, final, _manifest(RID))
+    assert writer.is_released(store, location, RID)
+
+
+def test_an_attempt_renews_its_claim_and_one_taken_over_neither_commits_nor_deletes(
+    place: tuple[Store, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, location, out = place
+    monkeypatch.setattr(writer, "RENEW_SECONDS", 0.05)
+    taken_over = pytest.raises(RerunError, match="took the directory over")
+    with taken_over, writer.release_attempt(store, location, RID) as final:
+        renewed = writer._read_marker(store, final)["renewed_utc"]
+        deadline = time.monotonic() + 10
+        while writer._read_marker(store, final)["renewed_utc"] == renewed:
+            assert time.monotonic() < deadline, "the claim was not renewed"
+            time.sleep(0.1)
+        writer.check_claim(final)  # still ours
+        monkeypatch.setattr(writer, "RENEW_SECONDS", 1000.0)  # this attempt stalls ...
+        time.sleep(0.3)  # (the renewal under way ends)
+        _claim(out, host="another-host")  # ... past its lease, and a second attempt takes over
+        writer.write_manifest(store, final, _manifest(RID))
+    assert not writer.is_released(store, location, RID)
+    assert (out / RID / "t" / "part-0.csv").read_text() == "its table"  # the other's, kept
+    assert json.loads((out / RID / ATTEMPT).read_text())["attempt"] == "f" * 32
+
+
+def test_control_without_the_lease_check_a_second_attempt_deletes_a_live_ones_tables(
+    place: tuple[Store, str, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store, location, out = place
+    _claim(out)  # live: this very process
+    monkeypatch.setattr(writer, "_holder", lambda store, final: None)
+    with writer.release_attempt(store, location, RID) as final:
+        assert not (out / RID / "t").exists()  # the live attempt's table is gone
+        writer.write_manifest(store, final, _manifest(RID))
 
 
 def test_reports_and_quarantine_are_owner_only(place: tuple[Store, str, Path], spark: Any) -> None:
