@@ -381,7 +381,7 @@ def run_release(
             with stage(f"table {name}: bound, aggregate, select, noise, write"):
                 frames = table_frames(spec, tplan, df, secrets, keys)
                 for out_name, released in frames.items():
-                    writer.check_claim(written)
+                    writer.check_claim(store, written)
                     write_table(released, join(written, out_name), spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
             with stage(f"table {name}: check the written table"):

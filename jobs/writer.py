@@ -305,10 +305,13 @@ def _renew(store: Store, final: str, token: str, stop: threading.Event) -> None:
             continue
 
 
-def check_claim(final: str) -> None:
+def check_claim(store: Store, final: str) -> None:
     """RerunError when this process's attempt in ``final`` lost its claim (it stalled past its
-    lease and another attempt took the directory over): it must neither write nor commit."""
-    if final not in _held:
+    lease and another attempt took the directory over): it must neither write nor commit. One
+    read of the marker."""
+    token = _held.get(final)
+    if token is None or not _owns(store, final, token):
+        _held.pop(final, None)
         raise RerunError(
             f"{final!r}: another attempt of this release took the directory over while this one "
             "stalled; this attempt stopped without publishing (the other one publishes)"
@@ -317,11 +320,7 @@ def check_claim(final: str) -> None:
 
 def write_manifest(store: Store, final: str, manifest: dict[str, Any]) -> None:
     """The commit: the manifest as one new file in the release's directory."""
-    check_claim(final)
-    token = _held[final]
-    if not _owns(store, final, token):  # taken over since the last renewal
-        _held.pop(final, None)
-        check_claim(final)
+    check_claim(store, final)
     text = json.dumps(manifest, indent=2, sort_keys=False) + "\n"
     store.create_new(join(final, MANIFEST), text.encode("utf-8"))
 

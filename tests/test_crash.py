@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from jobs import writer
 from jobs.cli import main
 from jobs.ledger import Ledger
 from jobs.writer import ATTEMPT, MANIFEST
@@ -81,3 +82,65 @@ def test_a_killed_release_commits_nothing_and_a_rerun_cleans_up_uncharged(
     written = {p.name for p in (out / "monthly").iterdir()}
     assert written == {MANIFEST, *(t["name"] for t in doc["tables"])}
     assert Ledger(ledger).account("demo").spent.epsilon == 1  # ... without a second charge
+
+
+@pytest.mark.crash
+@pytest.mark.parametrize("lease", [True, False], ids=["lease", "control-no-lease-check"])
+def test_a_second_attempt_while_the_first_runs_is_refused_and_the_first_publishes(
+    lease: bool,
+    demo_path: str,
+    tmp_path: Path,
+    spark: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+) -> None:
+    """A scheduler retries a task it thinks lost while the first attempt still runs (here: the
+    first is stopped with SIGSTOP mid-release, then continued). The control disables the lease
+    check: the retry takes the directory over and publishes, and the first attempt, continued,
+    stops without publishing or deleting anything (exit 5)."""
+    doc = yaml.safe_load(DEMO.read_text())
+    out = tmp_path / "out"
+    doc["input"]["path"] = demo_path
+    doc["output"]["path"] = str(out)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
+    assert exe
+    args = ["run", str(spec), "--release-id", "monthly"]
+    env = {**_env(), "SPARK_LOCAL_DIRS": str(tmp_path / "spark-scratch")}
+    first = subprocess.Popen(
+        [exe, *args, "--master", "local[2]"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert first.stderr is not None
+    seen = []
+    for line in first.stderr:
+        seen.append(line)
+        if KILL_POINTS["noise"] in line:
+            os.killpg(first.pid, signal.SIGSTOP)
+            break
+    try:
+        assert (out / "monthly" / ATTEMPT).exists(), "".join(seen)[-3000:]
+        if not lease:
+            monkeypatch.setattr(writer, "_holder", lambda store, final: None)
+        second = main(args)
+        message = capsys.readouterr().err
+    finally:
+        os.killpg(first.pid, signal.SIGCONT)
+    rest = first.communicate(timeout=300)[1]
+    manifest = json.loads((out / "monthly" / MANIFEST).read_text())
+    assert manifest["release_id"] == "monthly"
+    written = {p.name for p in (out / "monthly").iterdir()}
+    assert written == {MANIFEST, *(t["name"] for t in doc["tables"])}
+    if lease:
+        assert second == 2 and "another attempt (process" in message, message
+        assert first.returncode == 0, rest[-3000:]
+    else:  # the retry took over a live attempt and published (what the lease prevents); the
+        # first, continued, stops without publishing: at its claim's check, or at a table the
+        # retry already wrote (tables are written only where none is)
+        assert second == 0, message
+        assert first.returncode == 5, rest[-3000:]

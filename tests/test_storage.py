@@ -315,7 +315,7 @@ def test_an_attempt_renews_its_claim_and_one_taken_over_neither_commits_nor_dele
         while writer._read_marker(store, final)["renewed_utc"] == renewed:
             assert time.monotonic() < deadline, "the claim was not renewed"
             time.sleep(0.1)
-        writer.check_claim(final)  # still ours
+        writer.check_claim(store, final)  # still ours
         monkeypatch.setattr(writer, "RENEW_SECONDS", 1000.0)  # this attempt stalls ...
         time.sleep(0.3)  # (the renewal under way ends)
         _claim(out, host="another-host")  # ... past its lease, and a second attempt takes over
