@@ -159,7 +159,7 @@ def _holder(store: Store, final: str) -> dict[str, Any] | None:
         return None
     if (_now() - renewed).total_seconds() > LEASE_SECONDS:
         return None
-    return dict(marker)
+    return marker if isinstance(marker, dict) else None
 
 
 def _read_marker(store: Store, final: str, tries: int = 4) -> Any:
@@ -278,10 +278,10 @@ def release_attempt(store: Store, output: str, release_id: str) -> Iterator[str]
     finally:
         stop.set()
         renewer.join()
-        ours = _held.pop(final, None) == token and _owns(store, final, token)
+        held = _held.pop(final, None) == token
         if committed:
             store.delete(join(final, ATTEMPT))
-        elif ours:
+        elif held and _owns(store, final, token):
             with suppress(Exception):  # else the next attempt deletes it
                 store.delete(final)
 

@@ -31,6 +31,33 @@ KILL_POINTS = {
 }
 
 
+def _signalled_at(
+    args: list[str], tmp_path: Path, point: str, sig: signal.Signals
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """The CLI run with ``args`` in its own process group, sent ``sig`` (the JVM with it) when it
+    logs ``KILL_POINTS[point]``; returns the process and the stderr lines read so far."""
+    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
+    assert exe
+    # a killed JVM cannot remove its scratch directories: keep them under tmp_path, not /tmp
+    env = {**_env(), "SPARK_LOCAL_DIRS": str(tmp_path / "spark-scratch")}
+    proc = subprocess.Popen(
+        [exe, *args, "--master", "local[2]"],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if KILL_POINTS[point] in line:
+            os.killpg(proc.pid, sig)
+            break
+    return proc, seen
+
+
 @pytest.mark.crash
 @pytest.mark.parametrize("uri", [False, True], ids=["local-path", "file-uri"])
 @pytest.mark.parametrize("point", sorted(KILL_POINTS))
@@ -48,26 +75,8 @@ def test_a_killed_release_commits_nothing_and_a_rerun_cleans_up_uncharged(
     doc["ledger"] = {"dataset": "demo", "path": str(ledger)}
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(doc))
-    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
-    assert exe
     args = ["run", str(spec), "--release-id", "monthly"]
-    # the killed JVM cannot remove its scratch directories: keep them under tmp_path, not /tmp
-    env = {**_env(), "SPARK_LOCAL_DIRS": str(tmp_path / "spark-scratch")}
-    proc = subprocess.Popen(
-        [exe, *args, "--master", "local[2]"],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,  # its own process group: the kill takes the JVM with it
-    )
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if KILL_POINTS[point] in line:
-            os.killpg(proc.pid, signal.SIGKILL)
-            break
+    proc, seen = _signalled_at(args, tmp_path, point, signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "".join(seen)[-3000:]
     assert not (out / "monthly" / MANIFEST).exists()  # nothing committed ...
@@ -104,25 +113,8 @@ def test_a_second_attempt_while_the_first_runs_is_refused_and_the_first_publishe
     doc["output"]["path"] = str(out)
     spec = tmp_path / "spec.yaml"
     spec.write_text(yaml.safe_dump(doc))
-    exe = shutil.which("dprelease", path=str(Path(sys.executable).parent))
-    assert exe
     args = ["run", str(spec), "--release-id", "monthly"]
-    env = {**_env(), "SPARK_LOCAL_DIRS": str(tmp_path / "spark-scratch")}
-    first = subprocess.Popen(
-        [exe, *args, "--master", "local[2]"],
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        text=True,
-        start_new_session=True,
-    )
-    assert first.stderr is not None
-    seen = []
-    for line in first.stderr:
-        seen.append(line)
-        if KILL_POINTS["noise"] in line:
-            os.killpg(first.pid, signal.SIGSTOP)
-            break
+    first, seen = _signalled_at(args, tmp_path, "noise", signal.SIGSTOP)
     try:
         assert (out / "monthly" / ATTEMPT).exists(), "".join(seen)[-3000:]
         if not lease:
