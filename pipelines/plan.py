@@ -20,6 +20,7 @@ release spends in both currencies, for the manifest and the ledger.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -159,6 +160,10 @@ class TablePlan:
     selection: SelectionPlan | None
     rho: Fraction | None = None
     """rho given to the table when the release budget is stated in rho."""
+    output_shares: tuple[Fraction, ...] = ()
+    """Share of the measurement budget per output, coarsest level first (see output_shares)."""
+    detail_error_growth: float | None = None
+    """With levels: see detail_error_growth."""
 
     @property
     def zcdp_cost(self) -> Fraction | None:
@@ -395,9 +400,9 @@ def _gaussian(
 def _measurements(
     family: Family,
     sens: list[tuple[str, Sensitivity, float]],
+    weights: list[Fraction],
     epsilon: Fraction,
     delta: Fraction,
-    weights: list[Fraction],
 ) -> tuple[NoiseParams, ...]:
     """Noise for each measurement; epsilon (Laplace) or rho (Gaussian) split by ``weights``."""
     if family == "laplace":
@@ -414,22 +419,125 @@ def plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePla
         raise InternalError("private selection under a rho budget passed validation")
     values = value_columns(table)
     sens = _sensitivities(table, values)
-    shares = accounting.split(rho, level_weights(table, sens))
-    if family == "gaussian":
-        measurements = _gaussian(sens, shares)
-    else:
-        measurements = _laplace(sens, [accounting.epsilon_for_rho(r) for r in shares])
-    return TablePlan(table, Fraction(0), Fraction(0), family, measurements, values, None, rho=rho)
+
+    def measure(
+        s: list[tuple[str, Sensitivity, float]], weights: list[Fraction]
+    ) -> tuple[NoiseParams, ...]:
+        shares = accounting.split(rho, weights)
+        if family == "gaussian":
+            return _gaussian(s, shares)
+        return _laplace(s, [accounting.epsilon_for_rho(r) for r in shares])
+
+    weights = level_weights(table, sens, measure)
+    measurements = measure(sens, weights)
+    return TablePlan(
+        table,
+        Fraction(0),
+        Fraction(0),
+        family,
+        measurements,
+        values,
+        None,
+        rho=rho,
+        output_shares=output_shares(table, sens, weights),
+        detail_error_growth=detail_error_growth(table, sens, weights, measure),
+    )
 
 
-def level_weights(table: TableSpec, sens: list[tuple[str, Sensitivity, float]]) -> list[Fraction]:
-    """Budget weights of a table's measurements: a level's measurements get its
-    ``level_weights`` entry, the table's own the last one; all equal without level weights."""
-    if not table.level_weights:
+ROUNDING_VARIANCE = Fraction(1, 4)
+"""The most rounding to whole persons adds to a consistent count's mean square error (children
+of a parent share one fractional adjustment f and move by f(1 - f) in mean square)."""
+
+Measure = Callable[[list[tuple[str, Sensitivity, float]], list[Fraction]], tuple[NoiseParams, ...]]
+"""Noise for measurements (sensitivities) sharing a table's budget by weights."""
+
+
+def level_weights(
+    table: TableSpec, sens: list[tuple[str, Sensitivity, float]], measure: Measure
+) -> list[Fraction]:
+    """Budget weights of a table's measurements (all equal for a table without levels).
+
+    With ``level_weights``, a level's measurements get its entry and the table's own the last one.
+    Without, the table's own measurements get the smallest share ``f`` of the budget that keeps
+    their released counts' error within ``1 + max_detail_loss`` of their noise with the whole
+    budget, and the levels' measurements share ``1 - f`` equally. The released error counts the
+    rounding to whole persons (ROUNDING_VARIANCE at most): ``sqrt(sd_f^2 + 1/4) <= (1 + loss)
+    sd_1`` for every own measurement, from the samplers' exact standard deviations. When the
+    noise is so small that rounding alone breaks that, the noise must stay within half the loss
+    (``sd_f <= (1 + loss / 2) sd_1``). Least squares over the levels then only lowers the
+    detailed cells' error. ``f`` is found by bisection to within 10^-6 (rounded up).
+    """
+    if not table.levels:
         return [Fraction(1)] * len(sens)
-    w = [Fraction(x) for x in table.level_weights]
-    by_column = {level_column(c, i): w[i] for c in (COUNT, UNITS) for i in range(len(table.levels))}
-    return [by_column.get(column, w[-1]) for column, _, _ in sens]
+    coarse = {level_column(c, i): i for c in (COUNT, UNITS) for i in range(len(table.levels))}
+    if table.level_weights:
+        w = [Fraction(x) for x in table.level_weights]
+        return [w[coarse[c]] if c in coarse else w[-1] for c, _, _ in sens]
+    own_sens = [m for m in sens if m[0] not in coarse]
+    own = [c for c, _, _ in own_sens]
+    growth = 1 + table.max_detail_loss
+
+    def weights(f: Fraction) -> list[Fraction]:
+        each_level = len(own) * (1 - f) / f / (len(sens) - len(own))
+        return [each_level if c in coarse else Fraction(1) for c, _, _ in sens]
+
+    def own_sds(f: Fraction) -> list[float]:
+        by_column = {m.column: m.sd()[0] for m in measure(sens, weights(f))}
+        return [by_column[c] for c in own]
+
+    whole = [m.sd()[0] for m in measure(own_sens, [Fraction(1)] * len(own))]  # without levels
+
+    def keeps(f: Fraction, rounding: float, allowed: float) -> bool:
+        return all(
+            math.sqrt(sd * sd + rounding) <= allowed * sd1
+            for sd, sd1 in zip(own_sds(f), whole, strict=True)
+        )
+
+    rounding, allowed = float(ROUNDING_VARIANCE), growth
+    if not keeps(Fraction(999_999, 1_000_000), rounding, allowed):
+        rounding, allowed = 0.0, 1 + table.max_detail_loss / 2
+    lo, hi = Fraction(0), Fraction(999_999, 1_000_000)  # keeps(hi) holds, keeps(lo) does not
+    while hi - lo > Fraction(1, 10**6):
+        mid = Fraction(math.floor((lo + hi) / 2 * 10**7), 10**7)
+        if mid <= lo:
+            break
+        lo, hi = (lo, mid) if keeps(mid, rounding, allowed) else (mid, hi)
+    return weights(hi)
+
+
+def detail_error_growth(
+    table: TableSpec,
+    sens: list[tuple[str, Sensitivity, float]],
+    weights: list[Fraction],
+    measure: Measure,
+) -> float | None:
+    """For a table with levels: the most a detailed cell's released error (its noise, plus what
+    rounding to whole persons can add) exceeds its noise had the table no levels, as a ratio of
+    standard deviations; before least squares, which only lowers it. None without levels."""
+    if not table.levels:
+        return None
+    coarse = {level_column(c, i) for c in (COUNT, UNITS) for i in range(len(table.levels))}
+    own_sens = [m for m in sens if m[0] not in coarse]
+    whole = {m.column: m.sd()[0] for m in measure(own_sens, [Fraction(1)] * len(own_sens))}
+    rounding = float(ROUNDING_VARIANCE)
+    return max(
+        math.sqrt(m.sd()[0] ** 2 + rounding) / whole[m.column]
+        for m in measure(sens, weights)
+        if m.column in whole
+    )
+
+
+def output_shares(
+    table: TableSpec, sens: list[tuple[str, Sensitivity, float]], weights: list[Fraction]
+) -> tuple[Fraction, ...]:
+    """Each output's share of the table's measurement budget, coarsest level first, the table
+    itself last (one entry for a table without levels)."""
+    total = sum(weights, Fraction(0))
+    coarse = {level_column(c, i): i for c in (COUNT, UNITS) for i in range(len(table.levels))}
+    shares = [Fraction(0)] * (len(table.levels) + 1)
+    for (column, _, _), w in zip(sens, weights, strict=True):
+        shares[coarse.get(column, len(table.levels))] += w / total
+    return tuple(shares)
 
 
 def _threshold(noise: NoiseParams, delta: Fraction, l0: int) -> int:
@@ -479,12 +587,21 @@ def plan_table(
     sens = _sensitivities(table, values)
     chosen = table.partitions if isinstance(table.partitions, PrivatePartitions) else None
     if chosen is None:
-        weights = level_weights(table, sens)
-        measurements = _measurements(
-            family, sens, epsilon, delta if family == "gaussian" else Fraction(0), weights
-        )
         spent_delta = delta if family == "gaussian" else Fraction(0)
-        return TablePlan(table, epsilon, spent_delta, family, measurements, values, None)
+        measure = partial(_measurements, family, epsilon=epsilon, delta=spent_delta)
+        weights = level_weights(table, sens, measure)
+        measurements = measure(sens, weights=weights)
+        return TablePlan(
+            table,
+            epsilon,
+            spent_delta,
+            family,
+            measurements,
+            values,
+            None,
+            output_shares=output_shares(table, sens, weights),
+            detail_error_growth=detail_error_growth(table, sens, weights, measure),
+        )
     strategy = strategy or chosen.strategy
     if strategy == "auto":
         return _auto_selection(table, epsilon, delta, family, chosen)
@@ -495,14 +612,14 @@ def plan_table(
     if strategy == "post_aggregation":
         # the unit count carries the selection's weight too: one noisy count does both jobs
         weights = [Fraction(1) + (w_sel if c == UNITS else 0) for c, _, _ in sens]
-        measurements = _measurements(family, sens, epsilon, delta_meas, weights)
+        measurements = _measurements(family, sens, weights, epsilon, delta_meas)
         units = next(m for m in measurements if m.column == UNITS)
         sel = SelectionPlan(
             strategy, _threshold(units, delta_sel, l0), chosen.pre_threshold, Fraction(0), delta_sel
         )
         return TablePlan(table, epsilon, delta, family, measurements, values, sel)
     eps_sel, eps_meas = accounting.split(epsilon, [w_sel, len(sens)])
-    measurements = _measurements(family, sens, eps_meas, delta_meas, [Fraction(1)] * len(sens))
+    measurements = _measurements(family, sens, [Fraction(1)] * len(sens), eps_meas, delta_meas)
     sel = _separate_selection(strategy, chosen, l0, eps_sel, delta_sel)
     return TablePlan(table, epsilon, delta, family, measurements, values, sel)
 

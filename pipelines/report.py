@@ -180,11 +180,13 @@ def levels_report(t: TablePlan, confidence: float) -> dict[str, Any]:
                 {"name": m.output_name, **noise_report(t.noise_for(column), confidence)}
             )
         entry: dict[str, Any] = {"name": name, "dimensions": list(dims)}
+        entry["budget_share"] = _num(t.output_shares[i])
         if t.table.level_weights:
             entry["budget_weight"] = t.table.level_weights[i]
         outputs.append({**entry, "measurements": measured})
     return {
         "outputs": outputs,
+        "allocation": _allocation_report(t),
         "post_processing": (
             "per metric, generalized least squares over the levels (exact two-pass method), then "
             "per parent a projection onto non-negative values with the parent's total and "
@@ -197,6 +199,29 @@ def levels_report(t: TablePlan, confidence: float) -> dict[str, Any]:
             "half-width and both figures for the clamped, rounded value released are approximate",
             "confidence": confidence,
         },
+    }
+
+
+def _allocation_report(t: TablePlan) -> dict[str, Any]:
+    """How the table's budget was split over its levels, and what that costs the detailed cells."""
+    if t.table.level_weights:
+        rule = "explicit level_weights"
+    else:
+        rule = (
+            f"max_detail_loss {t.table.max_detail_loss:g}: the table's own cells get the smallest "
+            "share that keeps their released error within that fraction of their noise with the "
+            "table's whole budget (half of it for the noise alone where rounding to whole "
+            "persons takes more); the levels share the rest equally"
+        )
+    return {
+        "rule": rule,
+        "detail_share": _num(t.output_shares[-1]),
+        "detail_error_growth": t.detail_error_growth,
+        "meaning": (
+            "detail_error_growth: the standard deviation of a detailed cell's noise plus the most "
+            "rounding to whole persons adds (1/4 in mean square), over its noise with the "
+            "table's whole budget and no levels; least squares over the levels only lowers it"
+        ),
     }
 
 

@@ -187,6 +187,10 @@ class PrivatePartitions:
     """Share of the table's budget spent on selection, relative to weight 1 for each measurement."""
 
 
+DEFAULT_DETAIL_LOSS = 0.1
+MAX_DETAIL_LOSS = 10.0
+
+
 @dataclass(frozen=True)
 class TableSpec:
     name: str
@@ -201,8 +205,15 @@ class TableSpec:
     nested in the next (``[[], [state]]`` for a state > county table: the total and the states).
     The table's budget is shared by every level's measurements."""
     level_weights: tuple[float, ...] = ()
-    """Relative budget of each level's measurements, coarsest first, the table itself last
-    (empty: equal). More weight on a level: less noise there, more everywhere else."""
+    """Relative budget of each level's measurements, coarsest first, the table itself last.
+    Empty: the split follows ``max_detail_loss``. More weight on a level: less noise there, more
+    everywhere else."""
+    max_detail_loss: float = DEFAULT_DETAIL_LOSS
+    """Without ``level_weights``: how much the released error of the table's own cells (noise,
+    plus rounding to whole persons) may exceed their noise with the table's whole budget, as a
+    fraction (0.1: 10% more error on the detailed cells). The table's own measurements get the
+    smallest share that keeps that promise and the coarser levels share the rest equally: a
+    larger value makes the margins more accurate and the detailed cells less."""
 
     def level_name(self, level: Sequence[str]) -> str:
         """Output name of a coarser level: ``<name>__total`` or ``<name>__by_<dims>``."""
@@ -559,6 +570,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
             "weight",
             "levels",
             "level_weights",
+            "max_detail_loss",
         ),
         where,
     )
@@ -627,6 +639,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
                 "privacy_unit_count adds up over levels only with bounds.max_partitions: 1",
             )
     level_weights = _parse_level_weights(m.get("level_weights"), levels, f"{where}.level_weights")
+    detail_loss = _parse_detail_loss(m, levels, f"{where}.max_detail_loss")
     return TableSpec(
         name=name,
         dimensions=dims,
@@ -636,7 +649,27 @@ def parse_table(raw: Any, where: str) -> TableSpec:
         weight=weight,
         levels=levels,
         level_weights=level_weights,
+        max_detail_loss=detail_loss,
     )
+
+
+def _parse_detail_loss(
+    m: Mapping[str, Any], levels: tuple[tuple[str, ...], ...], where: str
+) -> float:
+    if "max_detail_loss" not in m:
+        return DEFAULT_DETAIL_LOSS
+    if not levels:
+        raise _fail(where, "needs levels: it splits the table's budget between them and the table")
+    if "level_weights" in m:
+        raise _fail(where, "give level_weights or max_detail_loss, not both")
+    loss = _number(m["max_detail_loss"], where)
+    if not 0 < loss <= MAX_DETAIL_LOSS:
+        raise _fail(
+            where,
+            f"must be in (0, {MAX_DETAIL_LOSS:g}], got {loss!r} (0.1: the detailed cells' noise "
+            "grows by at most 10%)",
+        )
+    return loss
 
 
 def _parse_level_weights(
