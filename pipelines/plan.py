@@ -108,6 +108,8 @@ class SelectionPlan:
     noise: NoiseParams | None = None
     """Noise of the separate selection count (laplace, gaussian)."""
     table: TruncatedGeometric | None = None
+    carrier: str | None = None
+    """post_aggregation: the released unit count whose noisy value is thresholded."""
 
     def keep_probability(self, n: int, units_noise: NoiseParams | None = None) -> float:
         """P(a partition with n distinct units is released): for reports and tests."""
@@ -174,7 +176,9 @@ class TablePlan:
 
     @property
     def units_noise(self) -> NoiseParams | None:
-        return next((m for m in self.measurements if m.column == UNITS), None)
+        """Noise of the measured count of distinct units (TableSpec.unit_count_measure)."""
+        column = self.table.unit_count_measure
+        return next((m for m in self.measurements if m.column == column), None)
 
     @property
     def measurement_epsilon(self) -> Fraction:
@@ -611,11 +615,15 @@ def plan_table(
     w_sel = Fraction(chosen.weight)
     if strategy == "post_aggregation":
         # the unit count carries the selection's weight too: one noisy count does both jobs
-        weights = [Fraction(1) + (w_sel if c == UNITS else 0) for c, _, _ in sens]
+        carrier = table.unit_count_measure
+        if carrier is None:
+            raise InternalError("post_aggregation without a unit count passed validation")
+        weights = [Fraction(1) + (w_sel if c == carrier else 0) for c, _, _ in sens]
         measurements = _measurements(family, sens, weights, epsilon, delta_meas)
-        units = next(m for m in measurements if m.column == UNITS)
+        units = next(m for m in measurements if m.column == carrier)
+        threshold = _threshold(units, delta_sel, l0)
         sel = SelectionPlan(
-            strategy, _threshold(units, delta_sel, l0), chosen.pre_threshold, Fraction(0), delta_sel
+            strategy, threshold, chosen.pre_threshold, Fraction(0), delta_sel, carrier=carrier
         )
         return TablePlan(table, epsilon, delta, family, measurements, values, sel)
     eps_sel, eps_meas = accounting.split(epsilon, [w_sel, len(sens)])
@@ -627,8 +635,9 @@ def plan_table(
 def _auto_selection(
     table: TableSpec, epsilon: Fraction, delta: Fraction, family: Family, p: PrivatePartitions
 ) -> TablePlan:
-    """post_aggregation when the table releases the unit count; else the fewest units to keep."""
-    if any(m.kind == "privacy_unit_count" for m in table.metrics):
+    """post_aggregation when the table measures a unit count (TableSpec.unit_count_measure); else
+    the strategy that keeps partitions from the fewest units."""
+    if table.unit_count_measure is not None:
         return plan_table(table, epsilon, delta, family, "post_aggregation")
     options = _feasible(
         lambda s: plan_table(table, epsilon, delta, family, s),

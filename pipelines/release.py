@@ -284,8 +284,8 @@ def _statistic_offset(sel: SelectionPlan) -> int | None:
 def _decisive(sel: SelectionPlan) -> tuple[str, int]:
     """The noisy column selection compares with its threshold, and the shift it subtracts first:
     a cell is kept iff ``column - shift >= threshold``."""
-    if sel.strategy == "post_aggregation":  # the released unit count decides
-        return UNITS, sel.pre_threshold - 1
+    if sel.carrier is not None:  # post_aggregation: the released unit count decides
+        return sel.carrier, sel.pre_threshold - 1
     return SELECT, 0
 
 

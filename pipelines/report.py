@@ -84,7 +84,11 @@ def selection_report(t: TablePlan, confidence: float) -> dict[str, Any]:
         "released iff units >= pre_threshold and units - pre_threshold + 1 + noise >= threshold"
     )
     if s.strategy == "post_aggregation":
-        out["noise"] = "the released privacy_unit_count's own noise (no separate budget)"
+        out["noise"] = f"the released {s.carrier}'s own noise (no separate budget)"
+        if s.carrier == "count":
+            out["noise"] += (
+                "; with max_rows_per_partition 1 the bounded row count is the unit count"
+            )
     elif s.noise is not None:
         out["noise"] = {
             k: v for k, v in noise_report(s.noise, confidence).items() if k != "epsilon"

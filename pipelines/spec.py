@@ -176,11 +176,13 @@ SELECTION_STRATEGIES = ("auto", "post_aggregation", "laplace", "gaussian", "trun
 @dataclass(frozen=True)
 class PrivatePartitions:
     strategy: str = "auto"
-    """How partitions are selected. ``post_aggregation``: the released noisy distinct-unit count is
-    also the selection statistic (needs ``privacy_unit_count``; no budget is split off);
-    ``laplace`` / ``gaussian``: thresholding of a separate noisy count; ``truncated_geometric``:
-    keep with the optimal probability p(n). ``auto``: post_aggregation when the table releases
-    ``privacy_unit_count``, else whichever keeps partitions from the fewest units."""
+    """How partitions are selected. ``post_aggregation``: a released noisy count of distinct units
+    is also the selection statistic, no budget split off (needs ``privacy_unit_count``, or a
+    measured row count with ``max_rows_per_partition: 1``, which after bounding is the same
+    number: see TableSpec.unit_count_measure); ``laplace`` / ``gaussian``: thresholding of a
+    separate noisy count; ``truncated_geometric``: keep with the optimal probability p(n).
+    ``auto``: post_aggregation when the table measures a unit count, else whichever keeps
+    partitions from the fewest units."""
     pre_threshold: int = 1
     """Partitions with fewer distinct units than this are never released (free of budget)."""
     weight: float = 1.0
@@ -214,6 +216,19 @@ class TableSpec:
     fraction (0.1: 10% more error on the detailed cells). The table's own measurements get the
     smallest share that keeps that promise and the coarser levels share the rest equally: a
     larger value makes the margins more accurate and the detailed cells less."""
+
+    @property
+    def unit_count_measure(self) -> str | None:
+        """The measurement that counts each cell's distinct privacy units after bounding, if the
+        table has one: ``privacy_unit_count``; else ``count`` when rows are measured (count,
+        mean, variance, stddev) and ``max_rows_per_partition`` is 1, since each unit then keeps
+        at most one row per cell. Post-aggregation selection thresholds its noisy value."""
+        kinds = {m.kind for m in self.metrics}
+        if "privacy_unit_count" in kinds:
+            return "privacy_unit_count"
+        if kinds & {"count", "mean", *SPREAD_KINDS} and self.bounds.max_rows_per_partition == 1:
+            return "count"
+        return None
 
     def level_name(self, level: Sequence[str]) -> str:
         """Output name of a coarser level: ``<name>__total`` or ``<name>__by_<dims>``."""
@@ -785,11 +800,13 @@ def _check_cross_references(spec: ReleaseSpec) -> None:
         if (
             isinstance(p, PrivatePartitions)
             and p.strategy == "post_aggregation"
-            and not any(m.kind == "privacy_unit_count" for m in table.metrics)
+            and table.unit_count_measure is None
         ):
             raise _fail(
                 f"{where}.partitions.strategy",
-                "post_aggregation needs the privacy_unit_count metric",
+                "post_aggregation needs a released count of distinct units: add the "
+                "privacy_unit_count metric, or measure count with "
+                "bounds.max_rows_per_partition: 1",
             )
         if isinstance(p, PrivatePartitions) and spec.budget.is_zcdp:
             raise _fail(

@@ -98,12 +98,12 @@ def test_auto_picks_laplace_for_a_single_low_l0_measurement() -> None:
     assert plan.tables[0].delta == 0
 
 
-def _private_plan(strategy: str, metrics: list[Any], l0: int = 1) -> Any:
+def _private_plan(strategy: str, metrics: list[Any], l0: int = 1, linf: int = 1) -> Any:
     doc = base_spec(budget={"epsilon": 1.0, "delta": 1e-6}, noise="laplace")
     t = doc["tables"][0]
     t["partitions"] = {"type": "private", "strategy": strategy}
     t["metrics"] = metrics
-    t["bounds"] = {"max_partitions": l0, "max_rows_per_partition": 1}
+    t["bounds"] = {"max_partitions": l0, "max_rows_per_partition": linf}
     return plan_release(parse_spec(doc)).tables[0]
 
 
@@ -118,10 +118,19 @@ def test_auto_selection_gives_the_lowest_error_and_keeps_the_most_partitions(l0:
         other = _private_plan(strategy, metrics, l0)
         assert auto_sd < other.noise_for("privacy_unit_count").sd()[0], strategy
         assert auto_n50 <= other.selection.units_for_even_odds(other.units_noise), strategy
-    # without a released unit count, auto takes the strategy that needs the fewest units
-    plain = _private_plan("auto", ["count"], l0)
+    # a row count with one row per unit and cell is the unit count: post-aggregation again
+    counted = _private_plan("auto", ["count"], l0)
+    assert (counted.selection.strategy, counted.selection.carrier) == ("post_aggregation", "count")
+    counted_n50 = counted.selection.units_for_even_odds(counted.units_noise)
+    assert counted.selection.keep_probability(1, counted.units_noise) <= counted.selection.delta
+    for strategy in ("laplace", "gaussian", "truncated_geometric"):
+        other = _private_plan(strategy, ["count"], l0)
+        assert counted.noise_for("count").sd()[0] < other.noise_for("count").sd()[0], strategy
+        assert counted_n50 <= other.selection.units_for_even_odds(), strategy
+    # without a unit count, auto takes the strategy that needs the fewest units
+    plain = _private_plan("auto", ["count"], l0, linf=2)
     best = min(
-        _private_plan(s, ["count"], l0).selection.units_for_even_odds()
+        _private_plan(s, ["count"], l0, linf=2).selection.units_for_even_odds()
         for s in ("laplace", "gaussian", "truncated_geometric")
     )
     assert plain.selection.units_for_even_odds() == best
@@ -154,7 +163,9 @@ def test_every_selection_strategy_spends_exactly_the_table_budget(
 def test_post_aggregation_needs_the_unit_count() -> None:
     doc = base_spec()
     doc["tables"][0]["partitions"] = {"type": "private", "strategy": "post_aggregation"}
-    with pytest.raises(SpecError, match="post_aggregation needs the privacy_unit_count metric"):
+    parse_spec(doc)  # count with max_rows_per_partition 1: the unit count
+    doc["tables"][0]["bounds"]["max_rows_per_partition"] = 2
+    with pytest.raises(SpecError, match="post_aggregation needs a released count of distinct"):
         parse_spec(doc)
 
 
@@ -237,7 +248,7 @@ def test_bounds_too_large_for_a_truncated_geometric_table_plan_without_it() -> N
     doc = base_spec()
     doc["tables"][0].update(
         partitions={"type": "private"},
-        bounds={"max_partitions": 10**6, "max_rows_per_partition": 1},
+        bounds={"max_partitions": 10**6, "max_rows_per_partition": 2},
         metrics=["count"],
     )
     plan = plan_release(parse_spec(doc))

@@ -518,3 +518,62 @@ def test_private_selection_chooses_among_declared_cells_only_when_every_domain_i
     doc["domains"]["h"] = [1, 2, 3]
     table["partitions"] = {"type": "public", "keys": "cross_product"}
     assert candidate_cells(parse_spec(doc), parse_spec(doc).tables[0], df) is None  # not private
+
+
+@pytest.mark.parametrize("strategy", ["auto", "laplace"])
+def test_a_count_only_table_with_one_row_per_unit_selects_by_its_released_count(
+    spark: Any, monkeypatch: Any, strategy: str
+) -> None:
+    """With max_rows_per_partition 1 the bounded row count of a cell is its unit count, so auto
+    selection thresholds the released noisy count itself (post-aggregation): no budget goes to a
+    separate statistic, and no released count is below the threshold, on the driver's way and
+    Spark's. Control: a separate Laplace statistic releases counts below it."""
+    doc = base_spec(budget={"epsilon": 1.0, "delta": 1e-6}, noise="laplace", domains={})
+    table = doc["tables"][0]
+    table.update(metrics=["count"], bounds={"max_partitions": 1, "max_rows_per_partition": 1})
+    table["partitions"] = {"type": "private", "strategy": strategy, "pre_threshold": 2}
+    (t,) = plan_release(parse_spec(doc)).tables
+    assert t.selection is not None
+    if strategy == "auto":
+        assert (t.selection.strategy, t.selection.carrier, t.selection.epsilon) == (
+            "post_aggregation",
+            "count",
+            0,
+        )
+        separate = plan_release(
+            parse_spec(
+                {
+                    **doc,
+                    "tables": [
+                        {
+                            **table,
+                            "partitions": {
+                                "type": "private",
+                                "strategy": "laplace",
+                                "pre_threshold": 2,
+                            },
+                        }
+                    ],
+                }
+            )
+        ).tables[0]
+        assert t.noise_for("count").sd()[0] < separate.noise_for("count").sd()[0]
+    kept_from = t.selection.threshold + t.selection.pre_threshold - 1  # exact units per cell
+    cells = 150
+    df = spark.range(cells * kept_from).select(
+        F.col("id").alias("pid"),
+        (F.col("id") % cells).cast("string").alias("g"),
+        F.lit(1.0).alias("v"),
+    )
+    secrets = Secrets.new()
+    below = []
+    for driver_cells in (noise_module.DRIVER_MAX_CELLS, 0):
+        with monkeypatch.context() as m:
+            m.setattr(noise_module, "DRIVER_MAX_CELLS", driver_cells)
+            counts = [r["count"] for r in release(spark, doc, df, secrets=secrets).collect()]
+        assert 0 < len(counts) < cells  # about half the cells kept
+        below.append(sum(c < kept_from for c in counts))
+    if strategy == "auto":
+        assert below == [0, 0]
+    else:  # control: the released count is not what selection thresholded
+        assert min(below) > 0
