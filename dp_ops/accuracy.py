@@ -32,6 +32,12 @@ def discrete_laplace_halfwidth(scale: Fraction, alpha: float) -> int:
     return h
 
 
+def discrete_laplace_coverage(scale: Fraction, h: int) -> float:
+    """P(|Z| <= h) for the discrete Laplace: ``1 - 2 q^(h+1) / (1+q)``."""
+    q = math.exp(-1 / float(scale))
+    return 1 - 2 * q ** (h + 1) / (1 + q)
+
+
 def _dgauss_pmf_terms(variance: Fraction) -> tuple[list[float], float]:
     sigma = math.sqrt(float(variance))
     top = int(40 * sigma) + 10
@@ -76,3 +82,14 @@ def discrete_gaussian_halfwidth(variance: Fraction, alpha: float) -> tuple[int, 
     while 2 * discrete_gaussian_tail_bound(variance, h + 1) > alpha:
         h += 1
     return h, False
+
+
+def discrete_gaussian_coverage(variance: Fraction, h: int) -> tuple[float, bool]:
+    """(P(|Z| <= h), exact?) for the discrete Gaussian: summed from the mass function for
+    sigma <= 200; above, a lower bound from the tail bound (flagged not exact)."""
+    sigma = math.sqrt(float(variance))
+    if sigma <= EXACT_SUM_LIMIT:
+        terms, total = _dgauss_pmf_terms(variance)
+        inside = terms[0] + 2 * math.fsum(terms[1 : min(h, len(terms) - 1) + 1])
+        return min(1.0, inside / total), True
+    return max(0.0, 1 - 2 * discrete_gaussian_tail_bound(variance, h + 1)), False

@@ -80,6 +80,13 @@ class NoiseParams:
             return accuracy.discrete_laplace_halfwidth(self.parameter, alpha), True
         return accuracy.discrete_gaussian_halfwidth(self.parameter, alpha)
 
+    def coverage(self, h: int) -> tuple[float, bool]:
+        """(P(|noise| <= h), exact?): what an interval of half-width h steps attains; a whole
+        number of steps overshoots the level asked (by much when the noise is small)."""
+        if self.mechanism == "discrete_laplace":
+            return accuracy.discrete_laplace_coverage(self.parameter, h), True
+        return accuracy.discrete_gaussian_coverage(self.parameter, h)
+
 
 @dataclass(frozen=True)
 class TruncatedGeometric:

@@ -19,6 +19,7 @@ def _num(x: Fraction) -> float:
 def noise_report(n: NoiseParams, confidence: float) -> dict[str, Any]:
     sd, sd_exact = n.sd()
     half, half_exact = n.halfwidth(1 - confidence)
+    coverage, coverage_exact = n.coverage(half)
     out: dict[str, Any] = {
         "mechanism": n.mechanism,
         "epsilon": _num(n.epsilon),
@@ -38,6 +39,13 @@ def noise_report(n: NoiseParams, confidence: float) -> dict[str, Any]:
             "confidence": confidence,
             "half_width": half * n.unit,
             "exact": half_exact and sd_exact,
+            "coverage": coverage,
+            "coverage_exact": coverage_exact,
+            "meaning": (
+                "released value +- half_width covers the noised aggregate with probability "
+                "coverage (exact for the discrete noise, at least confidence: the smallest whole "
+                "number of steps that reaches it); clamping at zero changes it near zero"
+            ),
         },
     }
     if n.unit != 1.0:

@@ -120,6 +120,44 @@ def test_accuracy_matches_closed_forms_and_samples() -> None:
     assert not exact_big and big >= 1.96 * 1000
 
 
+@pytest.mark.parametrize("parameter", [Fraction(1, 2), Fraction(2), Fraction(7, 3), Fraction(40)])
+def test_stated_coverage_is_the_exact_probability_of_the_whole_step_interval(
+    parameter: Fraction,
+) -> None:
+    """A whole-number half-width overshoots the level asked; the coverage stated with it is the
+    exact probability (the mass function summed independently here), at least the level, and
+    one step less would miss the level. Checked against draws of the samplers too."""
+    alpha = 0.05
+    z = np.arange(-4000, 4001)
+    ids = np.random.default_rng(3).integers(0, 2**63, size=(200_000, 2), dtype=np.uint64)
+    streams = KeyedStreams(new_key(), ids)
+    for mechanism in ("laplace", "gaussian"):
+        if mechanism == "laplace":
+            h = accuracy.discrete_laplace_halfwidth(parameter, alpha)
+            stated, exact = accuracy.discrete_laplace_coverage(parameter, h), True
+            below = accuracy.discrete_laplace_coverage(parameter, h - 1) if h else 0.0
+            mass = np.exp(-np.abs(z) / float(parameter))
+            draws = discrete_laplace(streams, parameter)
+        else:
+            h, _ = accuracy.discrete_gaussian_halfwidth(parameter, alpha)
+            stated, exact = accuracy.discrete_gaussian_coverage(parameter, h)
+            below = accuracy.discrete_gaussian_coverage(parameter, h - 1)[0] if h else 0.0
+            mass = np.exp(-(z.astype(float) ** 2) / (2 * float(parameter)))
+            draws = discrete_gaussian(streams, parameter)
+        truth = float(mass[np.abs(z) <= h].sum() / mass.sum())
+        assert exact and stated == pytest.approx(truth, abs=1e-12), mechanism
+        assert below < 1 - alpha <= stated, mechanism
+        observed = float(np.mean(np.abs(draws) <= h))
+        spread = 5 * math.sqrt(stated * (1 - stated) / len(draws))
+        assert abs(observed - stated) <= spread, (mechanism, observed, stated)
+    # control: stating the level asked (95%) would be off by far more than the draws' spread
+    small = Fraction(1, 2)
+    h = accuracy.discrete_laplace_halfwidth(small, alpha)
+    assert accuracy.discrete_laplace_coverage(small, h) - (1 - alpha) > 0.01
+    big, exact_big = accuracy.discrete_gaussian_coverage(round_up(1e6), 1960)
+    assert not exact_big and 0.949 < big < 0.951  # a lower bound from the tail bound
+
+
 def test_sensitivities_follow_the_bounds() -> None:
     assert count_sensitivity(3, 2).l1 == 6 and count_sensitivity(3, 2).l2_squared == 12
     assert unit_count_sensitivity(4).l1 == 4 and unit_count_sensitivity(4).l2_squared == 4
