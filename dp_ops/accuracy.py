@@ -93,3 +93,24 @@ def discrete_gaussian_coverage(variance: Fraction, h: int) -> tuple[float, bool]
         inside = terms[0] + 2 * math.fsum(terms[1 : min(h, len(terms) - 1) + 1])
         return min(1.0, inside / total), True
     return max(0.0, 1 - 2 * discrete_gaussian_tail_bound(variance, h + 1)), False
+
+
+def discrete_laplace_clamping_shift(scale: Fraction, count: int) -> float:
+    """How much clamping at zero raises the expected released value of a cell whose true value
+    is ``count >= 0``: ``E[max(count + Z, 0)] - count = E[(Z - count)^+]`` (Z symmetric), which
+    for the discrete Laplace is ``q^(count + 1) / (1 - q^2)``. Largest for an empty cell."""
+    q = math.exp(-1 / float(scale))
+    return q ** (count + 1) / (-math.expm1(2 * math.log(q)))
+
+
+def discrete_gaussian_clamping_shift(variance: Fraction, count: int) -> tuple[float, bool]:
+    """(``E[(Z - count)^+]`` for the discrete Gaussian, exact?): summed from the mass function
+    for sigma <= 200; above, the continuous Gaussian's value (flagged not exact)."""
+    sigma = math.sqrt(float(variance))
+    if sigma <= EXACT_SUM_LIMIT:
+        terms, total = _dgauss_pmf_terms(variance)
+        return math.fsum((z - count) * t for z, t in enumerate(terms) if z > count) / total, True
+    u = count / sigma
+    density = math.exp(-u * u / 2) / math.sqrt(2 * math.pi)
+    upper = 0.5 * math.erfc(u / math.sqrt(2))
+    return sigma * density - count * upper, False

@@ -80,6 +80,12 @@ class NoiseParams:
             return accuracy.discrete_laplace_halfwidth(self.parameter, alpha), True
         return accuracy.discrete_gaussian_halfwidth(self.parameter, alpha)
 
+    def clamping_shift(self, count: int) -> tuple[float, bool]:
+        """(E[released] - count for a cell of true value ``count`` once clamped at zero, exact?)."""
+        if self.mechanism == "discrete_laplace":
+            return accuracy.discrete_laplace_clamping_shift(self.parameter, count), True
+        return accuracy.discrete_gaussian_clamping_shift(self.parameter, count)
+
     def coverage(self, h: int) -> tuple[float, bool]:
         """(P(|noise| <= h), exact?): what an interval of half-width h steps attains; a whole
         number of steps overshoots the level asked (by much when the noise is small)."""

@@ -8,7 +8,14 @@ from typing import Any
 
 from dp_ops import selection
 from dp_ops.selection import normal_ppf
-from pipelines.plan import NoiseParams, ReleasePlan, TablePlan, histograms, level_column
+from pipelines.plan import (
+    NoiseParams,
+    ReleasePlan,
+    TablePlan,
+    declared_cell_count,
+    histograms,
+    level_column,
+)
 from pipelines.spec import SPREAD_KINDS, PrivatePartitions
 
 
@@ -104,7 +111,37 @@ def selection_report(t: TablePlan, confidence: float) -> dict[str, Any]:
     return out
 
 
-def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
+CLAMPING_COUNTS = (0, 1, 2, 5, 10, 20, 50)
+"""True cell counts at which the manifest states the expected shift clamping at zero causes."""
+
+
+def clamping_report(noise: NoiseParams, cells: int | None) -> dict[str, Any]:
+    """What clamping counts at zero does to a public-keys table without levels, from the noise
+    alone (no data): the expected upward shift of a cell by its true count, and at most for the
+    table's total (every cell empty is the worst case)."""
+    shifts = {n: noise.clamping_shift(n) for n in CLAMPING_COUNTS}
+    worst = shifts[0][0]
+    return {
+        "expected_shift_by_true_count": {str(n): v for n, (v, _) in shifts.items()},
+        "exact": all(e for _, e in shifts.values()),
+        "per_cell_at_most": worst,
+        "cells": cells,
+        "expected_total_shift_at_most": worst * cells if cells is not None else None,
+        "meaning": (
+            "released counts are clamped at zero (output.nonnegative_counts), which raises a "
+            "cell's expected value by the shift for its true count: most for empty cells, "
+            "little beyond a few standard deviations. The released cells' expected total is "
+            "above the true total by the sum of the shifts, at most per_cell_at_most per cell "
+            "(with levels, the levels' projection keeps totals instead)"
+        ),
+    }
+
+
+def table_report(
+    t: TablePlan, confidence: float, nonnegative: bool = True, cells: int | None = None
+) -> dict[str, Any]:
+    """The manifest's entry for a table: budget, mechanisms, accuracy. ``cells``: the number of
+    public cells when the spec declares them (for the clamping statement)."""
     metrics = []
     for m in t.table.metrics:
         entry: dict[str, Any] = {"name": m.output_name, "kind": m.kind}
@@ -150,6 +187,9 @@ def table_report(t: TablePlan, confidence: float) -> dict[str, Any]:
                 }
         else:
             entry.update(noise_report(t.noise_for(m.kind), confidence))
+            clamps = nonnegative and not t.table.levels and t.selection is None
+            if clamps and m.kind in ("count", "privacy_unit_count"):
+                entry["clamping"] = clamping_report(t.noise_for(m.kind), cells)
         metrics.append(entry)
     p = t.table.partitions
     partitions: dict[str, Any]
@@ -259,5 +299,13 @@ def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
         "composition": (
             "sequential over tables and selection; zCDP within a Gaussian table's measurements"
         ),
-        "tables": [table_report(t, conf) for t in plan.tables],
+        "tables": [
+            table_report(
+                t,
+                conf,
+                plan.spec.output.nonnegative_counts,
+                declared_cell_count(plan.spec, t.table),
+            )
+            for t in plan.tables
+        ],
     }

@@ -158,6 +158,45 @@ def test_stated_coverage_is_the_exact_probability_of_the_whole_step_interval(
     assert not exact_big and 0.949 < big < 0.951  # a lower bound from the tail bound
 
 
+@pytest.mark.parametrize("parameter", [Fraction(1, 2), Fraction(3), Fraction(50)])
+def test_clamping_shift_is_the_expected_rise_of_a_clamped_cell(parameter: Fraction) -> None:
+    """E[max(n + Z, 0)] - n, stated per true count n: against an independent sum over the mass
+    function, and against the samplers' draws; it falls as n grows."""
+    z = np.arange(-6000, 6001)
+    ids = np.random.default_rng(5).integers(0, 2**63, size=(200_000, 2), dtype=np.uint64)
+    streams = KeyedStreams(new_key(), ids)
+    for mechanism in ("laplace", "gaussian"):
+        if mechanism == "laplace":
+            mass = np.exp(-np.abs(z) / float(parameter))
+            draws = discrete_laplace(streams, parameter)
+
+            def shift(n: int) -> tuple[float, bool]:
+                return accuracy.discrete_laplace_clamping_shift(parameter, n), True
+        else:
+            mass = np.exp(-(z.astype(float) ** 2) / (2 * float(parameter)))
+            draws = discrete_gaussian(streams, parameter)
+
+            def shift(n: int) -> tuple[float, bool]:
+                return accuracy.discrete_gaussian_clamping_shift(parameter, n)
+
+        mass = mass / mass.sum()
+        previous = math.inf
+        for n in (0, 1, 4, 20):
+            stated, exact = shift(n)
+            truth = float(np.sum(np.maximum(n + z, 0) * mass) - n)
+            assert exact and stated == pytest.approx(truth, rel=1e-9, abs=1e-12), (mechanism, n)
+            clamped = np.maximum(n + draws, 0) - n
+            spread = 5 * float(np.std(clamped)) / math.sqrt(len(draws))
+            assert abs(float(np.mean(clamped)) - stated) <= spread + 1e-12, (mechanism, n)
+            assert stated <= previous
+            previous = stated
+    # control: unclamped draws do not rise (the test sees the difference)
+    assert abs(float(np.mean(draws))) < accuracy.discrete_gaussian_clamping_shift(parameter, 0)[0]
+    exact_side, _ = accuracy.discrete_gaussian_clamping_shift(round_up(199.0**2), 100)
+    approx_side, exact = accuracy.discrete_gaussian_clamping_shift(round_up(201.0**2), 100)
+    assert not exact and approx_side == pytest.approx(exact_side * 201 / 199, rel=0.02)
+
+
 def test_sensitivities_follow_the_bounds() -> None:
     assert count_sensitivity(3, 2).l1 == 6 and count_sensitivity(3, 2).l2_squared == 12
     assert unit_count_sensitivity(4).l1 == 4 and unit_count_sensitivity(4).l2_squared == 4

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -577,3 +578,34 @@ def test_a_count_only_table_with_one_row_per_unit_selects_by_its_released_count(
         assert below == [0, 0]
     else:  # control: the released count is not what selection thresholded
         assert min(below) > 0
+
+
+def test_the_manifest_states_how_far_clamping_moves_the_expected_total(spark: Any) -> None:
+    """Public keys without levels: clamping counts at zero raises the released total, by the
+    expected shifts the manifest states from the noise alone. 3,000 public cells, 10 persons in
+    one: the released total sits within sampling error of 10 plus the stated shifts. Control:
+    without clamping the total is unbiased, far below."""
+    keys = [str(i) for i in range(3000)]
+    doc = base_spec(budget={"epsilon": 1.0}, noise="laplace", domains={"g": keys})
+    doc["tables"][0].update(metrics=["count"])
+    plan = plan_release(parse_spec(doc))
+    (entry,) = privacy_report(plan)["tables"][0]["metrics"]
+    clamping = entry["clamping"]
+    assert clamping["cells"] == 3000 and clamping["exact"]
+    shift = clamping["expected_shift_by_true_count"]
+    assert clamping["expected_total_shift_at_most"] == pytest.approx(3000 * shift["0"])
+    df = spark.range(10).select(
+        F.col("id").alias("pid"), F.lit("0").alias("g"), F.lit(1.0).alias("v")
+    )
+    sd = plan.tables[0].noise_for("count").sd()[0]
+    spread = 5 * math.sqrt(3000 * sd * sd)  # clamped cells vary less than this
+    expected = 10 + shift["10"] + 2999 * shift["0"]
+    total = sum(r["count"] for r in release(spark, doc, df).collect())
+    assert abs(total - expected) <= spread
+    assert total <= 10 + clamping["expected_total_shift_at_most"] + spread
+    doc["output"]["nonnegative_counts"] = False  # control
+    unclamped = sum(r["count"] for r in release(spark, doc, df).collect())
+    assert abs(unclamped - 10) <= spread < abs(unclamped - expected)
+    assert (
+        "clamping" not in privacy_report(plan_release(parse_spec(doc)))["tables"][0]["metrics"][0]
+    )
