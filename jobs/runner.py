@@ -52,12 +52,14 @@ from pipelines.partitions import (
     cross_product_keys,
     declared_cells,
     inline_keys,
+    typed_domains,
 )
 from pipelines.persistence import release_scope
 from pipelines.plan import ReleasePlan, TablePlan, plan_release, plan_warnings
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
 from pipelines.spec import PrivatePartitions, PublicPartitions, ReleaseSpec, TableSpec
+from pipelines.suite import SuiteKeys, release_suite
 from pipelines.validation import validate_input
 
 log = logging.getLogger("dprelease")
@@ -86,13 +88,14 @@ def public_keys(
     p = table.partitions
     if not isinstance(p, PublicPartitions) or not table.dimensions:
         return None
+    dims = table.key_dimensions  # a suite's keys: its finest geographic units
     if p.source == "cross_product":
-        domains = [(d, spec.domain(d) or ()) for d in table.dimensions]
+        domains = [(d, spec.domain(d) or ()) for d in dims]
         return cross_product_keys(spark, domains, df.schema)
     if p.source == "inline":
-        return inline_keys(spark, table.dimensions, p.rows, df.schema)
+        return inline_keys(spark, dims, p.rows, df.schema)
     keys = read_table(spark, p.path or "", p.format, what=f"table {table.name!r} partitions.path")
-    return cast_keys(keys, df.schema, table.dimensions)
+    return cast_keys(keys, df.schema, dims)
 
 
 def candidate_cells(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> pa.Table | None:
@@ -193,9 +196,16 @@ def table_frames(
 ) -> dict[str, DataFrame]:
     """Every released DataFrame of one planned table by output name (one, or one per level);
     ``keys``: the table's public keys (:func:`public_keys`)."""
-    if not tplan.table.levels:
-        return {tplan.table.name: table_frame(spec, tplan, df, secrets, keys)}
     unit = spec.input.privacy_unit
+    t = tplan.table
+    if t.geography:
+        if keys is None:
+            raise InternalError(f"suite {t.name!r} has no public keys")
+        domains = typed_domains([(a, spec.domain(a) or ()) for a in t.attributes], df.schema)
+        suite_keys = SuiteKeys(keys.frame, tuple((a, tuple(v)) for a, v in domains))
+        return release_suite(df, tplan, unit, secrets, suite_keys, spec.output.confidence)
+    if not t.levels:
+        return {t.name: table_frame(spec, tplan, df, secrets, keys)}
     return release_levels(df, tplan, unit, secrets, keys, spec.output.confidence)
 
 

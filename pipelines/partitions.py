@@ -93,7 +93,7 @@ def convert_key(value: Any, dtype: T.DataType, where: str) -> Any:
     raise bad()
 
 
-def _typed_domains(
+def typed_domains(
     domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
 ) -> list[tuple[str, list[Any]]]:
     typed: list[tuple[str, list[Any]]] = []
@@ -109,7 +109,7 @@ def declared_cells(
 ) -> pa.Table | None:
     """All combinations of the declared domains as an Arrow table on the driver, typed like the
     input's columns; None when there are more than ``LOCAL_MAX_KEYS``."""
-    return _combinations(_typed_domains(domains, schema), schema)
+    return _combinations(typed_domains(domains, schema), schema)
 
 
 def _combinations(typed: list[tuple[str, list[Any]]], schema: T.StructType) -> pa.Table | None:
@@ -123,15 +123,15 @@ def cross_product_keys(
     spark: SparkSession, domains: Sequence[tuple[str, Sequence[Any]]], schema: T.StructType
 ) -> PublicKeys:
     """All combinations of the declared domains, typed like the input's dimension columns."""
-    typed = _typed_domains(domains, schema)
-    frames = [_local_frame(spark, {name: values}, schema) for name, values in typed]
+    typed = typed_domains(domains, schema)
+    frames = [local_frame(spark, {name: values}, schema) for name, values in typed]
     keys = frames[0]
     for frame in frames[1:]:
         keys = keys.crossJoin(frame)
     return PublicKeys(keys, _combinations(typed, schema))
 
 
-def _local_frame(
+def local_frame(
     spark: SparkSession, columns: dict[str, list[Any]], schema: T.StructType
 ) -> DataFrame:
     """A small driver-side table sent to Spark through Arrow (no Python workers)."""
@@ -169,7 +169,7 @@ def inline_keys(
         )
     )
     columns = {d: [row[j] for row in typed] for j, d in enumerate(dims)}
-    frame = _local_frame(spark, columns, schema)
+    frame = local_frame(spark, columns, schema)
     if len(typed) > LOCAL_MAX_KEYS:
         return PublicKeys(frame)
     return PublicKeys(frame, _arrow_rows(dims, typed, schema))

@@ -341,13 +341,30 @@ def _sensitivities(
         out.append((sq.measure, sum_sensitivity(l0, linf, 0, SQUARE_STEPS), 1.0))
     for h in histograms(table):  # one measurement per histogram, over all of its bins
         out.append((h.measure, count_sensitivity(l0, linf), 1.0))
-    for i in range(len(table.levels)):  # coarser levels of the same bounded rows
+    for column in coarse_measurements(table):  # coarser tables of the same bounded rows
         # a unit's (at most l0 * linf) rows may all fall in one coarser cell
-        if measures_count(table):
-            out.append((level_column(COUNT, i), count_sensitivity(1, l0 * linf), 1.0))
-        if "privacy_unit_count" in kinds:  # levels require l0 = 1: one cell per unit
-            out.append((level_column(UNITS, i), unit_count_sensitivity(1), 1.0))
+        if column.startswith(f"{COUNT}@"):
+            out.append((column, count_sensitivity(1, l0 * linf), 1.0))
+        else:  # levels and suites require l0 = 1 for the unit count: one cell per unit
+            out.append((column, unit_count_sensitivity(1), 1.0))
     return out
+
+
+def coarse_measurements(table: TableSpec) -> dict[str, int]:
+    """The measurements of a table's coarser outputs (levels, or a suite's other tables), each
+    with the index of its output in ``table.outputs``."""
+    kinds = {m.kind for m in table.metrics}
+    columns = [c for c in (COUNT, UNITS) if (c == COUNT and measures_count(table)) or c in kinds]
+    if table.geography:
+        pairs = table.suite_measurements[:-1]
+        return {suite_column(c, g, q): i for i, (g, q) in enumerate(pairs) for c in columns}
+    return {level_column(c, i): i for i in range(len(table.levels)) for c in columns}
+
+
+def suite_column(column: str, geo: int, query: int) -> str:
+    """Name of the measurement of ``column`` by a suite's query ``query`` at geographic level
+    ``geo`` (the finest level's detailed table is the table's own: ``column``)."""
+    return f"{column}@{geo}.{query}"
 
 
 @dataclass(frozen=True)
@@ -484,9 +501,9 @@ def level_weights(
     (``sd_f <= (1 + loss / 2) sd_1``). Least squares over the levels then only lowers the
     detailed cells' error. ``f`` is found by bisection to within 10^-6 (rounded up).
     """
-    if not table.levels:
+    if not table.consistent:
         return [Fraction(1)] * len(sens)
-    coarse = {level_column(c, i): i for c in (COUNT, UNITS) for i in range(len(table.levels))}
+    coarse = coarse_measurements(table)
     if table.level_weights:
         w = [Fraction(x) for x in table.level_weights]
         return [w[coarse[c]] if c in coarse else w[-1] for c, _, _ in sens]
@@ -531,9 +548,9 @@ def detail_error_growth(
     """For a table with levels: the most a detailed cell's released error (its noise, plus what
     rounding to whole persons can add) exceeds its noise had the table no levels, as a ratio of
     standard deviations; before least squares, which only lowers it. None without levels."""
-    if not table.levels:
+    if not table.consistent:
         return None
-    coarse = {level_column(c, i) for c in (COUNT, UNITS) for i in range(len(table.levels))}
+    coarse = coarse_measurements(table)
     own_sens = [m for m in sens if m[0] not in coarse]
     whole = {m.column: m.sd()[0] for m in measure(own_sens, [Fraction(1)] * len(own_sens))}
     rounding = float(ROUNDING_VARIANCE)
@@ -550,10 +567,10 @@ def output_shares(
     """Each output's share of the table's measurement budget, coarsest level first, the table
     itself last (one entry for a table without levels)."""
     total = sum(weights, Fraction(0))
-    coarse = {level_column(c, i): i for c in (COUNT, UNITS) for i in range(len(table.levels))}
-    shares = [Fraction(0)] * (len(table.levels) + 1)
+    coarse = coarse_measurements(table)
+    shares = [Fraction(0)] * len(table.outputs)
     for (column, _, _), w in zip(sens, weights, strict=True):
-        shares[coarse.get(column, len(table.levels))] += w / total
+        shares[coarse.get(column, len(shares) - 1)] += w / total
     return tuple(shares)
 
 
@@ -751,14 +768,20 @@ def plan_release(spec: ReleaseSpec) -> ReleasePlan:
 
 def declared_cell_count(spec: ReleaseSpec, table: TableSpec) -> int | None:
     """How many cells ``table`` can have, when the spec alone says (public keys listed or a cross
-    product of declared domains, or private selection over declared domains); else None."""
+    product of declared domains, or private selection over declared domains); else None. A
+    suite's keys list its finest geographic units, each with every attribute cell."""
     p = table.partitions
-    if isinstance(p, PublicPartitions) and p.source == "inline":
-        return len(p.rows)
     if isinstance(p, PublicPartitions) and p.source == "file":
         return None
-    count = 1
-    for d in table.dimensions:
+    listed = (
+        table.attributes
+        if isinstance(p, PublicPartitions) and p.source == "inline"
+        else table.dimensions
+    )
+    count = len(p.rows) if isinstance(p, PublicPartitions) and p.source == "inline" else 1
+    if isinstance(p, PublicPartitions) and p.source == "inline" and not table.geography:
+        return count
+    for d in listed:
         values = spec.domain(d)
         if values is None:
             return None

@@ -231,12 +231,14 @@ def release_table(
         raise
     if sel is None:
         key_frame = (
-            _key_frame(public_keys.frame, dims, secrets, name) if public_keys is not None else None
+            cell_key_frame(public_keys.frame, dims, secrets, name)
+            if public_keys is not None
+            else None
         )
         cells = join_public(cells, key_frame, dims, measures)
     else:
         if dims:  # the dimension values of the cells found in the data
-            cells = cells.join(_key_frame(df, dims, secrets, name), on=CELL_ID)
+            cells = cells.join(cell_key_frame(df, dims, secrets, name), on=CELL_ID)
         offset = _statistic_offset(sel)
         statistic = [] if offset is None else [(F.col(UNITS) - F.lit(offset)).alias(SELECT)]
         cells = cells.select(*dims, *measures, *statistic)
@@ -247,7 +249,7 @@ def release_table(
     return finalize(noisy, plan, nonnegative)
 
 
-def _key_frame(df: DataFrame, dims: Sequence[str], secrets: Secrets, table: str) -> DataFrame:
+def cell_key_frame(df: DataFrame, dims: Sequence[str], secrets: Secrets, table: str) -> DataFrame:
     """``(dims..., _cell_id)`` of each distinct cell of ``df`` (the input, or a key table) for
     Spark's way, computed once and checked for a shared identity."""
     return require_distinct_frame(cell_keys(df, dims, secrets.cell_salt), table)
@@ -508,7 +510,11 @@ def release_levels(
     metrics = [m.kind for m in t.metrics]  # count, privacy_unit_count
     exact_columns = {"count": COUNT, "privacy_unit_count": UNITS}
     cells = bounded_aggregates(df, plan, unit, secrets)
-    keys = _key_frame(public_keys.frame, dims, secrets, t.name) if public_keys is not None else None
+    keys = (
+        cell_key_frame(public_keys.frame, dims, secrets, t.name)
+        if public_keys is not None
+        else None
+    )
     # output-sized; kept so that the levels do not bound the input again
     finest = keep(join_public(cells, keys, dims, [COUNT, UNITS]))
     outputs = t.outputs

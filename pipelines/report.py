@@ -12,9 +12,9 @@ from pipelines.plan import (
     NoiseParams,
     ReleasePlan,
     TablePlan,
+    coarse_measurements,
     declared_cell_count,
     histograms,
-    level_column,
 )
 from pipelines.spec import SPREAD_KINDS, PrivatePartitions
 
@@ -187,7 +187,7 @@ def table_report(
                 }
         else:
             entry.update(noise_report(t.noise_for(m.kind), confidence))
-            clamps = nonnegative and not t.table.levels and t.selection is None
+            clamps = nonnegative and not t.table.consistent and t.selection is None
             if clamps and m.kind in ("count", "privacy_unit_count"):
                 entry["clamping"] = clamping_report(t.noise_for(m.kind), cells)
         metrics.append(entry)
@@ -216,18 +216,20 @@ def table_report(
         },
         "partitions": partitions,
         "metrics": metrics,
-        **({"levels": levels_report(t, confidence)} if t.table.levels else {}),
+        **({"levels": levels_report(t, confidence)} if t.table.consistent else {}),
     }
 
 
 def levels_report(t: TablePlan, confidence: float) -> dict[str, Any]:
     """The consistent levels of a table: the raw measurement of each, and what is released."""
     outputs = []
+    coarse = {
+        (i, column.split("@")[0]): column for column, i in coarse_measurements(t.table).items()
+    }
     for i, (name, dims) in enumerate(t.table.outputs):
-        finest = i == len(t.table.levels)
         measured = []
         for m in t.table.metrics:
-            column = m.kind if finest else level_column(m.kind, i)
+            column = coarse.get((i, m.kind), m.kind)  # the finest table: the metric's own
             measured.append(
                 {"name": m.output_name, **noise_report(t.noise_for(column), confidence)}
             )
@@ -236,15 +238,26 @@ def levels_report(t: TablePlan, confidence: float) -> dict[str, Any]:
         if t.table.level_weights:
             entry["budget_weight"] = t.table.level_weights[i]
         outputs.append({**entry, "measurements": measured})
-    return {
-        "outputs": outputs,
-        "allocation": _allocation_report(t),
-        "post_processing": (
+    if t.table.geography:
+        post = (
+            "per metric, generalized least squares of every geographic unit's detailed table "
+            "from all measurements of all levels (exact two-pass method with matrices); the "
+            "detailed tables are then made non-negative integers top-down (per parent and "
+            "attribute cell, a projection onto non-negative values with the parent's value and "
+            "largest-remainder rounding), and every released table is a sum of the finest "
+            "detailed table: all tables at all levels add up exactly"
+        )
+    else:
+        post = (
             "per metric, generalized least squares over the levels (exact two-pass method), then "
             "per parent a projection onto non-negative values with the parent's total and "
             "largest-remainder rounding: every level adds up exactly, counts are non-negative "
             "integers"
-        ),
+        )
+    return {
+        "outputs": outputs,
+        "allocation": _allocation_report(t),
+        "post_processing": post,
         "per_cell_error": {
             "columns": "<metric>_sd and <metric>_halfwidth on every released cell",
             "exact": "the standard deviation is exact for the least-squares estimate; the normal "

@@ -64,3 +64,37 @@ def arrow_frame(spark: Any, table: pa.Table, schema: Any) -> DataFrame:
     rows = [tuple(row[n] for n in names) for row in table.to_pylist()]
     frame = spark.createDataFrame(rows, schema=schema)
     return frame
+
+
+PLAN_STRING_LIMIT = 1_000_000
+"""Characters of a query plan's text Spark builds for its UI and logs during a suite release."""
+
+
+def bound_plan_strings(spark: Any) -> None:
+    """Make Spark build at most PLAN_STRING_LIMIT characters of a plan's text
+    (``spark.sql.maxPlanStringLength``, unbounded by default) in this session, unless the
+    session already has a lower limit. The setting stays: the released DataFrames are read
+    after the release returns (written by the jobs, or by the Python API's caller).
+
+    A suite keeps many frames that build on one another; Spark prints a kept frame's whole plan
+    inside every plan that reads it, so the text (built for the UI on every adaptive step) grows
+    with the product of the reuses and can exhaust the driver's memory. Only the text is cut:
+    the plans and results are the same."""
+    key = "spark.sql.maxPlanStringLength"
+    current = _plan_length(spark.conf.get(key, None))
+    if current is None or current > PLAN_STRING_LIMIT:
+        spark.conf.set(key, str(PLAN_STRING_LIMIT))
+
+
+def _plan_length(value: str | None) -> int | None:
+    """A ``maxPlanStringLength`` setting in characters (it may carry a unit: ``64k``)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    try:
+        if text and text[-1] in units:
+            return int(float(text[:-1]) * units[text[-1]])
+        return int(text.rstrip("b"))
+    except ValueError:
+        return None

@@ -191,6 +191,8 @@ class PrivatePartitions:
 
 DEFAULT_DETAIL_LOSS = 0.1
 MAX_DETAIL_LOSS = 10.0
+MAX_SUITE_CELLS = 1024
+"""The most attribute cells per unit in a suite (dp_ops.marginals.MAX_CELLS)."""
 
 
 @dataclass(frozen=True)
@@ -210,6 +212,16 @@ class TableSpec:
     """Relative budget of each level's measurements, coarsest first, the table itself last.
     Empty: the split follows ``max_detail_loss``. More weight on a level: less noise there, more
     everywhere else."""
+    geography: tuple[tuple[str, ...], ...] = ()
+    """A table suite's geographic levels, coarsest first, each nested in the next; the last is
+    the finest geographic unit (``[[], [state], [state, county]]``). The other dimensions are
+    the units' attributes. Every unit at every level is measured by the detailed attribute cells
+    and by each of ``margins``; least squares over all of them gives every unit's detailed table,
+    and every released table is a sum of the finest one."""
+    margins: tuple[tuple[str, ...], ...] = ()
+    """Marginal queries of a suite, measured per geographic unit at every level besides the
+    detailed cells: attribute subsets, nested or not (``[[sex, age_group], [race], []]``; ``[]``
+    is the unit's total)."""
     max_detail_loss: float = DEFAULT_DETAIL_LOSS
     """Without ``level_weights``: how much the released error of the table's own cells (noise,
     plus rounding to whole persons) may exceed their noise with the table's whole budget, as a
@@ -230,6 +242,46 @@ class TableSpec:
             return "count"
         return None
 
+    @property
+    def consistent(self) -> bool:
+        """Released with coarser tables that add up with it: levels, or a suite."""
+        return bool(self.levels or self.geography)
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """A suite's attribute dimensions: those not in its finest geographic level."""
+        geo = set(self.geography[-1]) if self.geography else set()
+        return tuple(d for d in self.dimensions if d not in geo)
+
+    @property
+    def key_dimensions(self) -> tuple[str, ...]:
+        """The dimensions a list or file of public keys gives: a suite's finest geographic
+        level (its attributes come from the declared domains), else all of them."""
+        return self.geography[-1] if self.geography else self.dimensions
+
+    @property
+    def suite_queries(self) -> tuple[tuple[str, ...], ...]:
+        """A suite's queries per unit: the detailed attribute cells first, then the margins."""
+        return (self.attributes, *self.margins)
+
+    @property
+    def suite_measurements(self) -> tuple[tuple[int, int], ...]:
+        """(geographic level, query) of every output of a suite, coarsest first, the finest
+        detailed table (the table's own) last."""
+        last = len(self.geography) - 1
+        pairs = [
+            (g, q)
+            for g in range(len(self.geography))
+            for q in (*range(1, len(self.suite_queries)), 0)
+        ]
+        return (*[x for x in pairs if x != (last, 0)], (last, 0))
+
+    def suite_dimensions(self, geo: int, query: int) -> tuple[str, ...]:
+        """The dimensions of a suite's output: the level's geography and the query's attributes,
+        in the table's order."""
+        keep = {*self.geography[geo], *self.suite_queries[query]}
+        return tuple(d for d in self.dimensions if d in keep)
+
     def level_name(self, level: Sequence[str]) -> str:
         """Output name of a coarser level: ``<name>__total`` or ``<name>__by_<dims>``."""
         return f"{self.name}__{'by_' + '_'.join(level) if level else 'total'}"
@@ -237,6 +289,9 @@ class TableSpec:
     @property
     def outputs(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """(output name, dimensions) of every table this one writes, coarsest first."""
+        if self.geography:
+            dims = [self.suite_dimensions(g, q) for g, q in self.suite_measurements]
+            return (*((self.level_name(d), d) for d in dims[:-1]), (self.name, self.dimensions))
         coarse = tuple((self.level_name(lv), lv) for lv in self.levels)
         return (*coarse, (self.name, self.dimensions))
 
@@ -586,6 +641,8 @@ def parse_table(raw: Any, where: str) -> TableSpec:
             "levels",
             "level_weights",
             "max_detail_loss",
+            "geography",
+            "margins",
         ),
         where,
     )
@@ -654,7 +711,8 @@ def parse_table(raw: Any, where: str) -> TableSpec:
                 "privacy_unit_count adds up over levels only with bounds.max_partitions: 1",
             )
     level_weights = _parse_level_weights(m.get("level_weights"), levels, f"{where}.level_weights")
-    detail_loss = _parse_detail_loss(m, levels, f"{where}.max_detail_loss")
+    geography, margins = _parse_suite(m, dims, partitions, metrics, bounds, where)
+    detail_loss = _parse_detail_loss(m, levels or geography, f"{where}.max_detail_loss")
     return TableSpec(
         name=name,
         dimensions=dims,
@@ -664,8 +722,84 @@ def parse_table(raw: Any, where: str) -> TableSpec:
         weight=weight,
         levels=levels,
         level_weights=level_weights,
+        geography=geography,
+        margins=margins,
         max_detail_loss=detail_loss,
     )
+
+
+def _parse_suite(
+    m: Mapping[str, Any],
+    dims: tuple[str, ...],
+    partitions: PublicPartitions | PrivatePartitions,
+    metrics: tuple[MetricSpec, ...],
+    bounds: BoundsSpec,
+    where: str,
+) -> tuple[tuple[tuple[str, ...], ...], tuple[tuple[str, ...], ...]]:
+    """(geography, margins) of a table suite, checked; empty for a plain table."""
+    if "geography" not in m:
+        if "margins" in m:
+            raise _fail(f"{where}.margins", "needs geography: margins are measured per unit")
+        return (), ()
+    if "levels" in m or "level_weights" in m:
+        raise _fail(
+            f"{where}.geography",
+            "give levels (a chain of margins) or geography with margins, not both",
+        )
+    raw = m["geography"]
+    if not isinstance(raw, list) or not raw or not all(isinstance(g, list) for g in raw):
+        raise _fail(
+            f"{where}.geography",
+            "must be a non-empty list of dimension lists, coarsest first, e.g. [[], [state]]",
+        )
+    geography = tuple(
+        tuple(_column(c, f"{where}.geography[{i}][{j}]") for j, c in enumerate(g))
+        for i, g in enumerate(raw)
+    )
+    for i, g in enumerate(geography):
+        if not set(g) <= set(dims) or len(set(g)) != len(g):
+            raise _fail(
+                f"{where}.geography[{i}]", "must list distinct columns of the table's dimensions"
+            )
+        if i and not set(geography[i - 1]) < set(g):
+            raise _fail(f"{where}.geography[{i}]", "each level must be nested in the next")
+    attributes = [d for d in dims if d not in geography[-1]]
+    if not attributes:
+        raise _fail(
+            f"{where}.geography",
+            "leaves no attribute dimensions: a suite's units have attributes (for a chain of "
+            "geographic levels alone, use levels)",
+        )
+    margins_raw = m.get("margins", [])
+    if not isinstance(margins_raw, list) or not all(isinstance(q, list) for q in margins_raw):
+        raise _fail(f"{where}.margins", "must be a list of attribute lists, e.g. [[sex], []]")
+    margins = []
+    for i, q in enumerate(margins_raw):
+        names = tuple(_column(c, f"{where}.margins[{i}][{j}]") for j, c in enumerate(q))
+        if not set(names) <= set(attributes) or len(set(names)) != len(names):
+            raise _fail(
+                f"{where}.margins[{i}]",
+                f"must list distinct attribute dimensions (of {attributes}), not geography",
+            )
+        ordered = tuple(d for d in attributes if d in names)
+        if ordered == tuple(attributes):
+            raise _fail(f"{where}.margins[{i}]", "is the detailed table, which is always measured")
+        if ordered in margins:
+            raise _fail(f"{where}.margins[{i}]", "lists a margin twice")
+        margins.append(ordered)
+    if isinstance(partitions, PrivatePartitions):
+        raise _fail(f"{where}.geography", "a suite needs public partitions")
+    if any(x.kind not in ("count", "privacy_unit_count") for x in metrics):
+        raise _fail(
+            f"{where}.geography",
+            "suites are made consistent for count and privacy_unit_count only",
+        )
+    if bounds.max_partitions > 1 and any(x.kind == "privacy_unit_count" for x in metrics):
+        raise _fail(
+            f"{where}.geography",
+            "privacy_unit_count adds up over a suite only with bounds.max_partitions: 1",
+        )
+    return geography, tuple(margins)
 
 
 def _parse_detail_loss(
@@ -791,6 +925,25 @@ def parse_spec(raw: Any) -> ReleaseSpec:
     return spec
 
 
+def _check_suite_domains(spec: ReleaseSpec, table: TableSpec, where: str) -> None:
+    cells = 1
+    for d in table.attributes:
+        values = spec.domain(d)
+        if values is None:
+            raise _fail(
+                f"{where}.geography",
+                f"a suite's attributes need declared domains: add domains.{d}",
+            )
+        cells *= len(values)
+    if cells > MAX_SUITE_CELLS:
+        raise _fail(
+            f"{where}.geography",
+            f"the detailed table has {cells} attribute cells per unit, over the "
+            f"{MAX_SUITE_CELLS} a suite's least squares handles: coarsen an attribute's domain "
+            "or release the finest cells in another table",
+        )
+
+
 def _check_cross_references(spec: ReleaseSpec) -> None:
     for i, table in enumerate(spec.tables):
         where = f"tables[{i}]"
@@ -826,11 +979,15 @@ def _check_cross_references(spec: ReleaseSpec) -> None:
                         f"{where}.partitions", f"cross_product needs domains.{d} to be declared"
                     )
         if isinstance(p, PublicPartitions) and p.source == "inline":
+            key_dims = table.key_dimensions
             for j, row in enumerate(p.rows):
-                if len(row) != len(table.dimensions):
+                if len(row) != len(key_dims):
+                    what = "per geographic dimension" if table.geography else "per dimension"
                     raise _fail(
                         f"{where}.partitions.keys[{j}]",
-                        f"needs {len(table.dimensions)} values, one per dimension",
+                        f"needs {len(key_dims)} values, one {what} ({', '.join(key_dims)})",
                     )
+        if table.geography:
+            _check_suite_domains(spec, table, where)
     if spec.noise == "gaussian" and spec.budget.delta == 0 and not spec.budget.is_zcdp:
         raise _fail("noise", "gaussian noise needs budget.delta > 0")
