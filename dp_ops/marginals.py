@@ -217,12 +217,16 @@ def estimate(
     e = np.asarray(eta, dtype=np.float64)
     m = np.zeros_like(e)
     s = np.zeros_like(e)
+    children: list[list[int]] = [[] for _ in range(len(p))]
+    for v in range(len(p)):
+        if p[v] >= 0:
+            children[p[v]].append(v)
     for v in range(len(p) - 1, -1, -1):
+        for c in children[v]:  # in node order, as the Spark pass adds them (key order)
+            s[v] += m[c]
         vi = structure.V_inv[structure.up[v]]
         inner = e[v : v + 1] if vi is None else e[v : v + 1] + matvec(vi, s[v : v + 1])
         m[v] = matvec(structure.C[structure.up[v]], inner)[0]
-        if p[v] >= 0:
-            s[p[v]] += m[v]
     final = m.copy()
     for v in range(len(p)):
         if p[v] >= 0:
@@ -241,3 +245,38 @@ def cell_variances(structure: Structure, sizes: Sequence[int], query: Query) -> 
         a_f = marginal(sizes, query, f)  # A F as rows of F's columns: (A F)^T rows
         out.append(np.diag(marginal(sizes, query, a_f.T.copy())))
     return np.array(out)
+
+
+def estimate_by_level(
+    parent: npt.ArrayLike, structure: Structure, eta: npt.ArrayLike
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    """:func:`estimate`, a level at a time and a signature at a time (nodes in level order, as
+    :func:`solve_structure` takes them): the same bits, without a loop over nodes. Children's
+    estimates are added into their parent in node order, as the Spark passes add them."""
+    p = np.asarray(parent, dtype=np.int64)
+    e = np.asarray(eta, dtype=np.float64)
+    depth = _levels(p)
+    m = np.zeros_like(e)
+    s = np.zeros_like(e)
+    top = int(depth.max()) if len(p) else 0
+    for level in range(top, -1, -1):
+        nodes = np.flatnonzero(depth == level)
+        for sig in np.unique(structure.up[nodes]):
+            at = nodes[structure.up[nodes] == sig]
+            vi = structure.V_inv[sig]
+            inner = e[at] if vi is None else e[at] + matvec(vi, s[at])
+            m[at] = matvec(structure.C[sig], inner)
+        kids = nodes[p[nodes] >= 0]
+        for v in kids:  # in node order: the sum's bits do not depend on grouping
+            s[p[v]] += m[v]
+    final = m.copy()
+    for level in range(1, top + 1):
+        nodes = np.flatnonzero(depth == level)
+        pairs = structure.up[nodes] * (int(structure.up.max()) + 1) + structure.up[p[nodes]]
+        for pair in np.unique(pairs):
+            at = nodes[pairs == pair]
+            vi = structure.V_inv[structure.up[p[at[0]]]]
+            assert vi is not None
+            gain = structure.C[structure.up[at[0]]] @ vi
+            final[at] = m[at] + matvec(gain, final[p[at]] - s[p[at]])
+    return m, s, final

@@ -202,7 +202,7 @@ def table_frames(
         if keys is None:
             raise InternalError(f"suite {t.name!r} has no public keys")
         domains = typed_domains([(a, spec.domain(a) or ()) for a in t.attributes], df.schema)
-        suite_keys = SuiteKeys(keys.frame, tuple((a, tuple(v)) for a, v in domains))
+        suite_keys = SuiteKeys(keys.frame, tuple((a, tuple(v)) for a, v in domains), keys.rows)
         return release_suite(df, tplan, unit, secrets, suite_keys, spec.output.confidence)
     if not t.levels:
         return {t.name: table_frame(spec, tplan, df, secrets, keys)}

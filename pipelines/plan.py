@@ -364,7 +364,7 @@ def coarse_measurements(table: TableSpec) -> dict[str, int]:
 def suite_column(column: str, geo: int, query: int) -> str:
     """Name of the measurement of ``column`` by a suite's query ``query`` at geographic level
     ``geo`` (the finest level's detailed table is the table's own: ``column``)."""
-    return f"{column}@{geo}.{query}"
+    return f"{column}@{geo}_{query}"
 
 
 @dataclass(frozen=True)

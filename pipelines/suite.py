@@ -30,24 +30,27 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from dp_ops import marginals
+from dp_ops import consistency, marginals
+from pipelines import noise as noising
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
+from pipelines.cells import CELL_ID, driver_cell_ids, require_distinct
 from pipelines.consistency import COUNT as CONSISTENT
 from pipelines.consistency import ESTIMATE, integer_levels
 from pipelines.noise import NoiseJob, add_noise
-from pipelines.partitions import join_public, local_frame
+from pipelines.partitions import ARROW_TYPES, join_public, local_frame
 from pipelines.persistence import keep
 from pipelines.plan import TablePlan, error_columns, suite_column
-from pipelines.release import Secrets, bounded_aggregates, cell_key_frame
+from pipelines.release import Secrets, bounded_aggregates, cell_key_frame, driver_key_types
 from pipelines.spark_compat import arrow_frame, bound_plan_strings, to_arrow
 from pipelines.spec import TableSpec
 
-CELL, QCELL, UP, DOWN, CHILD_DOWN = "_cell", "_q", "_up", "_down", "_child_down"
+CELL, QCELL, UP, DOWN, CHILD_DOWN = "_attr_cell", "_q", "_up", "_down", "_child_down"
 PARENT_UP = "_pup"
 PAIR = 1_000_003
 """Key of a (child, parent) signature pair: ``child * PAIR + parent``."""
@@ -61,15 +64,22 @@ class SuiteKeys:
 
     units: DataFrame
     domains: tuple[tuple[str, tuple[Any, ...]], ...]
+    rows: pa.Table | None = None
+    """The same units on the driver (typed like the input), when the spec declares them."""
 
     @property
     def sizes(self) -> tuple[int, ...]:
         return tuple(len(v) for _, v in self.domains)
 
+    def values(self, attribute: str) -> list[Any]:
+        """An attribute's values in sorted order: the order of the attribute cells (C order
+        over the attributes), which is the order Spark breaks ties in by key."""
+        return sorted(dict(self.domains)[attribute])
+
 
 def _grid(keys: SuiteKeys, query: Sequence[str], index: str, schema: T.StructType) -> DataFrame:
     """The cells of a query over the attributes, each with its position (C order)."""
-    values = [dict(keys.domains)[a] for a in query]
+    values = [keys.values(a) for a in query]
     rows = list(itertools.product(*values))
     columns: dict[str, list[Any]] = {a: [r[i] for r in rows] for i, a in enumerate(query)}
     columns[index] = list(range(len(rows)))
@@ -285,17 +295,52 @@ class _Suite:
         return _grid(self.keys, query, index, self.schema)
 
 
+def _finest(suite: _Suite, cells: DataFrame, secrets: Secrets, cell_grid: DataFrame) -> DataFrame:
+    """The exact finest cells in Spark: every unit with every attribute cell (zero where no one
+    is), from the bounded data's ``cells`` (by identity)."""
+    dims = list(suite.table.dimensions)
+    all_keys = suite.keys.units.crossJoin(cell_grid.drop(CELL))
+    key_frame = cell_key_frame(all_keys, dims, secrets, suite.table.name)
+    joined = join_public(cells, key_frame, dims, [COUNT, UNITS])
+    return joined.select(*suite.geo[-1], *suite.attrs, COUNT, UNITS)
+
+
+def _finest_on_driver(suite: _Suite, cells: DataFrame, secrets: Secrets) -> pa.Table | None:
+    """The exact finest cells on the driver, when the units are declared (on the driver) and
+    the cells number at most ``DRIVER_MAX_CELLS``: the keys' identities are computed here and
+    the data's cells collected once (None otherwise; ``cells`` is then kept for Spark's way)."""
+    rows, limit = suite.keys.rows, noising.DRIVER_MAX_CELLS
+    dims = list(suite.table.dimensions)
+    if rows is None or not driver_key_types(suite.schema, dims):
+        return None
+    grid = list(itertools.product(*[suite.keys.values(a) for a in suite.attrs]))
+    if rows.num_rows * len(grid) > limit:
+        return None
+    geo = suite.geo[-1]
+    columns = {c: rows.column(c).to_pylist() for c in geo}
+    values: dict[str, list[Any]] = {c: [v for v in columns[c] for _ in grid] for c in geo}
+    for i, a in enumerate(suite.attrs):
+        values[a] = [cell[i] for _ in range(rows.num_rows) for cell in grid]
+    arrays = {
+        d: pa.array(values[d], type=ARROW_TYPES[type(suite.schema[d].dataType)]) for d in dims
+    }
+    keys = require_distinct(
+        driver_cell_ids(pa.table(arrays), dims, secrets.cell_salt), suite.table.name
+    )
+    found = to_arrow(cells.limit(limit + 1))  # exact counts: never logged, never released
+    if found.num_rows > limit:
+        return None
+    joined = keys.join(found, keys=[CELL_ID], join_type="left outer")
+    filled = {m: pc.fill_null(joined.column(m), 0).cast(pa.int64()) for m in (COUNT, UNITS)}
+    return pa.table({**{d: joined.column(d) for d in [*geo, *suite.attrs]}, **filled})
+
+
 def _measure(
-    suite: _Suite, df: DataFrame, unit: str, secrets: Secrets, cell_grid: DataFrame
+    suite: _Suite, finest: DataFrame, secrets: Secrets
 ) -> dict[tuple[int, int], DataFrame]:
     """Every measurement of the suite, noised once: per (level, query), the query's cells of
     each unit with one noisy column per metric."""
     t, metrics = suite.table, suite.metrics
-    dims = list(t.dimensions)
-    all_keys = suite.keys.units.crossJoin(cell_grid.drop(CELL))
-    cells = bounded_aggregates(df, suite.plan, unit, secrets)
-    key_frame = cell_key_frame(all_keys, dims, secrets, t.name)
-    finest = keep(join_public(cells, key_frame, dims, [COUNT, UNITS]))
     measured: dict[tuple[int, int], DataFrame] = {}
     for g, q in t.suite_measurements:
         out_dims = list(t.suite_dimensions(g, q))
@@ -533,10 +578,225 @@ def release_suite(
     measurement; everything after the noise is post-processing.
     """
     suite = _Suite(plan, keys, df.schema)
-    bound_plan_strings(df.sparkSession)
+    spark = df.sparkSession
+    cells = keep(bounded_aggregates(df, plan, unit, secrets), eager=False)
+    exact_table = _finest_on_driver(suite, cells, secrets)
     cell_grid = suite.grid(suite.attrs, CELL)
-    measured = _measure(suite, df, unit, secrets, cell_grid)
+    exact = None
+    if exact_table is None:
+        exact = keep(_finest(suite, cells, secrets, cell_grid), eager=False)
+        if driver_key_types(suite.schema, list(suite.table.dimensions)):
+            limit = noising.DRIVER_MAX_CELLS
+            table = to_arrow(exact.limit(limit + 1))  # exact counts: never logged or released
+            exact_table = table if table.num_rows <= limit else None
+    if exact_table is not None:
+        return _on_driver(suite, exact_table, secrets, confidence, spark)
+    assert exact is not None
+    bound_plan_strings(spark)
+    measured = _measure(suite, exact, secrets)
     solved = _solve(suite)
     final = _least_squares(suite, _unit_rows(suite, measured, solved), solved)
     finest = _integers(suite, final, cell_grid)
     return _tables(suite, finest, final, solved, confidence)
+
+
+def _on_driver(
+    suite: _Suite, table: pa.Table, secrets: Secrets, confidence: float, spark: Any
+) -> dict[str, DataFrame]:
+    """The suite released on the driver from its exact finest cells (``table``, at most
+    ``DRIVER_MAX_CELLS``): the same noise (keyed by cell identity), the same least squares and
+    the same integer step as Spark's way, in numpy."""
+    geo, attrs, metrics = suite.geo, suite.attrs, suite.metrics
+    dims = [*geo[-1], *attrs]
+    sizes = suite.keys.sizes
+    d = prod(sizes)
+    columns = {c: table.column(c).to_pylist() for c in dims}
+    units = sorted(set(zip(*[columns[c] for c in geo[-1]], strict=True)))
+    unit_of = {u: i for i, u in enumerate(units)}
+    position = {a: {v: i for i, v in enumerate(suite.keys.values(a))} for a in attrs}
+    cell = np.zeros(table.num_rows, dtype=np.int64)
+    for a, n in zip(attrs, sizes, strict=True):
+        cell = cell * n + np.array([position[a][v] for v in columns[a]], dtype=np.int64)
+    row_unit = np.array(
+        [unit_of[u] for u in zip(*[columns[c] for c in geo[-1]], strict=True)], dtype=np.int64
+    )
+    tree = _driver_tree(geo, units)
+    parent, depth, nodes = tree
+    leaves = np.flatnonzero(depth == len(geo) - 1)
+    counts: dict[str, np.ndarray] = {}
+    for m in metrics:
+        leaf_counts = np.zeros((len(units), d), dtype=np.int64)
+        leaf_counts[row_unit, cell] = np.asarray(table.column(EXACT[m]).to_numpy(), np.int64)
+        counts[m] = _up_sums(parent, leaves, leaf_counts)
+    measures = {
+        m: [
+            marginals.LevelMeasures(
+                tuple(suite.query_positions),
+                tuple(
+                    suite.plan.noise_for(suite.column(m, g, q)).sd()[0] ** 2
+                    for q in range(len(suite.queries))
+                ),
+            )
+            for g in range(len(geo))
+        ]
+        for m in metrics
+    }
+    released: dict[str, np.ndarray] = {}
+    structures: dict[str, marginals.Structure] = {}
+    noisy = _driver_noise(suite, nodes, depth, counts, secrets)
+    for m in metrics:
+        structures[m] = marginals.solve_structure(parent, sizes, measures[m])
+        eta = np.zeros((len(parent), d))
+        for g in range(len(geo)):
+            at = np.flatnonzero(depth == g)
+            ys = [noisy[(g, q)][m] for q in range(len(suite.queries))]
+            eta[at] = measures[m][g].eta(sizes, ys)
+        _, _, final = marginals.estimate_by_level(parent, structures[m], eta)
+        released[m] = _up_sums(parent, leaves, _driver_integers(parent, depth, final))
+    return _driver_tables(suite, nodes, depth, released, structures, confidence, spark)
+
+
+def _driver_tree(
+    geo: list[list[str]], units: list[tuple[Any, ...]]
+) -> tuple[np.ndarray, np.ndarray, list[tuple[Any, ...]]]:
+    """(parent, depth, key values) of every node of the geography, level by level, each level
+    in key order, the finest units last."""
+    parent: list[int] = []
+    depth: list[int] = []
+    nodes: list[tuple[Any, ...]] = []
+    previous: dict[tuple[Any, ...], int] = {}
+    for g, cols in enumerate(geo):
+        positions = [geo[-1].index(c) for c in cols]
+        above = [cols.index(c) for c in geo[g - 1]] if g else []
+        here: dict[tuple[Any, ...], int] = {}
+        for key in sorted({tuple(u[i] for i in positions) for u in units}):
+            here[key] = len(nodes)
+            parent.append(previous[tuple(key[i] for i in above)] if g else -1)
+            depth.append(g)
+            nodes.append(key)
+        previous = here
+    return np.array(parent, dtype=np.int64), np.array(depth, dtype=np.int64), nodes
+
+
+def _up_sums(parent: np.ndarray, leaves: np.ndarray, leaf_values: np.ndarray) -> np.ndarray:
+    """Every node's values: the leaves' (in node order), summed into their ancestors."""
+    out = np.zeros((len(parent), leaf_values.shape[1]), dtype=leaf_values.dtype)
+    out[leaves] = leaf_values
+    for v in range(len(parent) - 1, -1, -1):
+        if parent[v] >= 0:
+            out[parent[v]] += out[v]
+    return out
+
+
+def _driver_noise(
+    suite: _Suite,
+    nodes: list[tuple[Any, ...]],
+    depth: np.ndarray,
+    counts: dict[str, np.ndarray],
+    secrets: Secrets,
+) -> dict[tuple[int, int], dict[str, np.ndarray]]:
+    """Every measurement noised on the driver as ``add_noise`` noises it in Spark (the same
+    cell identities and labels): per (level, query) and metric, units x query cells."""
+    t, geo, metrics = suite.table, suite.geo, suite.metrics
+    out: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    for g, q in t.suite_measurements:
+        at = np.flatnonzero(depth == g)
+        query = suite.queries[q]
+        cells = list(itertools.product(*[suite.keys.values(a) for a in query]))
+        out_dims = list(t.suite_dimensions(g, q))
+        values: dict[str, list[Any]] = {}
+        for c in out_dims:
+            if c in geo[g]:
+                i = geo[g].index(c)
+                values[c] = [nodes[v][i] for v in at for _ in cells]
+            else:
+                j = query.index(c)
+                values[c] = [cell[j] for _ in at for cell in cells]
+        arrays = {
+            c: pa.array(v, type=ARROW_TYPES[type(suite.schema[c].dataType)])
+            for c, v in values.items()
+        }
+        for m in metrics:
+            exact = marginals.marginal(suite.keys.sizes, suite.query_positions[q], counts[m][at])
+            arrays[suite.column(m, g, q)] = pa.array(np.rint(exact).astype(np.int64).reshape(-1))
+        table = pa.table(arrays)
+        table = table.append_column(noising.CELL, noising.cell_digests(table, out_dims))
+        jobs = [
+            NoiseJob(
+                suite.plan.noise_for(suite.column(m, g, q)), f"{t.name}/{suite.column(m, g, q)}"
+            )
+            for m in metrics
+        ]
+        noised = noising.noise_on_driver(table, jobs, secrets.key)
+        out[(g, q)] = {
+            m: np.asarray(noised.column(suite.column(m, g, q)).to_numpy(), np.float64).reshape(
+                len(at), len(cells)
+            )
+            for m in metrics
+        }
+    return out
+
+
+def _driver_integers(parent: np.ndarray, depth: np.ndarray, final: np.ndarray) -> np.ndarray:
+    """The finest units' detailed tables as non-negative integers, top-down as
+    :func:`_integers` makes them on Spark: the coarsest units' totals, their attribute cells,
+    then per attribute cell each unit's children."""
+    n, d = final.shape
+    roots = np.flatnonzero(depth == 0)
+    totals = np.cumsum(final[roots], axis=1)[:, -1]  # added in cell order, as Spark adds them
+    chain_parent = [-1] * len(roots)
+    root_index = {int(v): i for i, v in enumerate(roots)}
+    base = len(roots)  # node v's cell c is chain node base + v * d + c
+    for v in range(n):
+        above = base + int(parent[v]) * d if parent[v] >= 0 else None
+        for c in range(d):
+            chain_parent.append(root_index[v] if above is None else above + c)
+    estimate = np.concatenate([totals, final.reshape(-1)])
+    counts = consistency.consistent_counts(np.array(chain_parent), estimate)
+    leaves: np.ndarray = counts[base:].reshape(n, d)[depth == depth.max()]
+    return leaves
+
+
+def _driver_tables(
+    suite: _Suite,
+    nodes: list[tuple[Any, ...]],
+    depth: np.ndarray,
+    released: dict[str, np.ndarray],
+    structures: dict[str, marginals.Structure],
+    confidence: float,
+    spark: Any,
+) -> dict[str, DataFrame]:
+    """Every released table from the driver's integer tables, with the Spark way's columns."""
+    t, geo, metrics = suite.table, suite.geo, suite.metrics
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    out: dict[str, DataFrame] = {}
+    for (name, out_dims), (g, q) in zip(t.outputs, t.suite_measurements, strict=True):
+        at = np.flatnonzero(depth == g)
+        query = suite.queries[q]
+        cells = list(itertools.product(*[suite.keys.values(a) for a in query]))
+        arrays: dict[str, pa.Array] = {}
+        for c in out_dims:
+            if c in geo[g]:
+                i = geo[g].index(c)
+                column = [nodes[v][i] for v in at for _ in cells]
+            else:
+                j = query.index(c)
+                column = [cell[j] for _ in at for cell in cells]
+            arrays[c] = pa.array(column, type=ARROW_TYPES[type(suite.schema[c].dataType)])
+        fields = [suite.schema[c] for c in out_dims]
+        for m in metrics:
+            s = structures[m]
+            sums = marginals.marginal(suite.keys.sizes, suite.query_positions[q], released[m][at])
+            variances = marginals.cell_variances(s, suite.keys.sizes, suite.query_positions[q])
+            sd = np.sqrt(variances[s.down[at]]).reshape(-1)
+            sd_col, hw_col = error_columns(m)
+            arrays[m] = pa.array(np.rint(sums).astype(np.int64).reshape(-1))
+            arrays[sd_col] = pa.array(sd)
+            arrays[hw_col] = pa.array(sd * z)
+            fields += [
+                T.StructField(m, T.LongType(), True),
+                T.StructField(sd_col, T.DoubleType(), True),
+                T.StructField(hw_col, T.DoubleType(), True),
+            ]
+        out[name] = noising.driver_frame(spark, pa.table(arrays), T.StructType(fields))
+    return out

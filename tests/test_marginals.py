@@ -90,6 +90,9 @@ def test_two_passes_equal_the_dense_least_squares_solution(with_root: bool) -> N
             np.testing.assert_allclose(final[kids].sum(axis=0), final[v], atol=1e-9)
     # same-shaped subtrees share matrices: the 6 counties have 1 bottom-up signature
     assert len(set(structure.up[depth == depth.max()].tolist())) == 1
+    by_level = mg.estimate_by_level(parent, structure, eta)  # the same bits, vectorized
+    for a, b in zip(by_level, mg.estimate(parent, structure, eta), strict=True):
+        assert np.array_equal(a, b)
     # control: dropping the top-down pass leaves the estimate inconsistent and off the solution
     m, _, _ = mg.estimate(parent, structure, eta)
     assert not np.allclose(m, dense, atol=1e-6)
