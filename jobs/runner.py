@@ -124,6 +124,50 @@ def table_frame(
     )
 
 
+def output_keys(
+    spark: SparkSession,
+    table: TableSpec,
+    keys: PublicKeys | None,
+    domains: dict[str, list[Any]],
+    dims: tuple[str, ...],
+    df: DataFrame,
+) -> PublicKeys | None:
+    """The keys one output of ``table`` must release, each once: the table's public keys, except
+    for a suite, whose outputs hold every unit of their level with every cell of their
+    attributes (the declared domains)."""
+    if keys is None or not table.geography:
+        return keys
+    geo = [d for d in dims if d in table.geography[-1]]
+    attributes = [(d, domains[d]) for d in dims if d not in geo]
+    grid = cross_product_keys(spark, attributes, df.schema) if attributes else None
+    frame = keys.frame.select(*geo).distinct() if geo else None
+    if frame is None:
+        frame = grid.frame if grid is not None else spark.range(1).select()
+    elif grid is not None:
+        frame = frame.crossJoin(grid.frame)
+    rows = None
+    if keys.rows is not None:
+        units = keys.rows.select(geo).group_by(geo).aggregate([]) if geo else None
+        cells = grid.rows if grid is not None else None
+        if units is None:
+            rows = cells
+        elif cells is None:
+            rows = units
+        else:
+            rows = _cross(units, cells)
+    return PublicKeys(frame, rows)
+
+
+def _cross(left: pa.Table, right: pa.Table) -> pa.Table:
+    """Every row of ``left`` with every row of ``right`` (Arrow)."""
+    n, m = left.num_rows, right.num_rows
+    repeat = pa.array(np.repeat(np.arange(n), m))
+    tile = pa.array(np.tile(np.arange(m), n))
+    columns = {c: left.column(c).take(repeat) for c in left.column_names}
+    columns.update({c: right.column(c).take(tile) for c in right.column_names})
+    return pa.table(columns)
+
+
 def declared_domains(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> dict[str, list[Any]]:
     """The declared domains of ``table``'s dimensions, converted to the input's types."""
     return {
@@ -399,8 +443,17 @@ def run_release(
                 domains = declared_domains(spec, tplan.table, df)
                 for out_name, released in frames.items():
                     output = (out_name, dims[out_name])
+                    expected = output_keys(spark, tplan.table, keys, domains, output[1], df)
                     released_cells[out_name] = check_output(
-                        spark, spec, tplan.table, keys, domains, released, store, written, output
+                        spark,
+                        spec,
+                        tplan.table,
+                        expected,
+                        domains,
+                        released,
+                        store,
+                        written,
+                        output,
                     )
                     outcome.tables[out_name] = join(final, out_name)
         manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)

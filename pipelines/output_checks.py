@@ -35,7 +35,7 @@ COUNT_METRICS = ("count", "privacy_unit_count", "histogram")
 def expected_columns(table: TableSpec, dims: Sequence[str] | None = None) -> list[str]:
     """Columns of an output of ``table`` (``dims``: a level's dimensions, default the table's)."""
     metrics = [name for m in table.metrics for name in m.output_names]
-    if table.levels:  # consistent levels carry per-cell error columns
+    if table.consistent:  # levels and suites carry per-cell error columns
         metrics = [c for m in metrics for c in (m, *error_columns(m))]
     return [*(table.dimensions if dims is None else dims), *metrics]
 
@@ -85,7 +85,7 @@ def check_released(
         if isinstance(got[column], T.FloatType | T.DoubleType):
             bad = bad | F.isnan(c) | c.isin(float("inf"), float("-inf"))
         flags[f"null or non-finite metric {column!r}"] = bad
-        if (nonnegative_counts or table.levels) and column in counts:
+        if (nonnegative_counts or table.consistent) and column in counts:
             flags[f"negative count {column!r}"] = c < 0
     cells, failed = _one_pass(staged, dims, flags, public_keys)
     if failed:
@@ -182,7 +182,7 @@ def check_released_arrow(
         if pa.types.is_floating(column.type):
             bad = bad or _any(pc.is_nan(column)) or _any(pc.is_inf(column))
         problems.append((f"null or non-finite metric {column_name!r}", bad))
-        if (nonnegative_counts or table.levels) and column_name in counts:
+        if (nonnegative_counts or table.consistent) and column_name in counts:
             problems.append((f"negative count {column_name!r}", _any(pc.less(column, 0))))
     cells = int(staged.num_rows)  # safe: the size of the released (noisy) table
     if dims:

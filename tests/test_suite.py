@@ -74,6 +74,24 @@ def test_the_suite_releases_levels_that_add_up_with_per_cell_errors(
     for level, frame in zip(levels, (total, states, counties), strict=True):
         raw_sd = level["measurements"][0]["standard_deviation"]
         assert (frame[f"{unit}_sd"] < raw_sd).all()  # combining levels never adds error
+    # the table suite: 4 queries x 3 geographic levels, every table a sum of the finest
+    suite = "persons_by_county_sex_age_race"
+    entry = next(t for t in manifest["tables"] if t["name"] == suite)
+    outputs = entry["levels"]["outputs"]
+    assert len(outputs) == 12 and outputs[-1]["name"] == suite
+    assert sum(o["budget_share"] for o in outputs) == pytest.approx(1)
+    finest = read[suite]
+    assert len(finest) == 160 * 2 * 7 * 6 and outputs[-1]["released_cells"] == len(finest)
+    for o in outputs:
+        frame = read[o["name"]]
+        assert o["released_cells"] == len(frame)
+        assert frame[unit].dtype == "int64" and (frame[unit] >= 0).all()
+        dims = o["dimensions"]
+        want = finest.groupby(dims)[unit].sum() if dims else pd.Series([finest[unit].sum()])
+        got = frame.set_index(dims)[unit].reindex(want.index) if dims else frame[unit]
+        assert (got.to_numpy() == want.to_numpy()).all(), o["name"]
+        measured = o["measurements"][0]["standard_deviation"]
+        assert (frame[f"{unit}_sd"] < measured).all(), o["name"]  # least squares helps all
 
 
 def test_every_level_is_a_measurement_of_the_table_budget() -> None:
