@@ -21,8 +21,10 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -141,11 +143,262 @@ SPLITS: dict[str, dict[str, Any]] = {
 CURVE_LOSSES = (0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 
 
+SEXES, AGES, RACES = ("F", "M"), tuple(f"a{i}" for i in range(7)), tuple(f"r{i}" for i in range(6))
+SUITE_SIZES = (len(SEXES), len(AGES), len(RACES))
+MARGINS = (("sex", "age_group"), ("race",), ())
+SUITE_RHO = 0.5  # the census_suite conf's budget
+CELL_BINS = ((0, 1), (1, 5), (5, 20), (20, 100), (100, 10**9))
+
+
+def suite_truth(
+    rng: np.random.Generator, states: int, counties: int
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """(county keys, true detailed tables: counties x 84 cells): log-normal county sizes,
+    skewed attribute shares that vary by county, so many cells are small or empty."""
+    keys = [(f"{s:02d}", f"{s:02d}{c:03d}") for s in range(states) for c in range(counties)]
+    base = rng.dirichlet(np.full(int(np.prod(SUITE_SIZES)), 0.3))
+    sizes = np.round(rng.lognormal(6.0, 1.2, len(keys))).astype(int)
+    tables = np.array([rng.multinomial(n, rng.dirichlet(base * 60 + 0.01)) for n in sizes])
+    return keys, tables.astype(float)
+
+
+def suite_spec(keys: list[tuple[str, str]], **change: Any) -> dict[str, Any]:
+    table: dict[str, Any] = {
+        "name": "persons",
+        "dimensions": ["state", "county", "sex", "age_group", "race"],
+        "geography": [[], ["state"], ["state", "county"]],
+        "margins": [list(m) for m in MARGINS],
+        "partitions": {"type": "public", "keys": [list(k) for k in keys]},
+        "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+        "metrics": ["privacy_unit_count"],
+    }
+    table.update(change)
+    for k in [k for k, v in table.items() if v is None]:
+        del table[k]
+    return {
+        "input": {"path": "unused", "privacy_unit": "pid"},
+        "budget": {"rho": SUITE_RHO},
+        "noise": "gaussian",
+        "output": {"path": "unused"},
+        "domains": {"sex": list(SEXES), "age_group": list(AGES), "race": list(RACES)},
+        "tables": [table],
+    }
+
+
+def _draw(sigma2: Fraction, shape: tuple[int, ...]) -> np.ndarray:
+    n = int(np.prod(shape))
+    ids = np.column_stack([np.arange(n), np.zeros(n)]).astype(np.uint64)
+    return discrete_gaussian(KeyedStreams(new_key(), ids), sigma2).astype(float).reshape(shape)
+
+
+SUITE_QUERIES = ((0, 1, 2), (0, 1), (2,), ())
+QUERY_NAMES = ("detailed", "sex x age", "race", "total")
+GEO_NAMES = ("nation", "state", "county")
+
+
+def _flat_table(keys: list[tuple[str, str]], **change: Any) -> Any:
+    """The plan of the county x sex x age x race table without a suite's margins."""
+    rows = [[s, c, x, a, r] for s, c in keys for x in SEXES for a in AGES for r in RACES]
+    doc = suite_spec(
+        keys, geography=None, margins=None, partitions={"type": "public", "keys": rows}, **change
+    )
+    (plan,) = plan_release(parse_spec(doc)).tables
+    return plan
+
+
+@dataclass
+class _Scores:
+    """Per release kind, level and query: errors of every trial; the suite's signed county cell
+    errors and its interval hits."""
+
+    errors: dict[tuple[str, int, int], list[np.ndarray]] = field(default_factory=dict)
+    signed: list[np.ndarray] = field(default_factory=list)
+    covered: dict[tuple[int, int], list[np.ndarray]] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def suite_accuracy(trials: int, seed: int) -> list[dict[str, Any]]:
+    """RMSE per geographic level and query for three releases at the same rho: the county
+    detailed cells alone (every margin a sum of its clamped cells), a chain of levels (the
+    nation, states and counties as totals of the detailed table) and the suite; the suite's
+    bias by true cell size and its 95% interval coverage; seconds per release (numpy)."""
+    from dp_ops import consistency as cons
+    from dp_ops import marginals as mg
+    from pipelines import suite as suite_module
+    from pipelines.plan import suite_column
+
+    rng = np.random.default_rng(seed)
+    keys, leaves = suite_truth(rng, states=10, counties=12)
+    states = sorted({s for s, _ in keys})
+    n_units, d = len(keys), leaves.shape[1]
+    parent = np.array([-1] + [0] * len(states) + [1 + states.index(s) for s, _ in keys])
+    depth = np.array([0] + [1] * len(states) + [2] * n_units)
+    leaf_nodes = np.flatnonzero(depth == 2)
+    truth = suite_module._up_sums(parent, leaf_nodes, leaves)
+    unit = "privacy_unit_count"
+    (plan,) = plan_release(parse_spec(suite_spec(keys))).tables
+
+    def column(g: int, q: int) -> str:
+        return unit if (g, q) == (2, 0) else suite_column(unit, g, q)
+
+    measures = [
+        mg.LevelMeasures(
+            SUITE_QUERIES, tuple(plan.noise_for(column(g, q)).sd()[0] ** 2 for q in range(4))
+        )
+        for g in range(3)
+    ]
+    structure = mg.solve_structure(parent, SUITE_SIZES, measures)
+    alone = _flat_table(keys).noise_for(unit).parameter
+    chain = _flat_table(keys, levels=[[], ["state"], ["state", "county"]])
+    chain_sigma2 = [chain.noise_for(level_column(unit, i)).parameter for i in range(3)]
+    chain_sigma2.append(chain.noise_for(unit).parameter)
+    chain_parent = np.concatenate([parent, np.repeat(leaf_nodes, d)])  # counties' cells last
+    chain_depth = np.concatenate([depth, np.full(n_units * d, 3)])
+    chain_var = np.array([float(chain_sigma2[k]) for k in chain_depth])
+    chain_truth = np.concatenate([truth.sum(axis=1), leaves.reshape(-1)])
+    z = NormalDist().inv_cdf(0.975)
+    scores = _Scores(seconds={"detailed alone": 0.0, "chain": 0.0, "suite": 0.0})
+
+    def record(release: str, nodes: np.ndarray) -> None:
+        for g in range(3):
+            at = depth == g
+            for q, query in enumerate(SUITE_QUERIES):
+                error = mg.marginal(SUITE_SIZES, query, nodes[at] - truth[at]).reshape(-1)
+                scores.errors.setdefault((release, g, q), []).append(error)
+
+    for _ in range(trials):
+        start = time.perf_counter()
+        cells = np.maximum(leaves + _draw(alone, leaves.shape), 0)
+        record("detailed alone", suite_module._up_sums(parent, leaf_nodes, cells))
+        scores.seconds["detailed alone"] += time.perf_counter() - start
+        start = time.perf_counter()
+        noise = np.zeros(len(chain_truth))
+        for k in range(4):
+            at = chain_depth == k
+            noise[at] = _draw(chain_sigma2[k], (int(at.sum()),))
+        est = cons.gls(chain_parent, chain_truth + noise, chain_var)
+        ints = cons.consistent_counts(chain_parent, est.value)[len(parent) :].reshape(n_units, d)
+        record("chain", suite_module._up_sums(parent, leaf_nodes, ints.astype(float)))
+        scores.seconds["chain"] += time.perf_counter() - start
+        start = time.perf_counter()
+        eta = np.zeros((len(parent), d))
+        for g in range(3):
+            at = depth == g
+            ys = []
+            for q, query in enumerate(SUITE_QUERIES):
+                exact = mg.marginal(SUITE_SIZES, query, truth[at])
+                ys.append(exact + _draw(plan.noise_for(column(g, q)).parameter, exact.shape))
+            eta[at] = measures[g].eta(SUITE_SIZES, ys)
+        _, _, final = mg.estimate_by_level(parent, structure, eta)
+        finest = suite_module._driver_integers(parent, depth, final).astype(float)
+        released = suite_module._up_sums(parent, leaf_nodes, finest)
+        scores.seconds["suite"] += time.perf_counter() - start
+        record("suite", released)
+        scores.signed.append((finest - leaves).reshape(-1))
+        for g in range(3):
+            at = np.flatnonzero(depth == g)
+            for q, query in enumerate(SUITE_QUERIES):
+                sd = np.sqrt(mg.cell_variances(structure, SUITE_SIZES, query)[structure.down[at]])
+                error = mg.marginal(SUITE_SIZES, query, released[at] - truth[at])
+                scores.covered.setdefault((g, q), []).append((np.abs(error) <= z * sd).reshape(-1))
+    return _suite_rows(scores, truth, depth, leaves, trials)
+
+
+def _suite_rows(
+    scores: _Scores, truth: np.ndarray, depth: np.ndarray, leaves: np.ndarray, trials: int
+) -> list[dict[str, Any]]:
+    from dp_ops import marginals as mg
+
+    rows: list[dict[str, Any]] = []
+    for g, level in enumerate(GEO_NAMES):
+        for q, name in enumerate(QUERY_NAMES):
+            row: dict[str, Any] = {"part": "suite rmse", "level": level, "query": name}
+            for release in scores.seconds:
+                rmse_value = np.sqrt(np.mean(np.square(scores.errors[(release, g, q)])))
+                row[release] = round(float(rmse_value), 2)
+            row["suite / alone"] = round(row["suite"] / row["detailed alone"], 3)
+            row["suite / chain"] = round(row["suite"] / row["chain"], 3)
+            rows.append(row)
+    signed = np.stack(scores.signed)
+    sizes = leaves.reshape(-1)
+    for lo, hi in CELL_BINS:
+        cells = (sizes >= lo) & (sizes < hi)
+        if cells.any():
+            rows.append(
+                {
+                    "part": "suite bias",
+                    "cells": f"{lo}-{hi - 1 if hi < 10**9 else 'inf'}",
+                    "count": int(cells.sum()),
+                    "mean_error": round(float(signed[:, cells].mean()), 3),
+                }
+            )
+    for (g, q), marks in scores.covered.items():
+        want = mg.marginal(SUITE_SIZES, SUITE_QUERIES[q], truth[depth == g]).reshape(-1)
+        big = want >= 20
+        hits = np.stack(marks)[:, big]
+        rows.append(
+            {
+                "part": "suite coverage",
+                "level": GEO_NAMES[g],
+                "query": QUERY_NAMES[q],
+                "cells_20_plus": int(big.sum()),
+                "coverage": round(float(hits.mean()), 4) if big.any() else None,
+            }
+        )
+    per = {k: round(v / trials, 4) for k, v in scores.seconds.items()}
+    rows.append({"part": "seconds per release", **per})
+    return rows
+
+
+def print_suite(rows: list[dict[str, Any]], trials: int) -> None:
+    print()
+    print(f"table suite, rho {SUITE_RHO}, {trials} releases: released RMSE per level and query")
+    print_table(
+        [r for r in rows if r["part"] == "suite rmse"],
+        [
+            ("level", "level", ">7"),
+            ("query", "query", ">10"),
+            ("detailed alone", "detailed alone", ">15"),
+            ("chain", "chain", ">8"),
+            ("suite", "suite", ">8"),
+            ("suite/alone", "suite / alone", ">12"),
+            ("suite/chain", "suite / chain", ">12"),
+        ],
+    )
+    print()
+    print("suite: mean released - true county cell, by true size")
+    print_table(
+        [r for r in rows if r["part"] == "suite bias"],
+        [("cells", "cells", ">8"), ("count", "count", ">7"), ("mean error", "mean_error", ">11")],
+    )
+    print()
+    print("suite: 95% interval coverage, cells of 20 or more persons")
+    print_table(
+        [r for r in rows if r["part"] == "suite coverage"],
+        [
+            ("level", "level", ">7"),
+            ("query", "query", ">10"),
+            ("cells", "cells_20_plus", ">6"),
+            ("coverage", "coverage", ">9"),
+        ],
+    )
+    seconds = next(r for r in rows if r["part"] == "seconds per release")
+    print()
+    print(
+        "seconds per release (numpy, no Spark):", {k: v for k, v in seconds.items() if k != "part"}
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--suite-trials", type=int, default=200)
     args = ap.parse_args()
+    suite_rows = suite_accuracy(args.suite_trials, args.seed)
+    for r in suite_rows:
+        print(json.dumps(r), flush=True)
+    print_suite(suite_rows, args.suite_trials)
     rng = np.random.default_rng(args.seed)
     parent, truth, keys = census_tree(rng)
     depth = np.where(parent == -1, 0, np.where(parent == 0, 1, 2))
@@ -254,7 +507,9 @@ def main() -> None:
                 f"eps {r['epsilon']}: {r['level']}: GLS {r['gls']}, non-negative {r['nonneg']}, "
                 f"released integers {r['ratio']}"
             )
-    save_results("accuracy", {"args": vars(args), "rows": rows, "curve": curve})
+    save_results(
+        "accuracy", {"args": vars(args), "rows": rows, "curve": curve, "suite": suite_rows}
+    )
 
 
 if __name__ == "__main__":
