@@ -231,9 +231,9 @@ def test_the_default_split_costs_the_detailed_cells_at_most_the_declared_loss(
 def test_with_the_default_split_every_margin_beats_summing_the_unconstrained_cells() -> None:
     """Exact least-squares variances (no sampling), plus the most rounding to whole persons adds,
     on the demo's state x sex x age table with its state x sex and state margins: against giving
-    the whole budget to the detailed cells, the detailed cells lose at most 10% (1.067) and every
-    margin is more accurate than the sum of the unconstrained cells under it (0.80 for state x
-    sex, 0.70 for the states). Control: the equal split loses 64% on the detailed cells."""
+    the whole budget to the detailed cells, the detailed cells lose at most 10% (1.062) and every
+    margin is more accurate than the sum of the unconstrained cells under it (0.77 for state x
+    sex, 0.66 for the states). Control: the equal split loses 63% on the detailed cells."""
     doc = yaml.safe_load(SUITE.read_text())
     states, sexes, ages = (len(doc["domains"][d]) for d in ("state", "sex", "age_group"))
     parent = [-1] * states  # states, then state x sex, then state x sex x age
@@ -243,8 +243,9 @@ def test_with_the_default_split_every_margin_beats_summing_the_unconstrained_cel
     below = np.array([sexes * ages, ages, 1])[depth]  # detailed cells under each node
     unit = "privacy_unit_count"
 
-    def planned(**change: Any) -> Any:  # the suite's second table, its budget share unchanged
-        tables = [doc["tables"][0], {**doc["tables"][1], **change}]
+    def planned(**change: Any) -> Any:  # the conf's second table, its budget share unchanged
+        tables = list(doc["tables"])
+        tables[1] = {**tables[1], **change}
         return plan_release(parse_spec({**doc, "tables": tables})).tables[1]
 
     def released_error(**change: Any) -> np.ndarray:
@@ -258,8 +259,8 @@ def test_with_the_default_split_every_margin_beats_summing_the_unconstrained_cel
     summed = cell_sd * np.sqrt(below)  # the sum of the unconstrained cells under each node
     ratio = released_error() / summed
     assert ratio[depth == 2].max() <= 1.1
-    assert ratio[depth == 1].max() < 0.85  # every state x sex margin (7 cells)
-    assert ratio[depth == 0].max() < 0.75  # every state (14 cells)
+    assert ratio[depth == 1].max() < 0.8  # every state x sex margin (7 cells)
+    assert ratio[depth == 0].max() < 0.7  # every state (14 cells)
     equal = released_error(level_weights=[1, 1, 1]) / summed
     assert equal[depth == 2].min() > 1.5  # control: the old default
 
