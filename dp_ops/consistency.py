@@ -119,9 +119,7 @@ def simplex_projection(group: npt.ArrayLike, v: npt.ArrayLike, total: npt.ArrayL
     starts = np.flatnonzero(np.r_[True, gs[1:] != gs[:-1]])
     run = np.repeat(starts, np.diff(np.r_[starts, len(gs)]))
     rank = np.arange(len(gs)) - run + 1  # 1-based rank inside the group
-    cums = np.cumsum(vs)
-    before = np.where(run > 0, cums[np.maximum(run - 1, 0)], 0.0)
-    cum = cums - before  # running sum inside the group
+    cum = _segmented_cumsum(vs, starts)  # running sum inside the group
     candidate = (cum - t[gs]) / rank
     ok = vs - candidate > 0  # the prefix of the sorted group that stays positive
     k = np.zeros(t.shape, dtype=np.int64)
@@ -135,6 +133,19 @@ def simplex_projection(group: npt.ArrayLike, v: npt.ArrayLike, total: npt.ArrayL
     empty = (k[gs] == 0) | (t[gs] == 0)  # a zero total: all zeros, exactly
     x[order[empty]] = 0.0
     return x
+
+
+def _segmented_cumsum(values: FloatArray, starts: IntArray) -> FloatArray:
+    """Running sums that restart at each index in ``starts`` (0 among them), each added in order
+    from its group's first value: the bits of a per-group running sum (as Spark's window sum
+    adds), which a global cumulative sum minus the sum before the group does not give."""
+    out = np.empty_like(values)
+    lengths = np.diff(np.r_[starts, len(values)])
+    for size in np.unique(lengths):
+        first = starts[lengths == size]
+        block = values[first[:, None] + np.arange(size)[None, :]]
+        out[first[:, None] + np.arange(size)[None, :]] = np.cumsum(block, axis=1)
+    return out
 
 
 def largest_remainder(group: npt.ArrayLike, x: npt.ArrayLike, total: npt.ArrayLike) -> IntArray:
@@ -185,7 +196,8 @@ def _top_down(parent: npt.ArrayLike, estimate: npt.ArrayLike, integer: bool) -> 
     depth = depths(p)
     out = np.zeros(len(p), dtype=np.float64)
     roots = np.flatnonzero(depth == 0)
-    out[roots] = np.maximum(np.rint(f[roots]) if integer else f[roots], 0)
+    # rounded half up, as Spark's round() rounds the roots on the Spark way
+    out[roots] = np.maximum(np.floor(f[roots] + 0.5) if integer else f[roots], 0)
     for d in range(1, int(depth.max()) + 1 if len(p) else 1):
         kids = np.flatnonzero(depth == d)
         if len(kids) == 0:
