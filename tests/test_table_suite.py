@@ -221,3 +221,34 @@ def test_a_suite_needs_domains_for_its_attributes() -> None:
     doc["domains"]["age_group"] = list(range(600))
     with pytest.raises(SpecError, match="coarsen"):
         parse_spec(doc)
+
+
+class _Conf:
+    def __init__(self, value: str | None) -> None:
+        self.values = {} if value is None else {"spark.sql.maxPlanStringLength": value}
+
+    def get(self, key: str, default: str | None = None) -> str | None:
+        return self.values.get(key, default)
+
+    def set(self, key: str, value: str) -> None:
+        self.values[key] = value
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (None, "1000000"),  # unbounded: limited
+        ("2147483632", "1000000"),
+        ("4g", "1000000"),
+        ("64k", "64k"),  # a lower limit stays
+        ("5000", "5000"),
+    ],
+)
+def test_a_suite_bounds_the_plan_text_unless_the_session_has_a_lower_limit(
+    before: str | None, after: str
+) -> None:
+    from pipelines.spark_compat import bound_plan_strings
+
+    session = type("Session", (), {"conf": _Conf(before)})()
+    bound_plan_strings(session)
+    assert session.conf.get("spark.sql.maxPlanStringLength") == after
