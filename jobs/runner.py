@@ -50,6 +50,7 @@ from pipelines.partitions import (
     cast_keys,
     convert_key,
     cross_product_keys,
+    cross_rows,
     declared_cells,
     inline_keys,
     typed_domains,
@@ -137,35 +138,23 @@ def output_keys(
     attributes (the declared domains)."""
     if keys is None or not table.geography:
         return keys
+    if not dims:  # the total: one row, no keys to compare
+        return None
     geo = [d for d in dims if d in table.geography[-1]]
     attributes = [(d, domains[d]) for d in dims if d not in geo]
-    grid = cross_product_keys(spark, attributes, df.schema) if attributes else None
-    frame = keys.frame.select(*geo).distinct() if geo else None
-    if frame is None:
-        frame = grid.frame if grid is not None else spark.range(1).select()
-    elif grid is not None:
-        frame = frame.crossJoin(grid.frame)
+    units = keys.frame.select(*geo).distinct()
+    unit_rows = None
+    if keys.rows is not None and geo:
+        unit_rows = keys.rows.select(geo).group_by(geo).aggregate([])
+    if not attributes:
+        return PublicKeys(units, unit_rows)
+    grid = cross_product_keys(spark, attributes, df.schema)
+    if not geo:
+        return grid
     rows = None
-    if keys.rows is not None:
-        units = keys.rows.select(geo).group_by(geo).aggregate([]) if geo else None
-        cells = grid.rows if grid is not None else None
-        if units is None:
-            rows = cells
-        elif cells is None:
-            rows = units
-        else:
-            rows = _cross(units, cells)
-    return PublicKeys(frame, rows)
-
-
-def _cross(left: pa.Table, right: pa.Table) -> pa.Table:
-    """Every row of ``left`` with every row of ``right`` (Arrow)."""
-    n, m = left.num_rows, right.num_rows
-    repeat = pa.array(np.repeat(np.arange(n), m))
-    tile = pa.array(np.tile(np.arange(m), n))
-    columns = {c: left.column(c).take(repeat) for c in left.column_names}
-    columns.update({c: right.column(c).take(tile) for c in right.column_names})
-    return pa.table(columns)
+    if unit_rows is not None and grid.rows is not None:
+        rows = cross_rows(unit_rows, grid.rows)
+    return PublicKeys(units.crossJoin(grid.frame), rows)
 
 
 def declared_domains(spec: ReleaseSpec, table: TableSpec, df: DataFrame) -> dict[str, list[Any]]:

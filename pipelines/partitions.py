@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -109,10 +110,12 @@ def declared_cells(
 ) -> pa.Table | None:
     """All combinations of the declared domains as an Arrow table on the driver, typed like the
     input's columns; None when there are more than ``LOCAL_MAX_KEYS``."""
-    return _combinations(typed_domains(domains, schema), schema)
+    return combinations(typed_domains(domains, schema), schema)
 
 
-def _combinations(typed: list[tuple[str, list[Any]]], schema: T.StructType) -> pa.Table | None:
+def combinations(typed: list[tuple[str, list[Any]]], schema: T.StructType) -> pa.Table | None:
+    """Every combination of already typed values, in order (the last column fastest), as Arrow
+    typed like the input; None beyond ``LOCAL_MAX_KEYS``."""
     if math.prod(len(values) for _, values in typed) > LOCAL_MAX_KEYS:
         return None
     combos = list(itertools.product(*[values for _, values in typed]))
@@ -128,7 +131,17 @@ def cross_product_keys(
     keys = frames[0]
     for frame in frames[1:]:
         keys = keys.crossJoin(frame)
-    return PublicKeys(keys, _combinations(typed, schema))
+    return PublicKeys(keys, combinations(typed, schema))
+
+
+def cross_rows(left: pa.Table, right: pa.Table) -> pa.Table:
+    """Every row of ``left`` with every row of ``right`` (``left``'s rows slowest)."""
+    n, m = left.num_rows, right.num_rows
+    repeat = pa.array(np.repeat(np.arange(n), m))
+    tile = pa.array(np.tile(np.arange(m), n))
+    columns = {c: left.column(c).take(repeat) for c in left.column_names}
+    columns.update({c: right.column(c).take(tile) for c in right.column_names})
+    return pa.table(columns)
 
 
 def local_frame(

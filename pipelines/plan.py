@@ -507,27 +507,17 @@ def level_weights(
     if table.level_weights:
         w = [Fraction(x) for x in table.level_weights]
         return [w[coarse[c]] if c in coarse else w[-1] for c, _, _ in sens]
-    own_sens = [m for m in sens if m[0] not in coarse]
-    own = [c for c, _, _ in own_sens]
-    growth = 1 + table.max_detail_loss
+    own = [c for c, _, _ in sens if c not in coarse]
+    whole = _alone_sds(table, sens, measure)
 
     def weights(f: Fraction) -> list[Fraction]:
         each_level = len(own) * (1 - f) / f / (len(sens) - len(own))
         return [each_level if c in coarse else Fraction(1) for c, _, _ in sens]
 
-    def own_sds(f: Fraction) -> list[float]:
-        by_column = {m.column: m.sd()[0] for m in measure(sens, weights(f))}
-        return [by_column[c] for c in own]
-
-    whole = [m.sd()[0] for m in measure(own_sens, [Fraction(1)] * len(own))]  # without levels
-
     def keeps(f: Fraction, rounding: float, allowed: float) -> bool:
-        return all(
-            math.sqrt(sd * sd + rounding) <= allowed * sd1
-            for sd, sd1 in zip(own_sds(f), whole, strict=True)
-        )
+        return _growth(sens, weights(f), measure, whole, rounding) <= allowed
 
-    rounding, allowed = float(ROUNDING_VARIANCE), growth
+    rounding, allowed = float(ROUNDING_VARIANCE), 1 + table.max_detail_loss
     if not keeps(Fraction(999_999, 1_000_000), rounding, allowed):
         rounding, allowed = 0.0, 1 + table.max_detail_loss / 2
     lo, hi = Fraction(0), Fraction(999_999, 1_000_000)  # keeps(hi) holds, keeps(lo) does not
@@ -537,6 +527,31 @@ def level_weights(
             break
         lo, hi = (lo, mid) if keeps(mid, rounding, allowed) else (mid, hi)
     return weights(hi)
+
+
+def _alone_sds(
+    table: TableSpec, sens: list[tuple[str, Sensitivity, float]], measure: Measure
+) -> dict[str, float]:
+    """The noise standard deviation of each of the table's own measurements had the table no
+    coarser outputs (its whole budget on them)."""
+    coarse = coarse_measurements(table)
+    own = [m for m in sens if m[0] not in coarse]
+    return {m.column: m.sd()[0] for m in measure(own, [Fraction(1)] * len(own))}
+
+
+def _growth(
+    sens: list[tuple[str, Sensitivity, float]],
+    weights: list[Fraction],
+    measure: Measure,
+    whole: dict[str, float],
+    rounding: float,
+) -> float:
+    """The largest ``sqrt(sd^2 + rounding) / sd_alone`` over the table's own measurements."""
+    return max(
+        math.sqrt(m.sd()[0] ** 2 + rounding) / whole[m.column]
+        for m in measure(sens, weights)
+        if m.column in whole
+    )
 
 
 def detail_error_growth(
@@ -550,15 +565,8 @@ def detail_error_growth(
     standard deviations; before least squares, which only lowers it. None without levels."""
     if not table.consistent:
         return None
-    coarse = coarse_measurements(table)
-    own_sens = [m for m in sens if m[0] not in coarse]
-    whole = {m.column: m.sd()[0] for m in measure(own_sens, [Fraction(1)] * len(own_sens))}
-    rounding = float(ROUNDING_VARIANCE)
-    return max(
-        math.sqrt(m.sd()[0] ** 2 + rounding) / whole[m.column]
-        for m in measure(sens, weights)
-        if m.column in whole
-    )
+    whole = _alone_sds(table, sens, measure)
+    return _growth(sens, weights, measure, whole, float(ROUNDING_VARIANCE))
 
 
 def output_shares(

@@ -43,7 +43,7 @@ from pipelines.cells import CELL_ID, driver_cell_ids, require_distinct
 from pipelines.consistency import COUNT as CONSISTENT
 from pipelines.consistency import ESTIMATE, integer_levels
 from pipelines.noise import NoiseJob, add_noise
-from pipelines.partitions import ARROW_TYPES, join_public, local_frame
+from pipelines.partitions import ARROW_TYPES, combinations, cross_rows, join_public, local_frame
 from pipelines.persistence import keep
 from pipelines.plan import TablePlan, error_columns, suite_column
 from pipelines.release import Secrets, bounded_aggregates, cell_key_frame, driver_key_types
@@ -135,16 +135,13 @@ def _geography(table: TableSpec, units: DataFrame) -> _Geography:
     last = len(geo) - 1
     if last == 0:  # one level: every unit is a root and a leaf of the same shape
         return _Geography(np.array([-1]), (), (), ())
-    level_rows: list[list[tuple[Any, ...]]] = []
-    for g in range(last):
-        cols = list(geo[g])
-        if cols:
-            rows = to_arrow(units.select(*cols).distinct()).to_pylist()  # safe: public keys
-            level_rows.append(sorted(tuple(r[c] for c in cols) for r in rows))
-        else:
-            level_rows.append([()])
-    children = to_arrow(units.groupBy(*geo[last - 1]).count()).to_pylist()  # safe: public keys
-    count_of = {tuple(r[c] for c in geo[last - 1]): int(r["count"]) for r in children}
+    above = list(geo[last - 1])  # every coarser level's columns are among these
+    children = to_arrow(units.groupBy(*above).count()).to_pylist()  # safe: public keys
+    count_of = {tuple(r[c] for c in above): int(r["count"]) for r in children}
+    level_rows = [
+        sorted({tuple(key[above.index(c)] for c in geo[g]) for key in count_of})
+        for g in range(last)
+    ]
     parent: list[int] = []
     first: list[int] = []
     index: list[dict[tuple[Any, ...], int]] = []
@@ -313,20 +310,13 @@ def _finest_on_driver(suite: _Suite, cells: DataFrame, secrets: Secrets) -> pa.T
     dims = list(suite.table.dimensions)
     if rows is None or not driver_key_types(suite.schema, dims):
         return None
-    grid = list(itertools.product(*[suite.keys.values(a) for a in suite.attrs]))
-    if rows.num_rows * len(grid) > limit:
+    if rows.num_rows * prod(suite.keys.sizes) > limit:
         return None
+    grid = combinations([(a, suite.keys.values(a)) for a in suite.attrs], suite.schema)
+    assert grid is not None  # at most MAX_SUITE_CELLS attribute cells
     geo = suite.geo[-1]
-    columns = {c: rows.column(c).to_pylist() for c in geo}
-    values: dict[str, list[Any]] = {c: [v for v in columns[c] for _ in grid] for c in geo}
-    for i, a in enumerate(suite.attrs):
-        values[a] = [cell[i] for _ in range(rows.num_rows) for cell in grid]
-    arrays = {
-        d: pa.array(values[d], type=ARROW_TYPES[type(suite.schema[d].dataType)]) for d in dims
-    }
-    keys = require_distinct(
-        driver_cell_ids(pa.table(arrays), dims, secrets.cell_salt), suite.table.name
-    )
+    all_keys = cross_rows(rows.select(geo), grid).select(dims)
+    keys = require_distinct(driver_cell_ids(all_keys, dims, secrets.cell_salt), suite.table.name)
     found = to_arrow(cells.limit(limit + 1))  # exact counts: never logged, never released
     if found.num_rows > limit:
         return None
@@ -369,10 +359,10 @@ class _Solved:
     leaf_up: int
 
 
-def _solve(suite: _Suite) -> _Solved:
-    shape = _geography(suite.table, suite.keys.units)
+def _level_measures(suite: _Suite) -> dict[str, list[marginals.LevelMeasures]]:
+    """Per metric and geographic level, the queries and their planned noise variances."""
     queries = range(len(suite.queries))
-    measures = {
+    return {
         m: [
             marginals.LevelMeasures(
                 tuple(suite.query_positions),
@@ -382,6 +372,25 @@ def _solve(suite: _Suite) -> _Solved:
         ]
         for m in suite.metrics
     }
+
+
+def _cell_sds(
+    suite: _Suite, structures: dict[str, marginals.Structure]
+) -> dict[tuple[str, int], np.ndarray]:
+    """Per metric and query, the least-squares standard deviation of each query cell, by
+    top-down signature (signatures x query cells): the same at every level."""
+    return {
+        (m, q): np.sqrt(
+            marginals.cell_variances(structures[m], suite.keys.sizes, suite.query_positions[q])
+        )
+        for m in suite.metrics
+        for q in range(len(suite.queries))
+    }
+
+
+def _solve(suite: _Suite) -> _Solved:
+    shape = _geography(suite.table, suite.keys.units)
+    measures = _level_measures(suite)
     structures = {
         m: marginals.solve_structure(shape.parent, suite.keys.sizes, measures[m])
         for m in suite.metrics
@@ -527,6 +536,7 @@ def _tables(
     t, metrics = suite.table, suite.metrics
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     spark = finest.sparkSession
+    sds = _cell_sds(suite, solved.structures)
     out: dict[str, DataFrame] = {}
     for (name, out_dims), (g, q) in zip(t.outputs, t.suite_measurements, strict=True):
         sums = [F.sum(m).cast("long").alias(m) for m in metrics]
@@ -539,15 +549,12 @@ def _tables(
             released = released.withColumn(QCELL, F.lit(0).cast("long"))
         for m in metrics:
             sd_col, hw_col = error_columns(m)
-            variances = marginals.cell_variances(
-                solved.structures[m], suite.keys.sizes, suite.query_positions[q]
-            )
-            signatures, cells = variances.shape
+            signatures, cells = sds[(m, q)].shape
             sd = pa.table(
                 {
                     DOWN: pa.array(np.repeat(np.arange(signatures), cells), pa.int64()),
                     QCELL: pa.array(np.tile(np.arange(cells), signatures), pa.int64()),
-                    sd_col: pa.array(np.sqrt(variances.reshape(-1)), pa.float64()),
+                    sd_col: pa.array(sds[(m, q)].reshape(-1), pa.float64()),
                 }
             )
             fields = [
@@ -628,19 +635,7 @@ def _on_driver(
         leaf_counts = np.zeros((len(units), d), dtype=np.int64)
         leaf_counts[row_unit, cell] = np.asarray(table.column(EXACT[m]).to_numpy(), np.int64)
         counts[m] = _up_sums(parent, leaves, leaf_counts)
-    measures = {
-        m: [
-            marginals.LevelMeasures(
-                tuple(suite.query_positions),
-                tuple(
-                    suite.plan.noise_for(suite.column(m, g, q)).sd()[0] ** 2
-                    for q in range(len(suite.queries))
-                ),
-            )
-            for g in range(len(geo))
-        ]
-        for m in metrics
-    }
+    measures = _level_measures(suite)
     released: dict[str, np.ndarray] = {}
     structures: dict[str, marginals.Structure] = {}
     noisy = _driver_noise(suite, nodes, depth, counts, secrets)
@@ -688,6 +683,25 @@ def _up_sums(parent: np.ndarray, leaves: np.ndarray, leaf_values: np.ndarray) ->
     return out
 
 
+def _key_arrays(
+    suite: _Suite, nodes: list[tuple[Any, ...]], at: np.ndarray, g: int, q: int
+) -> dict[str, pa.Array]:
+    """The key columns of level ``g``'s units ``at`` with every cell of query ``q`` (units
+    slowest), typed like the input: the rows of measurement or output ``(g, q)``."""
+    geo, query = suite.geo[g], suite.queries[q]
+    cells = list(itertools.product(*[suite.keys.values(a) for a in query]))
+    arrays: dict[str, pa.Array] = {}
+    for c in suite.table.suite_dimensions(g, q):
+        if c in geo:
+            i = geo.index(c)
+            column = [nodes[v][i] for v in at for _ in cells]
+        else:
+            j = query.index(c)
+            column = [cell[j] for _ in at for cell in cells]
+        arrays[c] = pa.array(column, type=ARROW_TYPES[type(suite.schema[c].dataType)])
+    return arrays
+
+
 def _driver_noise(
     suite: _Suite,
     nodes: list[tuple[Any, ...]],
@@ -697,25 +711,12 @@ def _driver_noise(
 ) -> dict[tuple[int, int], dict[str, np.ndarray]]:
     """Every measurement noised on the driver as ``add_noise`` noises it in Spark (the same
     cell identities and labels): per (level, query) and metric, units x query cells."""
-    t, geo, metrics = suite.table, suite.geo, suite.metrics
+    t, metrics = suite.table, suite.metrics
     out: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     for g, q in t.suite_measurements:
         at = np.flatnonzero(depth == g)
-        query = suite.queries[q]
-        cells = list(itertools.product(*[suite.keys.values(a) for a in query]))
         out_dims = list(t.suite_dimensions(g, q))
-        values: dict[str, list[Any]] = {}
-        for c in out_dims:
-            if c in geo[g]:
-                i = geo[g].index(c)
-                values[c] = [nodes[v][i] for v in at for _ in cells]
-            else:
-                j = query.index(c)
-                values[c] = [cell[j] for _ in at for cell in cells]
-        arrays = {
-            c: pa.array(v, type=ARROW_TYPES[type(suite.schema[c].dataType)])
-            for c, v in values.items()
-        }
+        arrays = _key_arrays(suite, nodes, at, g, q)
         for m in metrics:
             exact = marginals.marginal(suite.keys.sizes, suite.query_positions[q], counts[m][at])
             arrays[suite.column(m, g, q)] = pa.array(np.rint(exact).astype(np.int64).reshape(-1))
@@ -730,7 +731,7 @@ def _driver_noise(
         noised = noising.noise_on_driver(table, jobs, secrets.key)
         out[(g, q)] = {
             m: np.asarray(noised.column(suite.column(m, g, q)).to_numpy(), np.float64).reshape(
-                len(at), len(cells)
+                len(at), -1
             )
             for m in metrics
         }
@@ -767,28 +768,17 @@ def _driver_tables(
     spark: Any,
 ) -> dict[str, DataFrame]:
     """Every released table from the driver's integer tables, with the Spark way's columns."""
-    t, geo, metrics = suite.table, suite.geo, suite.metrics
+    t, metrics = suite.table, suite.metrics
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    sds = _cell_sds(suite, structures)
     out: dict[str, DataFrame] = {}
     for (name, out_dims), (g, q) in zip(t.outputs, t.suite_measurements, strict=True):
         at = np.flatnonzero(depth == g)
-        query = suite.queries[q]
-        cells = list(itertools.product(*[suite.keys.values(a) for a in query]))
-        arrays: dict[str, pa.Array] = {}
-        for c in out_dims:
-            if c in geo[g]:
-                i = geo[g].index(c)
-                column = [nodes[v][i] for v in at for _ in cells]
-            else:
-                j = query.index(c)
-                column = [cell[j] for _ in at for cell in cells]
-            arrays[c] = pa.array(column, type=ARROW_TYPES[type(suite.schema[c].dataType)])
+        arrays = _key_arrays(suite, nodes, at, g, q)
         fields = [suite.schema[c] for c in out_dims]
         for m in metrics:
-            s = structures[m]
             sums = marginals.marginal(suite.keys.sizes, suite.query_positions[q], released[m][at])
-            variances = marginals.cell_variances(s, suite.keys.sizes, suite.query_positions[q])
-            sd = np.sqrt(variances[s.down[at]]).reshape(-1)
+            sd = sds[(m, q)][structures[m].down[at]].reshape(-1)
             sd_col, hw_col = error_columns(m)
             arrays[m] = pa.array(np.rint(sums).astype(np.int64).reshape(-1))
             arrays[sd_col] = pa.array(sd)
