@@ -9,9 +9,10 @@ its own noise. :func:`release_suite` then, per metric:
    top-down: per unit a few products of d-vectors with d x d matrices that depend only on the
    shape of the unit's subtree (found on the driver from the public geography, shipped with
    the functions);
-3. makes the detailed tables non-negative integers top-down with
-   :func:`pipelines.consistency.integer_levels` (the units' totals, then per unit its attribute
-   cells, then per attribute cell the children of each unit);
+3. makes the detailed tables non-negative integers top-down with :mod:`dp_ops.integer_tables`:
+   each root's table, then per unit its children's tables as one matrix whose row sums (the
+   children's totals) and column sums (the unit's cells) are both kept, so the units' totals
+   stay unbiased at every level;
 4. releases every table as a sum of the finest integer table, so all of them agree exactly,
    each cell with the standard deviation of its least-squares estimate.
 
@@ -35,13 +36,11 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from dp_ops import consistency, marginals
+from dp_ops import integer_tables, marginals
 from pipelines import noise as noising
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
 from pipelines.cells import CELL_ID, driver_cell_ids, require_distinct
-from pipelines.consistency import COUNT as CONSISTENT
-from pipelines.consistency import ESTIMATE, integer_levels
 from pipelines.noise import NoiseJob, add_noise
 from pipelines.partitions import ARROW_TYPES, combinations, cross_rows, join_public, local_frame
 from pipelines.persistence import keep
@@ -507,25 +506,93 @@ def _least_squares(suite: _Suite, rows: list[DataFrame], solved: _Solved) -> lis
     return final
 
 
+LONGS = T.ArrayType(T.LongType(), True)
+KIDS = "_kids"
+
+
+def _integer_pass(
+    metrics: Sequence[str], d: int, keys: Sequence[str], children: bool, names: Sequence[str]
+) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """A mapInArrow function for one level of the integer step. Roots (``children`` False): per
+    row, ``_int_<metric>`` from the row's ``_final_<metric>`` by
+    :func:`integer_tables.root_counts`. Children: per parent row, its children (``_kids``:
+    structs of ``keys`` and ``_final_<metric>``, in key order) with the parent's
+    ``_pint_<metric>``, one output row per child by :func:`integer_tables.children_counts`."""
+
+    def matrix(column: pa.Array) -> np.ndarray:
+        flat = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64)
+        return flat.reshape(-1, d)
+
+    def as_list(x: np.ndarray) -> pa.Array:
+        offsets = pa.array(np.arange(0, (x.shape[0] + 1) * d, d, dtype=np.int32))
+        return pa.ListArray.from_arrays(offsets, pa.array(x.reshape(-1), type=pa.int64()))
+
+    def roots(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+        columns = {c: batch.column(batch.schema.get_field_index(c)) for c in keys}
+        for m in metrics:
+            final = matrix(batch.column(batch.schema.get_field_index(f"_final_{m}")))
+            columns[f"_int_{m}"] = as_list(integer_tables.root_counts(final))
+        return columns
+
+    def kids(batch: pa.RecordBatch) -> dict[str, pa.Array]:
+        listed = batch.column(batch.schema.get_field_index(KIDS))
+        lengths = np.asarray(pc.list_value_length(listed).to_numpy(zero_copy_only=False))
+        bounds = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+        structs = listed.flatten()
+        fields = dict(zip([f.name for f in structs.type], structs.flatten(), strict=True))
+        columns: dict[str, pa.Array] = {c: fields[c] for c in keys}
+        for m in metrics:
+            final = matrix(fields[f"_final_{m}"])
+            parents = batch.column(batch.schema.get_field_index(f"_pint_{m}"))
+            parent = np.asarray(parents.flatten().to_numpy(zero_copy_only=False), np.int64)
+            parent = parent.reshape(-1, d)
+            out = np.zeros(final.shape, dtype=np.int64)
+            for i in range(batch.num_rows):
+                at = slice(bounds[i], bounds[i + 1])
+                out[at] = integer_tables.children_counts(final[at], parent[i])
+            columns[f"_int_{m}"] = as_list(out)
+        return columns
+
+    def run(batches: Iterable[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            columns = kids(batch) if children else roots(batch)
+            yield pa.RecordBatch.from_arrays([columns[n] for n in names], names=list(names))
+
+    return run
+
+
 def _integers(suite: _Suite, final: list[DataFrame], cell_grid: DataFrame) -> DataFrame:
     """The finest detailed table as non-negative integers consistent with every level (one
-    column per metric): top-down from the coarsest units' totals, by
-    :func:`pipelines.consistency.integer_levels`."""
-    geo, attrs = suite.geo, suite.attrs
-    chain_keys = [geo[0], *[g + attrs for g in geo]]
-    finest: DataFrame | None = None
-    for m in suite.metrics:
-        total = f"aggregate(_final_{m}, CAST(0 AS DOUBLE), (a, x) -> a + x)"
-        frames = [final[0].select(*geo[0], F.expr(total).alias(ESTIMATE))]
-        for g in range(len(geo)):
-            exploded = final[g].select(*geo[g], F.posexplode(f"_final_{m}").alias(CELL, ESTIMATE))
-            located = exploded.join(F.broadcast(cell_grid), on=CELL)
-            frames.append(located.select(*geo[g], *attrs, ESTIMATE))
-        chain = integer_levels(frames, chain_keys)
-        counts = chain[-1].select(*geo[-1], *attrs, F.col(CONSISTENT).alias(m))
-        finest = counts if finest is None else finest.join(counts, on=geo[-1] + attrs)
-    assert finest is not None
-    return keep(finest)
+    column per metric), top-down as :func:`_driver_integers` makes it: per level one
+    mapInArrow pass, the children of each unit in one row (in key order)."""
+    geo, attrs, metrics = suite.geo, suite.attrs, suite.metrics
+    d = prod(suite.keys.sizes)
+    ints = [f"_int_{m}" for m in metrics]
+
+    def schema(g: int) -> T.StructType:
+        fields = [suite.schema[c] for c in geo[g]]
+        return T.StructType(fields + [T.StructField(c, LONGS, True) for c in ints])
+
+    out = schema(0)
+    frame = final[0].select(*geo[0], *[f"_final_{m}" for m in metrics])
+    level = keep(frame.mapInArrow(_integer_pass(metrics, d, geo[0], False, out.names), out))
+    for g in range(1, len(geo)):
+        child = F.struct(*[F.col(c) for c in geo[g]], *[F.col(f"_final_{m}") for m in metrics])
+        grouped = final[g].groupBy(*geo[g - 1]).agg(F.array_sort(F.collect_list(child)).alias(KIDS))
+        parents = level.select(
+            *geo[g - 1], *[F.col(f"_int_{m}").alias(f"_pint_{m}") for m in metrics]
+        )
+        joined = _join(grouped, parents, geo[g - 1])
+        out = schema(g)
+        fn = _integer_pass(metrics, d, geo[g], True, out.names)
+        level = keep(joined.mapInArrow(fn, out))
+    first, rest = metrics[0], metrics[1:]
+    exploded = level.select(
+        *geo[-1], F.posexplode(f"_int_{first}").alias(CELL, first), *[f"_int_{m}" for m in rest]
+    )
+    exploded = exploded.withColumns({m: F.element_at(f"_int_{m}", F.col(CELL) + 1) for m in rest})
+    located = exploded.join(F.broadcast(cell_grid), on=CELL)
+    return keep(located.select(*geo[-1], *attrs, *metrics))
 
 
 def _tables(
@@ -740,21 +807,19 @@ def _driver_noise(
 
 def _driver_integers(parent: np.ndarray, depth: np.ndarray, final: np.ndarray) -> np.ndarray:
     """The finest units' detailed tables as non-negative integers, top-down as
-    :func:`_integers` makes them on Spark: the coarsest units' totals, their attribute cells,
-    then per attribute cell each unit's children."""
-    n, d = final.shape
+    :func:`_integers` makes them on Spark: the roots by :func:`integer_tables.root_counts`,
+    then each unit's children (in node order: key order) by
+    :func:`integer_tables.children_counts`."""
+    counts = np.zeros(final.shape, dtype=np.int64)
     roots = np.flatnonzero(depth == 0)
-    totals = np.cumsum(final[roots], axis=1)[:, -1]  # added in cell order, as Spark adds them
-    chain_parent = [-1] * len(roots)
-    root_index = {int(v): i for i, v in enumerate(roots)}
-    base = len(roots)  # node v's cell c is chain node base + v * d + c
-    for v in range(n):
-        above = base + int(parent[v]) * d if parent[v] >= 0 else None
-        for c in range(d):
-            chain_parent.append(root_index[v] if above is None else above + c)
-    estimate = np.concatenate([totals, final.reshape(-1)])
-    counts = consistency.consistent_counts(np.array(chain_parent), estimate)
-    leaves: np.ndarray = counts[base:].reshape(n, d)[depth == depth.max()]
+    counts[roots] = integer_tables.root_counts(final[roots])
+    for g in range(1, int(depth.max()) + 1):
+        level = np.flatnonzero(depth == g)
+        level = level[np.argsort(parent[level], kind="stable")]  # by parent, then key order
+        starts = np.flatnonzero(np.r_[True, np.diff(parent[level]) != 0])
+        for kids in np.split(level, starts[1:]):
+            counts[kids] = integer_tables.children_counts(final[kids], counts[parent[kids[0]]])
+    leaves: np.ndarray = counts[depth == depth.max()]
     return leaves
 
 
