@@ -121,17 +121,34 @@ def add_noise(
     A kept frame's partitions lost with an executor are computed again with the same values: the
     noise is keyed by ``key`` and each cell's identity, so no second draw exists.
     """
-    for job in jobs:
-        if job.column not in df.columns:
-            raise InternalError(f"noise planned for a missing column {job.column!r}")
-    identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
-    exact = keep(df.withColumn(CELL, F.unhex(F.sha2(identity, 256))), eager=False)
+    exact = keep(_with_cell(df, key_columns, jobs), eager=False)
     apply = _noise_batches(key, jobs)
     # at most one row more than the driver takes: one small job that both sizes and collects
     table = to_arrow(exact.limit(DRIVER_MAX_CELLS + 1))
     if table.num_rows > DRIVER_MAX_CELLS:
         return keep(exact.mapInArrow(apply, df.schema))
     return driver_frame(df.sparkSession, noise_on_driver(table, jobs, key), df.schema)
+
+
+def noise_in_plan(
+    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob], key: bytes
+) -> DataFrame:
+    """``df`` noised as :func:`add_noise` noises it (the same values), on the executors, as a
+    step of the plan that reads it: nothing runs now and nothing is kept. For callers that keep
+    what they build on it: a recomputed partition gets the same noise (keyed by ``key`` and each
+    cell's identity), so reading it twice never draws twice."""
+    return _with_cell(df, key_columns, jobs).mapInArrow(_noise_batches(key, jobs), df.schema)
+
+
+def _with_cell(
+    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob]
+) -> DataFrame:
+    """``df`` with each cell's identity (a digest of its key values) in ``CELL``."""
+    for job in jobs:
+        if job.column not in df.columns:
+            raise InternalError(f"noise planned for a missing column {job.column!r}")
+    identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
+    return df.withColumn(CELL, F.unhex(F.sha2(identity, 256)))
 
 
 def driver_frame(spark: SparkSession, table: pa.Table, schema: T.StructType) -> DataFrame:

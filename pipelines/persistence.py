@@ -9,6 +9,12 @@ Recomputation is safe for privacy: the noise is keyed by the release's key and t
 identity (:mod:`pipelines.noise`), and bounding by a salted keyed hash, so a recomputed partition
 holds the same values, never a second draw.
 
+A chain of kept frames, each built from the ones before, makes plans whose tree holds every
+earlier frame's plan once per use: Spark walks that whole tree for each query's UI events (its
+formatted explain string and plan info, whatever ``spark.sql.maxPlanStringLength`` says), and a
+walk that grows with every reuse soon costs more than the query. :func:`keep_flat` keeps such a
+frame with a leaf for a plan (the same rows, from its RDD), its RDD lineage still intact.
+
 Kept frames are released by :func:`release_scope` (the jobs wrap each release in one); frames
 kept outside a scope (the Python API's DataFrames) stay cached until the session ends or the
 caller unpersists them.
@@ -22,6 +28,8 @@ from contextvars import ContextVar
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame
+
+from pipelines.spark_compat import is_connect
 
 _KEPT: ContextVar[list[DataFrame] | None] = ContextVar("dprelease_kept", default=None)
 
@@ -38,6 +46,20 @@ def keep(df: DataFrame, eager: bool = True) -> DataFrame:
     if eager:
         kept.count()
     return kept
+
+
+def keep_flat(df: DataFrame, eager: bool = True) -> DataFrame:
+    """``df`` kept (:func:`keep`) as a frame whose plan is a leaf over ``df``'s RDD: later plans
+    that read it do not carry ``df``'s plan. Lost partitions are still recomputed from the RDD's
+    lineage. On Spark Connect (no driver JVM here) it is :func:`keep`.
+
+    Costs one conversion of each row to an external row and back, in the JVM; no privacy cost.
+    """
+    spark = df.sparkSession
+    if is_connect(spark):
+        return keep(df, eager)
+    jdf = spark._jsparkSession.createDataFrame(df._jdf.toJavaRDD(), df._jdf.schema())
+    return keep(type(df)(jdf, spark), eager)
 
 
 @contextmanager

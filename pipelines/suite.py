@@ -41,9 +41,9 @@ from pipelines import noise as noising
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
 from pipelines.cells import CELL_ID, driver_cell_ids, require_distinct
-from pipelines.noise import NoiseJob, add_noise
+from pipelines.noise import NoiseJob, noise_in_plan
 from pipelines.partitions import ARROW_TYPES, combinations, cross_rows, join_public, local_frame
-from pipelines.persistence import keep
+from pipelines.persistence import keep, keep_flat
 from pipelines.plan import TablePlan, error_columns, suite_column
 from pipelines.release import Secrets, bounded_aggregates, cell_key_frame, driver_key_types
 from pipelines.spark_compat import arrow_frame, bound_plan_strings, to_arrow
@@ -327,8 +327,9 @@ def _finest_on_driver(suite: _Suite, cells: DataFrame, secrets: Secrets) -> pa.T
 def _measure(
     suite: _Suite, finest: DataFrame, secrets: Secrets
 ) -> dict[tuple[int, int], DataFrame]:
-    """Every measurement of the suite, noised once: per (level, query), the query's cells of
-    each unit with one noisy column per metric."""
+    """Every measurement of the suite: per (level, query), the query's cells of each unit with
+    one noisy column per metric. Noised in the plan of the level's least-squares pass, which is
+    kept: each measurement is computed once, and a recomputed partition has the same noise."""
     t, metrics = suite.table, suite.metrics
     measured: dict[tuple[int, int], DataFrame] = {}
     for g, q in t.suite_measurements:
@@ -342,7 +343,7 @@ def _measure(
         jobs = [
             NoiseJob(suite.plan.noise_for(columns[m]), f"{t.name}/{columns[m]}") for m in metrics
         ]
-        measured[(g, q)] = add_noise(exact, out_dims, jobs, secrets.key)
+        measured[(g, q)] = noise_in_plan(exact, out_dims, jobs, secrets.key)
     return measured
 
 
@@ -484,7 +485,7 @@ def _least_squares(suite: _Suite, rows: list[DataFrame], solved: _Solved) -> lis
             len(suite.queries),
             schema.names,
         )
-        up[g] = keep(frame.mapInArrow(fn, schema))
+        up[g] = keep_flat(frame.mapInArrow(fn, schema))
     finals = [f"_final_{m}" for m in metrics]
     final = [up[0].select(*nodes[0], *[F.col(f"_m_{m}").alias(f"_final_{m}") for m in metrics])]
     for g in range(1, len(geo)):
@@ -502,7 +503,7 @@ def _least_squares(suite: _Suite, rows: list[DataFrame], solved: _Solved) -> lis
         joined = _join(child, diffs, geo[g - 1])
         schema = _with_vectors(joined, nodes[g], finals)
         fn = _matrix_pass("down", metrics, solved.matrices, sizes, {}, 0, schema.names)
-        final.append(keep(joined.mapInArrow(fn, schema)))
+        final.append(keep_flat(joined.mapInArrow(fn, schema)))
     return final
 
 
@@ -575,7 +576,7 @@ def _integers(suite: _Suite, final: list[DataFrame], cell_grid: DataFrame) -> Da
 
     out = schema(0)
     frame = final[0].select(*geo[0], *[f"_final_{m}" for m in metrics])
-    level = keep(frame.mapInArrow(_integer_pass(metrics, d, geo[0], False, out.names), out))
+    level = keep_flat(frame.mapInArrow(_integer_pass(metrics, d, geo[0], False, out.names), out))
     for g in range(1, len(geo)):
         child = F.struct(*[F.col(c) for c in geo[g]], *[F.col(f"_final_{m}") for m in metrics])
         grouped = final[g].groupBy(*geo[g - 1]).agg(F.array_sort(F.collect_list(child)).alias(KIDS))
@@ -585,14 +586,14 @@ def _integers(suite: _Suite, final: list[DataFrame], cell_grid: DataFrame) -> Da
         joined = _join(grouped, parents, geo[g - 1])
         out = schema(g)
         fn = _integer_pass(metrics, d, geo[g], True, out.names)
-        level = keep(joined.mapInArrow(fn, out))
+        level = keep_flat(joined.mapInArrow(fn, out))
     first, rest = metrics[0], metrics[1:]
     exploded = level.select(
         *geo[-1], F.posexplode(f"_int_{first}").alias(CELL, first), *[f"_int_{m}" for m in rest]
     )
     exploded = exploded.withColumns({m: F.element_at(f"_int_{m}", F.col(CELL) + 1) for m in rest})
     located = exploded.join(F.broadcast(cell_grid), on=CELL)
-    return keep(located.select(*geo[-1], *attrs, *metrics))
+    return keep_flat(located.select(*geo[-1], *attrs, *metrics))
 
 
 def _tables(
@@ -658,7 +659,7 @@ def release_suite(
     cell_grid = suite.grid(suite.attrs, CELL)
     exact = None
     if exact_table is None:
-        exact = keep(_finest(suite, cells, secrets, cell_grid), eager=False)
+        exact = keep_flat(_finest(suite, cells, secrets, cell_grid), eager=False)
         if driver_key_types(suite.schema, list(suite.table.dimensions)):
             limit = noising.DRIVER_MAX_CELLS
             table = to_arrow(exact.limit(limit + 1))  # exact counts: never logged or released

@@ -13,7 +13,7 @@ from pyspark import StorageLevel
 from pyspark.sql import functions as F
 
 from jobs.session import DEFAULTS
-from pipelines.persistence import keep, release_scope
+from pipelines.persistence import keep, keep_flat, release_scope
 
 
 def test_kept_frames_are_persisted_with_their_lineage_and_freed_by_the_scope(spark: Any) -> None:
@@ -38,6 +38,29 @@ def test_frames_kept_outside_a_scope_stay_cached(spark: Any) -> None:
         kept = contextvars.Context().run(keep, frame)
     assert kept.storageLevel == StorageLevel.MEMORY_AND_DISK  # the Python API's frames
     kept.unpersist()
+
+
+def _chain(spark: Any, keeper: Any, steps: int) -> Any:
+    """A frame built from the kept frame before it, read twice per step (a suite's levels)."""
+    frame = spark.range(100).withColumn("g", F.col("id") % 5)
+    for _ in range(steps):
+        totals = frame.groupBy("g").agg(F.sum("id").alias("s"))
+        frame = keeper(frame.join(totals, "g").select("id", "g", (F.col("id") + 1).alias("x")))
+        frame = frame.select("x", "g").withColumnRenamed("x", "id")
+    return frame
+
+
+def test_flat_kept_frames_keep_later_plans_small_and_their_lineage(spark: Any) -> None:
+    with release_scope():
+        flat = _chain(spark, keep_flat, 5)
+        nested = _chain(spark, keep, 5)  # the control: each step carries every earlier plan twice
+        flat_plan = flat._jdf.queryExecution().executedPlan().toString()
+        nested_plan = nested._jdf.queryExecution().executedPlan().toString()
+        assert len(flat_plan) < 1_000 < 100 * len(flat_plan) < len(nested_plan)
+        assert sorted(flat.collect()) == sorted(nested.collect())
+        # a lost partition is computed again from the lineage under each leaf, to the source
+        lineage = flat.rdd.toDebugString().decode()
+        assert lineage.count("at toJavaRDD") >= 5
 
 
 @pytest.fixture
