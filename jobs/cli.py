@@ -48,6 +48,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--spark-profile", help="YAML file of Spark settings (conf/spark/*.yaml)")
     run.add_argument("--ledger", help="override ledger.path (the SQLite budget ledger)")
 
+    plan = sub.add_parser(
+        "plan", help="what a spec would release and what its bounds cost; reads no data"
+    )
+    plan.add_argument("spec", help="release spec (YAML)")
+    plan.add_argument("--json", action="store_true", help="the same as JSON, for programs")
+
     budget = sub.add_parser("budget", help="lifetime budgets of datasets in a ledger")
     budget.add_argument("action", choices=["init", "show"])
     budget.add_argument("dataset")
@@ -139,6 +145,18 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _plan(args: argparse.Namespace) -> int:
+    import json
+
+    from jobs.config import load_spec
+    from jobs.plan_text import render
+    from pipelines.preview import preview
+
+    shown = preview(load_spec(args.spec))
+    print(json.dumps(shown, indent=2) if args.json else render(shown, args.spec))
+    return EXIT_OK
+
+
 def _generate(args: argparse.Namespace) -> int:
     from jobs.session import close_session, get_session
     from pipelines.demo_data import demo_microdata
@@ -210,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         commands = {
             "run": _run,
+            "plan": _plan,
             "generate-demo": _generate,
             "fetch-real": _fetch_real,
             "package": _package,

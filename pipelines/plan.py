@@ -137,18 +137,24 @@ class SelectionPlan:
         return noise_tail(noise, k)
 
     def units_for_even_odds(self, units_noise: NoiseParams | None = None) -> int:
-        """Smallest number of units with a keep probability of at least 1/2 (the probability
-        grows with n: an exponential search, then bisection)."""
+        """Smallest number of units with a keep probability of at least 1/2."""
+        return self.units_for_probability(0.5, units_noise)
 
-        def even(n: int) -> bool:
-            return self.keep_probability(n, units_noise) >= 0.5
+    def units_for_probability(self, p: float, units_noise: NoiseParams | None = None) -> int:
+        """Smallest number of units with a keep probability of at least ``p`` (0 < p < 1; the
+        probability grows with n: an exponential search, then bisection)."""
+        if not 0 < p < 1:
+            raise InternalError(f"keep probability {p} is not inside (0, 1)")
 
-        lo, hi = self.pre_threshold - 1, self.pre_threshold  # even(lo) is False
-        while not even(hi):
+        def reaches(n: int) -> bool:
+            return self.keep_probability(n, units_noise) >= p
+
+        lo, hi = self.pre_threshold - 1, self.pre_threshold  # reaches(lo) is False
+        while not reaches(hi):
             lo, hi = hi, hi + 2 * (hi - lo)
         while hi - lo > 1:
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if even(mid) else (mid, hi)
+            lo, hi = (lo, mid) if reaches(mid) else (mid, hi)
         return hi
 
 

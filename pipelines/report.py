@@ -89,6 +89,7 @@ def selection_report(t: TablePlan, confidence: float) -> dict[str, Any]:
         "epsilon": _num(s.epsilon),
         "delta": _num(s.delta),
         "units_for_even_odds": s.units_for_even_odds(t.units_noise),
+        "units_for_95_percent": s.units_for_probability(0.95, t.units_noise),
     }
     if s.strategy == "truncated_geometric":
         out["rule"] = "released with probability p(units); p = 0 below pre_threshold"

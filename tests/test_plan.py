@@ -226,7 +226,10 @@ def test_an_epsilon_release_states_its_zcdp_cost_unless_it_selects_privately() -
 
 @pytest.mark.parametrize("l0", [1, 3, 40])
 @pytest.mark.parametrize("strategy", ["laplace", "gaussian", "truncated_geometric"])
-def test_units_for_even_odds_is_the_first_count_with_even_odds(l0: int, strategy: str) -> None:
+@pytest.mark.parametrize("p", [0.5, 0.95])
+def test_units_for_a_probability_is_the_first_count_that_reaches_it(
+    l0: int, strategy: str, p: float
+) -> None:
     from pipelines.plan import plan_table
 
     doc = base_spec(budget={"epsilon": 1, "delta": 1e-6})
@@ -238,9 +241,11 @@ def test_units_for_even_odds_is_the_first_count_with_even_odds(l0: int, strategy
     t = parse_spec(doc).tables[0]
     sel = plan_table(t, Fraction(1), Fraction(1, 10**6), "laplace", strategy).selection
     assert sel is not None
-    n = sel.units_for_even_odds()
-    linear = next(k for k in range(sel.pre_threshold, 10**6) if sel.keep_probability(k) >= 0.5)
-    assert n == linear and sel.keep_probability(n - 1) < 0.5
+    n = sel.units_for_probability(p)
+    linear = next(k for k in range(sel.pre_threshold, 10**6) if sel.keep_probability(k) >= p)
+    assert n == linear and sel.keep_probability(n - 1) < p
+    even = sel.units_for_even_odds()
+    assert n == even if p == 0.5 else n > even
 
 
 def test_bounds_too_large_for_a_truncated_geometric_table_plan_without_it() -> None:

@@ -1,0 +1,87 @@
+"""``dprelease plan``'s text: the preview (:func:`pipelines.preview.preview`) for a terminal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"
+
+
+def _budget(b: dict[str, Any]) -> str:
+    parts = [f"epsilon {_num(b['epsilon'])}"] if b.get("epsilon") is not None else []
+    if b.get("delta"):
+        parts.append(f"delta {_num(b['delta'])}")
+    if b.get("rho") is not None:
+        parts.append(f"rho {_num(b['rho'])}")
+    return ", ".join(parts) or "nothing"
+
+
+def _change(c: dict[str, Any]) -> str:
+    head = f"{c['bound']} {c['from']:g} -> {c['to']:g}:"
+    if "refused" in c:
+        return f"{head} not plannable ({c['refused']})"
+    groups: dict[str, list[str]] = {}
+    for name, (before, after) in c["standard_deviation"].items():
+        groups.setdefault(f"x{after / before:.2f}" if before else _num(after), []).append(name)
+    effects = [
+        f"{ratio} ({names[0] if len(names) == 1 else f'{len(names)} measurements'})"
+        for ratio, names in groups.items()
+    ]
+    if "units_for_even_odds" in c:
+        old, new = c["units_for_even_odds"]
+        effects.append(f"even odds at {new} units (now {old})")
+    if "noise_family" in c:
+        effects.append("noise {} instead of {}".format(*reversed(c["noise_family"])))
+    return f"{head} noise sd {', '.join(effects) or 'unchanged'}"
+
+
+def render(preview: dict[str, Any], spec_path: str) -> str:
+    conf = preview["confidence"]
+    lines = [
+        f"plan of {spec_path}: no data read, no budget spent",
+        f"declared budget: {_budget(preview['declared'])}; "
+        f"the release would spend: {_budget(preview['spent'])}",
+    ]
+    for t in preview["tables"]:
+        b = t["budget"]
+        lines += ["", f"table {t['name']} ({_budget(b)}; noise {b['noise_family']})"]
+        width = max(
+            [len("noised measurement")] + [len(m["measurement"]) for m in t["measurements"]]
+        )
+        header = f"{'noised measurement':<{width}} {'mechanism':<18} {'epsilon':>8} {'rho':>8}"
+        lines.append(f"  {header} {'noise sd':>10} {f'{conf:.0%} +-':>10}")
+        for m in t["measurements"]:
+            budget = f"{_num(m['epsilon'] or None):>8} {_num(m['rho'] or None):>8}"
+            accuracy = f"{_num(m['standard_deviation']):>10} {_num(m['half_width']):>10}"
+            lines.append(f"  {m['measurement']:<{width}} {m['mechanism']:<18} {budget} {accuracy}")
+        for m in t["metrics"]:
+            if "derived_from" in m:
+                sources = " and ".join(m["derived_from"])
+                lines.append(f"  {m['name']}: post-processing of {sources}")
+        p = t["partitions"]
+        if p.get("type") == "private":
+            units = t["selection_units"]
+            rule = f"threshold {p['threshold']}, " if "threshold" in p else ""
+            lines.append(
+                f"  private selection ({p['strategy']}, {rule}pre_threshold "
+                f"{p['pre_threshold']}): a cell is released with probability 0.5 at "
+                f"{units['0.5']} units, 0.95 at {units['0.95']}"
+            )
+        else:
+            lines.append(f"  public keys ({p.get('source', 'inline')})")
+        if "allocation" in t:
+            a = t["allocation"]
+            lines.append(
+                f"  levels: detailed cells get {a['detail_share']:.3g} of the table's budget; "
+                f"their error grows x{a['detail_error_growth']:.3g} over the table alone"
+            )
+        if t["bound_changes"]:
+            lines.append(
+                "  each bound doubled or halved (noise only: what it drops needs the data):"
+            )
+            lines += [f"    {_change(c)}" for c in t["bound_changes"]]
+    if preview["warnings"]:
+        lines += ["", "warnings:"] + [f"  {w}" for w in preview["warnings"]]
+    return "\n".join(lines)
