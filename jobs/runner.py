@@ -24,8 +24,6 @@ import logging
 import os
 import platform
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -42,6 +40,7 @@ from jobs import writer
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import Attempt, open_ledger
+from jobs.progress import stage
 from jobs.pyfiles import ship_to_connect
 from jobs.storage import Store, join, open_store, scheme
 from pipelines import output_checks, validation
@@ -73,14 +72,6 @@ class Outcome:
     """The release's directory: a local path or a URI, as ``output.path`` gave it."""
     already_released: bool = False
     tables: dict[str, str] = field(default_factory=dict)
-
-
-@contextmanager
-def stage(name: str) -> Iterator[None]:
-    start = time.monotonic()
-    log.info("stage %s: started", name)
-    yield
-    log.info("stage %s: done in %.1f s", name, time.monotonic() - start)
 
 
 def public_keys(
@@ -353,7 +344,7 @@ def run_release(
     """Run the release described by ``spec``; see the module docstring for the order of steps.
     ``warn``: log the plan's warnings (False when the caller's own preflight did)."""
     rid = release_id or release_ids.new()
-    with stage("plan"):
+    with stage("plan", spark):
         checked_first = preflight(spec, rid, warn, spark)
     plan, attempt, store = checked_first.plan, checked_first.attempt, checked_first.store
     if store is None:
@@ -389,13 +380,13 @@ def run_release(
         ),
         len(plan.tables),
     )
-    with stage("read and validate input"):
+    with stage("read and validate input", spark):
         raw = input_df if input_df is not None else read_input(spark, spec.input)
         checked = validate_input(raw, spec)
         df = checked.valid  # which expectations failed goes to the operator report only
     quarantine = None
     if checked.quarantined is not None:
-        with stage("quarantine invalid rows"):
+        with stage("quarantine invalid rows", spark):
             quarantine = writer.write_quarantine(store, checked.quarantined, spec.output.path, rid)
         log.warning(
             "validation: rows failing expectations were quarantined in %s; the operator report "
@@ -421,13 +412,13 @@ def run_release(
             name = tplan.table.name
             start = time.monotonic()
             keys = public_keys(spark, spec, tplan.table, df)  # for the release and the checks
-            with stage(f"table {name}: bound, aggregate, select, noise, write"):
+            with stage(f"table {name}: bound, aggregate, select, noise, write", spark):
                 frames = table_frames(spec, tplan, df, secrets, keys)
                 for out_name, released in frames.items():
                     writer.check_claim(store, written)
                     write_table(released, join(written, out_name), spec.output.format)
             timings[name] = round(time.monotonic() - start, 3)
-            with stage(f"table {name}: check the written table"):
+            with stage(f"table {name}: check the written table", spark):
                 dims = dict(tplan.table.outputs)
                 domains = declared_domains(spec, tplan.table, df)
                 for out_name, released in frames.items():
