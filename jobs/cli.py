@@ -54,6 +54,18 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("spec", help="release spec (YAML)")
     plan.add_argument("--json", action="store_true", help="the same as JSON, for programs")
 
+    analyze = sub.add_parser(
+        "analyze",
+        help="NOT private: exact contribution and value statistics of the input, with "
+        "recommended bounds, for the operator (written to the output's .private directory)",
+    )
+    analyze.add_argument("spec", help="release spec (YAML)")
+    analyze.add_argument("--input", help="override input.path (or input.table) with these files")
+    analyze.add_argument("--output", help="override output.path (the analysis goes under it)")
+    analyze.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
+    analyze.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
+    analyze.add_argument("--spark-profile", help="YAML file of Spark settings")
+
     budget = sub.add_parser("budget", help="lifetime budgets of datasets in a ledger")
     budget.add_argument("action", choices=["init", "show"])
     budget.add_argument("dataset")
@@ -157,6 +169,24 @@ def _plan(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from jobs.analyze import run_analysis
+    from jobs.config import load_spec
+    from jobs.session import close_session, get_session
+
+    spec = load_spec(args.spec, input_path=args.input, output_path=args.output)
+    spark = get_session(
+        args.master, args.spark_profile, app="dprelease-analyze", remote=args.remote
+    )
+    try:
+        path = run_analysis(spark, spec)
+    finally:
+        close_session(spark)
+    print(f"analysis written to {path}")
+    print("  NOT privacy-protected: exact statistics for the operator; never publish it")
+    return EXIT_OK
+
+
 def _generate(args: argparse.Namespace) -> int:
     from jobs.session import close_session, get_session
     from pipelines.demo_data import demo_microdata
@@ -229,6 +259,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         commands = {
             "run": _run,
             "plan": _plan,
+            "analyze": _analyze,
             "generate-demo": _generate,
             "fetch-real": _fetch_real,
             "package": _package,

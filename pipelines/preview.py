@@ -36,15 +36,40 @@ class BoundChange:
     """The whole spec with the change (the budget split is the same: weights do not change)."""
 
 
-def _with_table(spec: ReleaseSpec, i: int, table: TableSpec) -> ReleaseSpec:
+def with_bounds(
+    spec: ReleaseSpec,
+    table: int,
+    max_partitions: int | None = None,
+    max_rows_per_partition: int | None = None,
+    clamps: dict[str, tuple[float, float]] | None = None,
+) -> ReleaseSpec:
+    """``spec`` with table ``table``'s bounds changed: contribution bounds, and ``clamps``
+    (column -> (lower, upper)) for the metrics that clamp that column (histograms and quantiles
+    keep their edges). The budget split does not change: weights stay."""
+    t = spec.tables[table]
+    b = t.bounds
+    bounds = dataclasses.replace(
+        b,
+        max_partitions=b.max_partitions if max_partitions is None else max_partitions,
+        max_rows_per_partition=(
+            b.max_rows_per_partition if max_rows_per_partition is None else max_rows_per_partition
+        ),
+    )
+    clamps = clamps or {}
+    metrics = tuple(
+        dataclasses.replace(m, lower=clamps[m.column][0], upper=clamps[m.column][1])
+        if m.column in clamps and m.kind not in HISTOGRAM_KINDS
+        else m
+        for m in t.metrics
+    )
     tables = list(spec.tables)
-    tables[i] = table
+    tables[table] = dataclasses.replace(t, bounds=bounds, metrics=metrics)
     return dataclasses.replace(spec, tables=tuple(tables))
 
 
-def _value_columns(table: TableSpec) -> dict[str, tuple[float, float]]:
+def value_bounds(table: TableSpec) -> dict[str, tuple[float, float]]:
     """The clamped value columns of a table and their (lower, upper); histograms and quantiles
-    read their bins' edges instead, which this does not change."""
+    read their bins' edges instead."""
     out: dict[str, tuple[float, float]] = {}
     for m in table.metrics:
         if m.kind in HISTOGRAM_KINDS or m.column is None:
@@ -59,47 +84,27 @@ def bound_changes(spec: ReleaseSpec) -> Iterator[BoundChange]:
     numbers of at least 1 for max_partitions and max_rows_per_partition, a non-empty range for
     a column's lower and upper (a bound of 0 stays 0 and is left out)."""
     for i, t in enumerate(spec.tables):
-        for name, change in _changed_tables(t):
-            before, after, table = change
-            yield BoundChange(i, name, before, after, _with_table(spec, i, table))
-
-
-def _changed_tables(t: TableSpec) -> Iterator[tuple[str, tuple[float, float, TableSpec]]]:
-    """(bound name, (before, after, the table with it changed)) per valid change of ``t``."""
-    b = t.bounds
-    for factor in FACTORS:
-        l0 = max(1, int(b.max_partitions * factor))
-        if l0 != b.max_partitions:
-            bounds = dataclasses.replace(b, max_partitions=l0)
-            yield (
-                "bounds.max_partitions",
-                (b.max_partitions, l0, dataclasses.replace(t, bounds=bounds)),
-            )
-    for factor in FACTORS:
-        linf = max(1, int(b.max_rows_per_partition * factor))
-        if linf != b.max_rows_per_partition:
-            bounds = dataclasses.replace(b, max_rows_per_partition=linf)
-            yield (
-                "bounds.max_rows_per_partition",
-                (b.max_rows_per_partition, linf, dataclasses.replace(t, bounds=bounds)),
-            )
-    for column, (lower, upper) in _value_columns(t).items():
+        b = t.bounds
         for factor in FACTORS:
-            for side in ("lower", "upper"):
-                value = lower if side == "lower" else upper
-                lo, hi = (value * factor, upper) if side == "lower" else (lower, value * factor)
-                if (lo, hi) == (lower, upper) or not lo < hi:
-                    continue
-                metrics = tuple(
-                    dataclasses.replace(m, lower=lo, upper=hi)
-                    if m.column == column and m.kind not in HISTOGRAM_KINDS
-                    else m
-                    for m in t.metrics
-                )
-                yield (
-                    f"{column}.{side}",
-                    (value, value * factor, dataclasses.replace(t, metrics=metrics)),
-                )
+            l0 = max(1, int(b.max_partitions * factor))
+            if l0 != b.max_partitions:
+                changed = with_bounds(spec, i, max_partitions=l0)
+                yield BoundChange(i, "bounds.max_partitions", b.max_partitions, l0, changed)
+        for factor in FACTORS:
+            linf = max(1, int(b.max_rows_per_partition * factor))
+            if linf != b.max_rows_per_partition:
+                changed = with_bounds(spec, i, max_rows_per_partition=linf)
+                name = "bounds.max_rows_per_partition"
+                yield BoundChange(i, name, b.max_rows_per_partition, linf, changed)
+        for column, (lower, upper) in value_bounds(t).items():
+            for factor in FACTORS:
+                for side in ("lower", "upper"):
+                    value = lower if side == "lower" else upper
+                    lo, hi = (value * factor, upper) if side == "lower" else (lower, value * factor)
+                    if (lo, hi) == (lower, upper) or not lo < hi:
+                        continue
+                    changed = with_bounds(spec, i, clamps={column: (lo, hi)})
+                    yield BoundChange(i, f"{column}.{side}", value, value * factor, changed)
 
 
 def _label(t: TablePlan, column: str) -> str:
