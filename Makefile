@@ -17,7 +17,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 # The Python files vermin checks against the oldest Python we support (3.10).
 SOURCES := dp_ops pipelines jobs tests benchmarks
 
-.PHONY: setup setup-oldest demo test test-newest test-oldest test-debian lint bench clean check-tools
+.PHONY: setup setup-oldest demo test test-newest test-oldest test-debian lint bench clean check-tools browser
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
@@ -57,18 +57,25 @@ lint: setup
 	$(BIN)/mypy
 	$(BIN)/vermin -q -t=3.10- --no-tips --violations --eval-annotations $(SOURCES)
 
-test-newest: lint
+# Chromium from the distribution's packages, for the test that renders `dprelease report`'s page.
+browser:
+	@command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  command -v apt-get >/dev/null || { echo "make: install Chromium (the browser tests need it)"; exit 1; }; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends chromium; }
+
+test-newest: lint browser
 	$(BIN)/pytest
 
 # Spark 3.5 with the oldest numpy, pandas, pyarrow and great-expectations we support. The
 # Connect tests skip themselves there (Connect releases need pyspark 4).
 test-oldest: setup-oldest
 	PYSPARK_PYTHON=$(abspath $(OLDEST)/bin/python) PATH=$(abspath $(OLDEST)/bin):$$PATH \
-	  $(OLDEST)/bin/pytest
+	  $(OLDEST)/bin/pytest -m "not browser"
 
 # Python 3.13 (the python3 of Debian 13, Ubuntu 25.04 and Fedora 41) with Java 21, the newest set.
 test-debian:
-	.ci/debian-root $(DEBIAN_ROOT) pytest -p no:cacheprovider
+	.ci/debian-root $(DEBIAN_ROOT) pytest -p no:cacheprovider -m "not browser"
 
 test: test-newest test-oldest test-debian
 

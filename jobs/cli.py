@@ -66,6 +66,12 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
     analyze.add_argument("--spark-profile", help="YAML file of Spark settings")
 
+    report = sub.add_parser(
+        "report", help="one self-contained HTML page about a published release (offline)"
+    )
+    report.add_argument("release", help="the release's directory, <output>/<release-id>")
+    report.add_argument("--output", help="the HTML file (default report-<release-id>.html)")
+
     budget = sub.add_parser("budget", help="lifetime budgets of datasets in a ledger")
     budget.add_argument("action", choices=["init", "show"])
     budget.add_argument("dataset")
@@ -187,6 +193,13 @@ def _analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from jobs.html_report import write_report
+
+    print(f"wrote {write_report(args.release, args.output)}")
+    return EXIT_OK
+
+
 def _generate(args: argparse.Namespace) -> int:
     from jobs.session import close_session, get_session
     from pipelines.demo_data import demo_microdata
@@ -260,6 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "run": _run,
             "plan": _plan,
             "analyze": _analyze,
+            "report": _report,
             "generate-demo": _generate,
             "fetch-real": _fetch_real,
             "package": _package,
