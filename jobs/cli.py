@@ -1,7 +1,8 @@
 """The ``dprelease`` console command.
 
 Exit codes (for schedulers): 0 released or already released; 2 spec error; 3 invalid input;
-4 budget refused; 5 runtime failure. Messages never hold data values or counts; Spark's own
+4 budget refused; 5 runtime failure; ``audit`` only: 6 a claim exceeded, 7 a control not
+caught. Messages never hold data values or counts; Spark's own
 exception text (which can quote data) is only shown when DPRELEASE_SHOW_ERRORS=1.
 """
 
@@ -65,6 +66,20 @@ def _parser() -> argparse.ArgumentParser:
     analyze.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
     analyze.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
     analyze.add_argument("--spark-profile", help="YAML file of Spark settings")
+
+    audit = sub.add_parser(
+        "audit",
+        help="black-box audit of the spec's mechanisms on made-up neighbouring data, with a "
+        "planted control; reads none of your data, spends nothing",
+    )
+    audit.add_argument("spec", help="release spec (YAML)")
+    audit.add_argument(
+        "--replicates", type=int, default=100_000, help="cells per dataset (draws per mechanism)"
+    )
+    audit.add_argument("--json", action="store_true", help="the results as JSON")
+    audit.add_argument("--master", help="Spark master, e.g. local[2]")
+    audit.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
+    audit.add_argument("--spark-profile", help="YAML file of Spark settings")
 
     report = sub.add_parser(
         "report", help="one self-contained HTML page about a published release (offline)"
@@ -193,6 +208,23 @@ def _analyze(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit(args: argparse.Namespace) -> int:
+    from jobs.audit import ALPHA, as_json, render, run_audit, verdict
+    from jobs.config import load_spec
+    from jobs.session import close_session, get_session
+
+    if args.replicates < 1000:
+        raise SpecError("audit: --replicates must be at least 1000 (each is one draw)")
+    spec = load_spec(args.spec)
+    spark = get_session(args.master, args.spark_profile, app="dprelease-audit", remote=args.remote)
+    try:
+        audits, skipped = run_audit(spark, spec, args.replicates)
+    finally:
+        close_session(spark)
+    print(as_json(audits, skipped, ALPHA) if args.json else render(audits, skipped, ALPHA))
+    return verdict(audits)
+
+
 def _report(args: argparse.Namespace) -> int:
     from jobs.html_report import write_report
 
@@ -274,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "plan": _plan,
             "analyze": _analyze,
             "report": _report,
+            "audit": _audit,
             "generate-demo": _generate,
             "fetch-real": _fetch_real,
             "package": _package,
@@ -283,6 +316,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DPReleaseError as exc:
         print(f"dprelease: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the reader of stdout went away (`dprelease plan ... | head`)
+        sys.stderr.close()
+        return EXIT_OK
     except Exception as exc:
         if show_errors():
             raise

@@ -36,7 +36,7 @@ import struct
 import threading
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from statistics import NormalDist
 from typing import Any, Generic, TypeAlias, TypeVar
 
@@ -247,6 +247,16 @@ def release_table(
         column, shift = _decisive(sel)
         noisy = noisy.where(F.col(column) - F.lit(shift) >= sel.threshold)
     return finalize(noisy, plan, nonnegative)
+
+
+def noisy_measurements(df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets) -> DataFrame:
+    """Every cell of ``df`` with its noised measurements, before selection and post-processing:
+    ``(_cell_id, measures...)``, the values the release's mechanisms draw (for audits: the
+    mechanisms themselves, not what post-processing makes of them). Each cell's noise is keyed
+    by its identity, as in a release."""
+    cells, jobs = _exact_cells(df, replace(plan, selection=None), unit, secrets)
+    key = [CELL_ID] if plan.table.dimensions else []
+    return add_noise(cells, key, jobs, secrets.key)
 
 
 def cell_key_frame(df: DataFrame, dims: Sequence[str], secrets: Secrets, table: str) -> DataFrame:

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 
 from dp_ops import accounting
+from dp_ops.audit import binomial_interval, epsilon_lower_bound
 from dp_ops.keyed_stream import KeyedStreams, new_key
 from dp_ops.rational import gaussian_variance, laplace_scale
 from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
 from dp_ops.selection import truncated_geometric_probabilities
 from pipelines.plan import NoiseParams, SelectionPlan, TruncatedGeometric, plan_release
 from pipelines.spec import parse_spec
-from tests.audit import binomial_interval, epsilon_lower_bound
 from tests.conftest import base_spec
 
 pytestmark = pytest.mark.slow
