@@ -37,6 +37,7 @@ from pyspark.sql import DataFrame, SparkSession
 from dp_ops.errors import BudgetError, InternalError
 from jobs import release_id as release_ids
 from jobs import writer
+from jobs.catalog import check_catalog, register
 from jobs.config import spec_hash
 from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import Attempt, open_ledger
@@ -364,10 +365,13 @@ def run_release(
             ),
         )
     final = attempt.location
+    check_catalog(spark, spec)
     if checked_first.published:
         if spec.ledger is not None:  # a crash between the commit and the ledger's record
             open_ledger(spec.ledger.path).commit(spec.ledger.dataset, attempt)
         log.info("release %s already exists at %s: nothing to do, no budget spent", rid, final)
+        outputs = [name for t in spec.tables for name, _ in t.outputs]
+        register(spark, spec, rid, [(n, join(final, n)) for n in outputs])  # after a crash
         return Outcome(rid, final, already_released=True)
     cost = plan.cost
     log.info(
@@ -450,6 +454,7 @@ def run_release(
     if spec.ledger is not None:
         open_ledger(spec.ledger.path).commit(spec.ledger.dataset, attempt)
     log.info("release %s committed at %s", rid, final)
+    register(spark, spec, rid, outcome.tables.items())
     return outcome
 
 

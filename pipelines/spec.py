@@ -90,6 +90,7 @@ class InputSpec:
         return f"input.path {self.path!r}"
 
 
+_DATABASE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?")
 _TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}")
 """A table identifier: ``table``, ``db.table`` or ``catalog.db.table``, unquoted parts."""
 
@@ -308,6 +309,10 @@ class OutputSpec:
     """The plan warns when a metric's noise standard deviation exceeds this multiple of the most
     one row can add to a cell (1 for counts, the larger of |lower| and |upper| for sums): such
     a table says little about any cell below that size. A warning only: nothing is refused."""
+    catalog_database: str | None = None
+    """Register each released table in this catalog database (``db`` or ``catalog.db``) once the
+    release is committed, as an external table over its files pointing at the newest release;
+    the manifest stays the authority."""
 
 
 @dataclass(frozen=True)
@@ -862,8 +867,25 @@ def _parse_levels(raw: Any, dims: tuple[str, ...], where: str) -> tuple[tuple[st
 def parse_output(raw: Any, where: str = "output") -> OutputSpec:
     m = _mapping(raw, where)
     _only(
-        m, ("path", "format", "confidence", "nonnegative_counts", "noise_warning_multiple"), where
+        m,
+        (
+            "path",
+            "format",
+            "confidence",
+            "nonnegative_counts",
+            "noise_warning_multiple",
+            "catalog_database",
+        ),
+        where,
     )
+    database = m.get("catalog_database")
+    if database is not None and (
+        not isinstance(database, str) or not _DATABASE_NAME.fullmatch(database)
+    ):
+        raise _fail(
+            f"{where}.catalog_database",
+            f"must be a database such as releases or spark_catalog.releases, got {database!r}",
+        )
     confidence = _number(m.get("confidence", 0.95), f"{where}.confidence")
     if not 0 < confidence < 1:
         raise _fail(f"{where}.confidence", "must lie in (0, 1)")
@@ -879,6 +901,7 @@ def parse_output(raw: Any, where: str = "output") -> OutputSpec:
         confidence=confidence,
         nonnegative_counts=nonneg,
         noise_warning_multiple=multiple,
+        catalog_database=database,
     )
 
 
