@@ -239,6 +239,8 @@ def _selection(page: _Page, entry: dict[str, Any], table: pa.Table) -> None:
 
     p = entry["partitions"]
     even, sure = p.get("units_for_even_odds"), p.get("units_for_95_percent")
+    declared, released = p.get("declared_cells"), entry.get("released_cells")
+    suppressed = declared - released if declared is not None and released is not None else None
     page.add("<h3>Private partition selection</h3>")
     page.add(
         "<p>The cells of this table were not declared: a cell appears only when its noisy count "
@@ -254,7 +256,9 @@ def _selection(page: _Page, entry: dict[str, Any], table: pa.Table) -> None:
                 ("pre-threshold", p.get("pre_threshold")),
                 ("selection epsilon", p.get("epsilon")),
                 ("selection delta", p.get("delta")),
-                ("released cells", entry.get("released_cells")),
+                ("released cells", released),
+                ("declared cells (the domains' cross product)", declared),
+                ("suppressed cells (declared, not released)", suppressed),
             ]
         )
     )

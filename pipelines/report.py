@@ -196,6 +196,7 @@ def table_report(
     partitions: dict[str, Any]
     if isinstance(p, PrivatePartitions) and t.selection is not None:
         partitions = selection_report(t, confidence)
+        partitions["declared_cells"] = cells  # the cells selection chooses from, when declared
     else:
         partitions = {"type": "public", "source": getattr(p, "source", "inline")}
     return {
