@@ -30,6 +30,7 @@ from jobs.io import read_input
 from jobs.ledger import API_LOCATION, Admission, Attempt, open_ledger
 from jobs.pyfiles import ship_to_connect
 from jobs.runner import planned, public_keys, table_frames
+from pipelines.auto_bounds import resolve as resolve_bounds
 from pipelines.plan import ReleasePlan
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
@@ -90,9 +91,13 @@ def release_dataframes(
     ship_to_connect(spark)  # the workers of a Connect server run our code
     secrets = Secrets.new()
     tables: dict[str, DataFrame] = {}
+    resolved = []
     for t in plan.tables:
+        t = resolve_bounds(checked.valid, t, spec.input.privacy_unit, secrets)  # auto bounds
+        resolved.append(t)
         keys = public_keys(spark, spec, t.table, checked.valid)
         tables.update(table_frames(spec, t, checked.valid, secrets, keys))
+    plan = ReleasePlan(spec, tuple(resolved))
     return Release(tables, plan, privacy_report(plan), checked.quarantined, rid)
 
 

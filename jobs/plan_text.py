@@ -77,6 +77,14 @@ def render(preview: dict[str, Any], spec_path: str) -> str:
                 f"  levels: detailed cells get {a['detail_share']:.3g} of the table's budget; "
                 f"their error grows x{a['detail_error_growth']:.3g} over the table alone"
             )
+        if "chosen_bounds" in t:
+            c = t["chosen_bounds"]
+            which = "; ".join(f"{col}: {', '.join(sides)}" for col, sides in c["columns"].items())
+            lines.append(
+                f"  bounds the release chooses itself ({which}): epsilon {c['epsilon']:.4g}, "
+                f"about the {c['quantile']:g} quantile of each person's values; their "
+                "measurements' noise is known only then"
+            )
         if t["bound_changes"]:
             lines.append(
                 "  each bound doubled or halved (noise only: what it drops needs the data):"

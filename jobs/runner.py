@@ -45,6 +45,7 @@ from jobs.progress import stage
 from jobs.pyfiles import ship_to_connect
 from jobs.storage import Store, join, open_store, scheme
 from pipelines import output_checks, validation
+from pipelines.auto_bounds import resolve as resolve_bounds
 from pipelines.partitions import (
     PublicKeys,
     cast_keys,
@@ -412,9 +413,14 @@ def run_release(
     released_cells: dict[str, int] = {}
     timings: dict[str, float] = {}
     with writer.release_attempt(store, spec.output.path, rid) as written, release_scope():
+        resolved = []
         for tplan in plan.tables:
             name = tplan.table.name
             start = time.monotonic()
+            if tplan.table.auto_bounds:
+                with stage(f"table {name}: choose its auto bounds privately", spark):
+                    tplan = resolve_bounds(df, tplan, spec.input.privacy_unit, secrets)
+            resolved.append(tplan)
             keys = public_keys(spark, spec, tplan.table, df)  # for the release and the checks
             with stage(f"table {name}: bound, aggregate, select, noise, write", spark):
                 frames = table_frames(spec, tplan, df, secrets, keys)
@@ -440,6 +446,7 @@ def run_release(
                         output,
                     )
                     outcome.tables[out_name] = join(final, out_name)
+        plan = ReleasePlan(spec, tuple(resolved))  # with the bounds chosen by the release
         manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)
         writer.write_manifest(store, written, manifest)
     report: dict[str, Any] = {

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -185,13 +185,17 @@ class TablePlan:
     """Share of the measurement budget per output, coarsest level first (see output_shares)."""
     detail_error_growth: float | None = None
     """With levels: see detail_error_growth."""
+    auto_epsilon: Fraction = Fraction(0)
+    """Epsilon of the bounds the release chooses itself (pure, the exponential mechanism), all
+    of them together; part of ``epsilon`` (or, in rho, ``auto_epsilon^2 / 2`` of ``rho``)."""
 
     @property
     def zcdp_cost(self) -> Fraction | None:
         """rho-zCDP of the table's mechanisms; None when selection spends delta (not zCDP)."""
         if self.selection is not None:
             return None
-        return sum((m.rho + m.epsilon * m.epsilon / 2 for m in self.measurements), Fraction(0))
+        measured = sum((m.rho + m.epsilon * m.epsilon / 2 for m in self.measurements), Fraction(0))
+        return measured + self.auto_epsilon * self.auto_epsilon / 2
 
     @property
     def units_noise(self) -> NoiseParams | None:
@@ -201,7 +205,7 @@ class TablePlan:
 
     @property
     def measurement_epsilon(self) -> Fraction:
-        return self.epsilon - (self.selection.epsilon if self.selection else 0)
+        return self.epsilon - (self.selection.epsilon if self.selection else 0) - self.auto_epsilon
 
     @property
     def measurement_delta(self) -> Fraction:
@@ -454,7 +458,17 @@ def _measurements(
 
 def plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePlan:
     """Plan a public-partition table at ``rho``-zCDP: Gaussian measurements share rho; Laplace
-    measurements get the largest epsilon with ``epsilon^2 / 2`` within their share."""
+    measurements get the largest epsilon with ``epsilon^2 / 2`` within their share. Bounds the
+    release chooses itself get ``auto_share`` of rho, as the largest epsilon within it."""
+    if not table.auto_bounds:
+        return _plan_table_zcdp(table, rho, family)
+    reserved = rho * Fraction(table.auto_share).limit_denominator(10**6)
+    auto = accounting.epsilon_for_rho(reserved)
+    plan = _plan_table_zcdp(table, rho - reserved, family)
+    return replace(plan, rho=rho, auto_epsilon=auto)
+
+
+def _plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePlan:
     if isinstance(table.partitions, PrivatePartitions):
         raise InternalError("private selection under a rho budget passed validation")
     values = value_columns(table)
@@ -630,7 +644,22 @@ def plan_table(
     family: Family,
     strategy: str | None = None,
 ) -> TablePlan:
-    """Plan one table at (epsilon, delta) with the given noise family and selection strategy."""
+    """Plan one table at (epsilon, delta) with the given noise family and selection strategy.
+    Bounds the release chooses itself get ``auto_share`` of epsilon."""
+    if not table.auto_bounds:
+        return _plan_table(table, epsilon, delta, family, strategy)
+    auto = epsilon * Fraction(table.auto_share).limit_denominator(10**6)
+    plan = _plan_table(table, epsilon - auto, delta, family, strategy)
+    return replace(plan, epsilon=epsilon, auto_epsilon=auto)
+
+
+def _plan_table(
+    table: TableSpec,
+    epsilon: Fraction,
+    delta: Fraction,
+    family: Family,
+    strategy: str | None = None,
+) -> TablePlan:
     values = value_columns(table)
     sens = _sensitivities(table, values)
     chosen = table.partitions if isinstance(table.partitions, PrivatePartitions) else None
@@ -682,9 +711,9 @@ def _auto_selection(
     """post_aggregation when the table measures a unit count (TableSpec.unit_count_measure); else
     the strategy that keeps partitions from the fewest units."""
     if table.unit_count_measure is not None:
-        return plan_table(table, epsilon, delta, family, "post_aggregation")
+        return _plan_table(table, epsilon, delta, family, "post_aggregation")
     options = _feasible(
-        lambda s: plan_table(table, epsilon, delta, family, s),
+        lambda s: _plan_table(table, epsilon, delta, family, s),
         ("truncated_geometric", "laplace", "gaussian"),
     )
     return min(options, key=lambda t: t.selection.units_for_even_odds() if t.selection else 0)

@@ -96,7 +96,10 @@ def bound_changes(spec: ReleaseSpec) -> Iterator[BoundChange]:
                 changed = with_bounds(spec, i, max_rows_per_partition=linf)
                 name = "bounds.max_rows_per_partition"
                 yield BoundChange(i, name, b.max_rows_per_partition, linf, changed)
+        auto = {m.column for m in t.metrics if m.auto}
         for column, (lower, upper) in value_bounds(t).items():
+            if column in auto:  # chosen when the release runs
+                continue
             for factor in FACTORS:
                 for side in ("lower", "upper"):
                     value = lower if side == "lower" else upper
@@ -134,21 +137,34 @@ def _label(t: TablePlan, column: str) -> str:
 def measurement_lines(t: TablePlan, confidence: float) -> list[dict[str, Any]]:
     """Every noised column of a table, in released units: its mechanism, budget, noise
     standard deviation and interval half-width (the noise alone, before post-processing)."""
+    auto = _auto_measures(t)
     out = []
     for m in t.measurements:
         r = noise_report(m, confidence)
+        unknown = m.column.partition("@")[0] in auto  # its bounds are chosen when it runs
         out.append(
             {
                 "column": m.column,
-                "measurement": _label(t, m.column),
+                "measurement": (
+                    _label(t, m.column).split(" (grid")[0] + " (auto bounds)"
+                    if unknown
+                    else _label(t, m.column)
+                ),
                 "mechanism": m.mechanism,
                 "epsilon": r["epsilon"],
                 "rho": r["rho"],
-                "standard_deviation": r["standard_deviation"],
-                "half_width": r["interval"]["half_width"],
+                "standard_deviation": None if unknown else r["standard_deviation"],
+                "half_width": None if unknown else r["interval"]["half_width"],
             }
         )
     return out
+
+
+def _auto_measures(t: TablePlan) -> set[str]:
+    """The measurements whose noise depends on bounds the release chooses itself."""
+    auto = {m.column for m in t.table.metrics if m.auto}
+    sums = {v.sum_name for v in t.values if v.column in auto}
+    return sums | {sq.measure for sq in squares(t.table, t.values) if sq.value.column in auto}
 
 
 def _selection_units(t: TablePlan) -> dict[str, int] | None:
@@ -168,8 +184,8 @@ def _effect(before: TablePlan, after: TablePlan, confidence: float) -> dict[str,
     old = {m["column"]: m for m in measurement_lines(before, confidence)}
     sds = {}
     for m in measurement_lines(after, confidence):
-        if m["column"] in old:
-            was = old[m["column"]]
+        was = old.get(m["column"])
+        if was is not None and None not in (was["standard_deviation"], m["standard_deviation"]):
             sds[was["measurement"]] = [was["standard_deviation"], m["standard_deviation"]]
     out: dict[str, Any] = {"standard_deviation": sds}
     if before.family != after.family:
@@ -215,6 +231,7 @@ def preview(spec: ReleaseSpec) -> dict[str, Any]:
                     for m in report["metrics"]
                 ],
                 "selection_units": _selection_units(t),
+                **({"chosen_bounds": _auto_summary(t)} if t.table.auto_bounds else {}),
                 **({"allocation": report["levels"]["allocation"]} if "levels" in report else {}),
                 "bound_changes": [],
             }
@@ -238,3 +255,9 @@ def preview(spec: ReleaseSpec) -> dict[str, Any]:
         "warnings": list(plan_warnings(plan)),
         "privacy": privacy,
     }
+
+
+def _auto_summary(t: TablePlan) -> dict[str, Any]:
+    """What the release will choose itself, and what that costs."""
+    sides = {m.column: [x for x in m.auto if x != "granularity"] for m in t.table.metrics if m.auto}
+    return {"columns": sides, "epsilon": float(t.auto_epsilon), "quantile": t.table.auto_quantile}

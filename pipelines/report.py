@@ -215,10 +215,38 @@ def table_report(
             "measurement_epsilon": _num(t.measurement_epsilon),
             "measurement_delta": _num(t.measurement_delta),
             "measurement_rho": _num(sum((m.rho for m in t.measurements), Fraction(0))),
+            "bounds_epsilon": _num(t.auto_epsilon),
         },
         "partitions": partitions,
         "metrics": metrics,
         **({"levels": levels_report(t, confidence)} if t.table.consistent else {}),
+        **({"chosen_bounds": chosen} if (chosen := chosen_bounds_report(t)) else {}),
+    }
+
+
+def chosen_bounds_report(t: TablePlan) -> dict[str, Any] | None:
+    """The bounds the release chose itself (``auto``): which, their values, and their cost;
+    None for a table without (its bounds are all the spec's)."""
+    auto = [m for m in t.table.metrics if m.auto and m.column is not None]
+    if not auto:
+        return None
+    columns: dict[str, Any] = {}
+    for m in auto:
+        columns.setdefault(
+            m.column or "",
+            {
+                "chosen": [s for s in m.auto if s != "granularity"],
+                "lower": m.lower,
+                "upper": m.upper,
+                "granularity": m.granularity,
+            },
+        )
+    return {
+        "mechanism": "exponential mechanism over 0 and +-2^j, exact sampling (dp_ops.quantiles)",
+        "statistic": "each unit's largest value (upper) or smallest (lower)",
+        "quantile": t.table.auto_quantile,
+        "epsilon": _num(t.auto_epsilon),
+        "columns": columns,
     }
 
 

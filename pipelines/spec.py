@@ -145,6 +145,11 @@ class MetricSpec:
     """Bin edges of a histogram (public), or of the grid a quantile is read from."""
     probabilities: tuple[float, ...] = ()
     """Quantiles to release (0.5: the median)."""
+    auto: tuple[str, ...] = ()
+    """What the release chooses itself, privately, before it measures (``lower``, ``upper``;
+    ``granularity`` when the spec gives none): until then ``lower``/``upper`` hold placeholders
+    and the table's ``auto_bounds`` says how much budget and which quantile
+    (:mod:`pipelines.auto_bounds`)."""
 
     @property
     def output_name(self) -> str:
@@ -223,6 +228,12 @@ class TableSpec:
     """Marginal queries of a suite, measured per geographic unit at every level besides the
     detailed cells: attribute subsets, nested or not (``[[sex, age_group], [race], []]``; ``[]``
     is the unit's total)."""
+    auto_share: float = 0.1
+    """With bounds the release chooses (``auto``): the share of the table's budget they spend,
+    split equally over them; the measurements get the rest."""
+    auto_quantile: float = 0.95
+    """With ``upper: auto``: the chosen upper bound is about this quantile of the persons'
+    largest values (``lower: auto``: 1 - it of their smallest), within a factor 2."""
     max_detail_loss: float = DEFAULT_DETAIL_LOSS
     """Without ``level_weights``: how much the released error of the table's own cells (noise,
     plus rounding to whole persons) may exceed their noise with the table's whole budget, as a
@@ -242,6 +253,11 @@ class TableSpec:
         if kinds & {"count", "mean", *SPREAD_KINDS} and self.bounds.max_rows_per_partition == 1:
             return "count"
         return None
+
+    @property
+    def auto_bounds(self) -> bool:
+        """Whether the release chooses some of this table's bounds itself."""
+        return any(m.auto for m in self.metrics)
 
     @property
     def consistent(self) -> bool:
@@ -547,6 +563,9 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
         return _parse_histogram(m, kind, where)
     _only(m, (kind, "lower", "upper", "granularity"), where)
     column = _column(m[kind], f"{where}.{kind}")
+    auto = tuple(side for side in ("lower", "upper") if m.get(side) == AUTO)
+    if auto:
+        return _auto_metric(m, kind, column, auto, where)
     lower = _number(_required(m, "lower", where), f"{where}.lower")
     upper = _number(_required(m, "upper", where), f"{where}.upper")
     if not lower < upper:
@@ -569,6 +588,31 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
             "use a coarser granularity (or leave it out for the default of about 2^16 steps)",
         )
     return MetricSpec(kind=kind, column=column, lower=lower, upper=upper, granularity=granularity)
+
+
+AUTO = "auto"
+"""A bound the release chooses itself: ``upper: auto``."""
+
+
+def _auto_metric(
+    m: Mapping[str, Any], kind: str, column: str, auto: tuple[str, ...], where: str
+) -> MetricSpec:
+    """A metric with bounds the release chooses: placeholders around the bound given, if any."""
+    fixed = {
+        side: _number(_required(m, side, where), f"{where}.{side}")
+        for side in ("lower", "upper")
+        if side not in auto
+    }
+    lower = fixed.get("lower", fixed.get("upper", 1.0) - 1.0)
+    upper = fixed.get("upper", lower + 1.0)
+    granularity = m.get("granularity")
+    if granularity is None:
+        auto = (*auto, "granularity")
+        granularity = default_granularity(lower, upper)
+    granularity = _number(granularity, f"{where}.granularity")
+    if granularity <= 0:
+        raise _fail(f"{where}.granularity", "must be > 0")
+    return MetricSpec(kind, column, lower, upper, granularity, auto=auto)
 
 
 def _parse_histogram(m: Mapping[str, Any], kind: str, where: str) -> MetricSpec:
@@ -648,6 +692,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
             "max_detail_loss",
             "geography",
             "margins",
+            "auto_bounds",
         ),
         where,
     )
@@ -691,7 +736,8 @@ def parse_table(raw: Any, where: str) -> TableSpec:
             and metric.kind not in HISTOGRAM_KINDS
         ]
         if any(
-            (x.lower, x.upper, x.granularity) != (metric.lower, metric.upper, metric.granularity)
+            (x.lower, x.upper, x.granularity, x.auto)
+            != (metric.lower, metric.upper, metric.granularity, metric.auto)
             for x in same
         ):
             raise _fail(
@@ -718,6 +764,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
     level_weights = _parse_level_weights(m.get("level_weights"), levels, f"{where}.level_weights")
     geography, margins = _parse_suite(m, dims, partitions, metrics, bounds, where)
     detail_loss = _parse_detail_loss(m, levels or geography, f"{where}.max_detail_loss")
+    auto_share, auto_quantile = _parse_auto_bounds(m, metrics, f"{where}.auto_bounds")
     return TableSpec(
         name=name,
         dimensions=dims,
@@ -730,7 +777,28 @@ def parse_table(raw: Any, where: str) -> TableSpec:
         geography=geography,
         margins=margins,
         max_detail_loss=detail_loss,
+        auto_share=auto_share,
+        auto_quantile=auto_quantile,
     )
+
+
+def _parse_auto_bounds(
+    m: Mapping[str, Any], metrics: tuple[MetricSpec, ...], where: str
+) -> tuple[float, float]:
+    """(budget share, quantile) of the bounds a table's release chooses itself."""
+    if "auto_bounds" not in m:
+        return 0.1, 0.95
+    if not any(x.auto for x in metrics):
+        raise _fail(where, "applies only when a metric's lower or upper is auto")
+    a = _mapping(m["auto_bounds"], where)
+    _only(a, ("budget_share", "quantile"), where)
+    share = _number(a.get("budget_share", 0.1), f"{where}.budget_share")
+    quantile = _number(a.get("quantile", 0.95), f"{where}.quantile")
+    if not 0 < share < 1:
+        raise _fail(f"{where}.budget_share", "must lie in (0, 1)")
+    if not 0.5 <= quantile < 1:
+        raise _fail(f"{where}.quantile", "must lie in [0.5, 1)")
+    return share, quantile
 
 
 def _parse_suite(

@@ -43,6 +43,18 @@ def spark() -> Iterator[Any]:
     session.stop()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _nothing_left_cached(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test module leaves the shared session's cache as it found it: a frame left cached
+    makes later tests (which check that releases keep nothing cached) depend on the order."""
+    yield
+    if "spark" not in request.fixturenames:
+        return
+    session = request.getfixturevalue("spark")
+    cached = session._jsparkSession.sharedState().cacheManager().isEmpty()
+    assert cached, f"{request.module.__name__} left frames cached in the shared session"
+
+
 # C1 only: the suite runs thousands of short stages, and C2's compilations cost more than they
 # save on 2 cores. C1-only shrinks the code cache to 48 MB, and since JDK 20 (no sweeper) code
 # is freed only when its classes unload; the suite's generated classes filled it on Java 21

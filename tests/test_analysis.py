@@ -8,6 +8,7 @@ import os
 import random
 import re
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +44,10 @@ def _spec(**table: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def data(spark: Any) -> Any:
-    return spark.createDataFrame(_rows(), "pid long, g string, v double").cache()
+def data(spark: Any) -> Iterator[Any]:
+    frame = spark.createDataFrame(_rows(), "pid long, g string, v double").cache()
+    yield frame
+    frame.unpersist()  # later tests check that nothing stays cached in the session
 
 
 def test_contribution_histograms_and_shares_are_exact(data: Any) -> None:

@@ -1,0 +1,129 @@
+"""Bounds the release chooses itself (``upper: auto``; pipelines.auto_bounds): parsed, charged
+inside the table's budget, chosen near the stated quantile, recorded in the manifest, and the
+same when computed again under the same key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from dp_ops.errors import SpecError
+from jobs.cli import main
+from pipelines.auto_bounds import choose_bounds, resolve
+from pipelines.plan import plan_release
+from pipelines.release import Secrets
+from pipelines.spec import parse_spec
+from tests.conftest import base_spec
+
+
+def _doc(budget: dict[str, Any] | None = None, **auto: Any) -> dict[str, Any]:
+    doc = base_spec(budget=budget or {"epsilon": 1.0}, noise="laplace")
+    doc["tables"][0]["metrics"] = ["count", {"sum": "v", "lower": 0, "upper": "auto"}]
+    if auto:
+        doc["tables"][0]["auto_bounds"] = auto
+    return doc
+
+
+def test_auto_bounds_parse_and_bad_settings_are_spec_errors() -> None:
+    metric = parse_spec(_doc()).tables[0].metrics[1]
+    assert metric.auto == ("upper", "granularity") and metric.lower == 0
+    both = _doc()
+    both["tables"][0]["metrics"][1] = {"mean": "v", "lower": "auto", "upper": "auto"}
+    assert parse_spec(both).tables[0].metrics[1].auto[:2] == ("lower", "upper")
+    for bad, match in (
+        ({"budget_share": 1.5}, "budget_share"),
+        ({"quantile": 0.2}, "quantile"),
+        ({"colour": 1}, "colour"),
+    ):
+        with pytest.raises(SpecError, match=match):
+            parse_spec(_doc(**bad))
+    plain = base_spec()
+    plain["tables"][0]["auto_bounds"] = {"budget_share": 0.2}
+    with pytest.raises(SpecError, match="only when a metric's lower or upper is auto"):
+        parse_spec(plain)
+
+
+@pytest.mark.parametrize("budget", [{"epsilon": 1.0}, {"rho": 0.5}])
+def test_the_chosen_bounds_are_paid_from_the_tables_budget(budget: dict[str, Any]) -> None:
+    spec = parse_spec(_doc(budget, budget_share=0.25))
+    plan = plan_release(spec)
+    (t,) = plan.tables
+    if "rho" in budget:
+        assert t.auto_epsilon**2 / 2 <= Fraction(1, 8) < (t.auto_epsilon * 1.001) ** 2 / 2
+        assert t.zcdp_cost is not None and t.zcdp_cost <= Fraction(1, 2)
+        assert plan.cost.rho == t.zcdp_cost
+    else:
+        assert t.auto_epsilon == Fraction(1, 4) and t.measurement_epsilon == Fraction(3, 4)
+        assert sum(m.epsilon for m in t.measurements) == Fraction(3, 4)
+        assert plan.cost.epsilon == 1
+
+
+@pytest.fixture(scope="module")
+def persons(spark: Any) -> Iterator[tuple[Any, np.ndarray]]:
+    """5,000 persons with 1-3 rows each in three cells; each person's largest value known."""
+    rng = np.random.default_rng(3)
+    rows, largest = [], []
+    for pid in range(5000):
+        values = rng.lognormal(8, 1, size=int(rng.integers(1, 4)))
+        largest.append(values.max())
+        rows += [(pid, ["a", "b", "c"][pid % 3], float(v)) for v in values]
+    frame = spark.createDataFrame(rows, "pid long, g string, v double").cache()
+    yield frame, np.array(largest)
+    frame.unpersist()  # later tests check that nothing stays cached in the session
+
+
+def test_the_upper_bound_lands_near_the_quantile_of_each_persons_largest_value(
+    persons: tuple[Any, np.ndarray],
+) -> None:
+    frame, largest = persons
+    spec = parse_spec(_doc({"epsilon": 2.0}, budget_share=0.5, quantile=0.9))
+    (plan,) = plan_release(spec).tables
+    secrets = Secrets.new()
+    chosen = resolve(frame, plan, "pid", secrets)
+    (lower, upper, granularity) = choose_bounds(
+        frame, plan.table, "pid", secrets, plan.auto_epsilon
+    )["v"]
+    true = float(np.quantile(largest, 0.9))
+    assert lower == 0 and true / 2 <= upper <= 2 * true
+    assert chosen.table.metrics[1].upper == upper  # drawn once: the same again under the key
+    assert chosen.table.metrics[1].granularity == granularity
+    # the measurements are planned again with the chosen bound, at the same cost
+    assert (chosen.epsilon, chosen.auto_epsilon) == (plan.epsilon, plan.auto_epsilon)
+    sum_noise = next(m for m in chosen.measurements if m.column == "s_v")
+    assert sum_noise.sensitivity.per_partition * granularity == pytest.approx(upper / 2, rel=1e-3)
+
+
+def test_a_release_with_an_auto_bound_records_it_and_spends_its_budget(
+    persons: tuple[Any, np.ndarray], tmp_path: Path, capsys: Any
+) -> None:
+    frame, _ = persons
+    frame.write.parquet(str(tmp_path / "in"))
+    doc = _doc({"epsilon": 1.0})
+    doc["tables"][0]["metrics"][1] = {"mean": "v", "lower": 0, "upper": "auto"}
+    doc["input"]["path"] = str(tmp_path / "in")
+    doc["output"]["path"] = str(tmp_path / "out")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    assert (
+        main(["run", str(tmp_path / "spec.yaml"), "--release-id", "a", "--master", "local[1]"]) == 0
+    )
+    manifest = json.loads((tmp_path / "out" / "a" / "manifest.json").read_text())
+    (table,) = manifest["tables"]
+    chosen = table["chosen_bounds"]
+    upper = chosen["columns"]["v"]["upper"]
+    assert chosen["columns"]["v"]["chosen"] == ["upper"] and upper > 0
+    assert chosen["epsilon"] == pytest.approx(0.1)
+    assert table["budget"]["bounds_epsilon"] == pytest.approx(0.1)
+    assert table["budget"]["measurement_epsilon"] == pytest.approx(0.9)
+    assert manifest["budget"]["spent"]["epsilon"] == pytest.approx(1.0)
+    mean = next(m for m in table["metrics"] if m["name"] == "mean_v")
+    assert mean["clamp"] == [0.0, upper]
+    capsys.readouterr()
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    assert "bounds the release chooses itself (v: upper)" in capsys.readouterr().out
