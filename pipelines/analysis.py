@@ -162,6 +162,39 @@ def _sds(spec: ReleaseSpec, i: int, **bounds: Any) -> tuple[TablePlan, dict[str,
     return t, {m.column: m.sd()[0] * m.unit for m in t.measurements}
 
 
+def _aimed_at(
+    spec: ReleaseSpec, i: int, columns: list[_Column], dist: dict[str, dict[str, Any]]
+) -> tuple[ReleaseSpec, list[_Column]]:
+    """For bounds the release chooses itself (``auto``): the spec with the rows' quantile the
+    release aims at (``auto_quantile``, the nearest one measured) in their place, so the
+    analysis compares candidates with what the release will about do."""
+    table = spec.tables[i]
+    probs = sorted(dist[columns[0].name]["_all"]) if columns else []
+    aim = min(probs, key=lambda p: abs(p - table.auto_quantile)) if probs else 0.95
+    low = min(probs, key=lambda p: abs(p - (1 - table.auto_quantile))) if probs else 0.05
+    clamps: dict[str, tuple[float, float]] = {}
+    out = []
+    for c in columns:
+        sides = next((m.auto for m in table.metrics if m.column == c.name and m.auto), ())
+        if not sides or not c.clamped:
+            out.append(c)
+            continue
+        q = dist[c.name]["_all"]
+        lower = q[low] if "lower" in sides else c.lower
+        upper = q[aim] if "upper" in sides else c.upper
+        if not lower < upper:
+            upper = lower + max(abs(lower), 1.0)
+        clamps[c.name] = (lower, upper)
+        dist[c.name]["bounds"] = [lower, upper]
+        chosen = [s for s in sides if s != "granularity"]
+        dist[c.name]["auto"] = f"{'/'.join(chosen)}: the rows' quantile the release aims at"
+        for side, share in (("lower", "share_below_lower"), ("upper", "share_above_upper")):
+            if side in chosen:
+                dist[c.name][share] = None  # measured against a placeholder: meaningless
+        out.append(_Column(c.name, lower, upper, True))
+    return with_bounds(spec, i, clamps=clamps), out
+
+
 def _rmse(sq_bias: float, cells: int, sd: float) -> float:
     return math.sqrt(sq_bias / max(cells, 1) + sd * sd)
 
@@ -173,6 +206,9 @@ def analyze_table(df: DataFrame, spec: ReleaseSpec, i: int) -> dict[str, Any]:
     dims = list(table.dimensions)
     columns = _columns(table)
     dist = _distributions(df, columns)
+    if table.auto_bounds:  # the bounds the release will aim at, read off the data (not private)
+        spec, columns = _aimed_at(spec, i, columns, dist)
+        table = spec.tables[i]
     clamp_pairs = {c.name: _clamp_candidates(c, dist[c.name]["_all"]) for c in columns if c.clamped}
 
     aggs = [F.count(F.lit(1)).alias(N)]
