@@ -37,7 +37,7 @@ def _outputs(spec: ReleaseSpec) -> list[str]:
 
 def _registered_release(spark: SparkSession, full: str) -> str | None:
     """The release id a registered table points at; "" for a table dprelease did not register."""
-    rows = spark.sql(f"SHOW TBLPROPERTIES {full}").collect()
+    rows = spark.sql(f"SHOW TBLPROPERTIES {full}").collect()  # safe: catalog metadata only
     values = {str(r[0]): str(r[1]) for r in rows}
     return values.get(PROPERTY, "")
 

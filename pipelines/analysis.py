@@ -135,7 +135,7 @@ def _clamp_candidates(c: _Column, quantiles: dict[float, float]) -> list[tuple[f
 def _histograms(pairs: DataFrame) -> tuple[list[list[int]], list[list[int]]]:
     """([cells, units in that many cells], [rows, (unit, cell) pairs with that many rows]), in
     one small aggregation: a unit in k cells is k pairs with that k."""
-    joint = pairs.groupBy(K, N).count().collect()
+    joint = pairs.groupBy(K, N).count().collect()  # safe: operator-only analysis, not logged
     units: dict[int, int] = {}
     rows: dict[int, int] = {}
     for r in joint:

@@ -47,14 +47,29 @@ def candidates(signed: bool, granularity: float | None) -> list[float]:
     return [c for c in out if abs(c) <= top]
 
 
-def _counts(per_unit: DataFrame, column: str, grid: list[float]) -> tuple[list[int], int]:
-    """(units whose value is at most each candidate, units), in one aggregation."""
-    aggs = [F.sum((F.col(column) <= F.lit(c)).cast("long")) for c in grid]
-    row = per_unit.agg(F.count(F.lit(1)), *aggs).first()
+def _counts(
+    per_unit: DataFrame, grids: dict[tuple[str, str], list[float]]
+) -> tuple[dict[tuple[str, str], list[int]], int]:
+    """Per (column, side): the units whose value (largest for upper, smallest for lower) is at
+    most each candidate; and the number of units. One aggregation for every chosen bound."""
+    names = [(key, i) for key, grid in grids.items() for i in range(len(grid))]
+    aggs = [
+        F.sum(
+            (
+                F.col(f"{'max' if side == 'upper' else 'min'}_{col}")
+                <= F.lit(grids[(col, side)][i])
+            ).cast("long")
+        )
+        for (col, side), i in names
+    ]
+    row = per_unit.agg(F.count(F.lit(1)), *aggs).first()  # safe: counts, fed only to the mechanism
     if row is None:
         raise InternalError("an aggregation returned no row")
-    n = int(row[0])
-    return [int(x or 0) for x in list(row)[1:]], n
+    values = [int(x or 0) for x in list(row)[1:]]
+    out: dict[tuple[str, str], list[int]] = {key: [] for key in grids}
+    for (key, _), v in zip(names, values, strict=True):
+        out[key].append(v)
+    return out, int(row[0])
 
 
 def _choose(
@@ -88,26 +103,30 @@ def choose_bounds(
         *[F.min(F.col(c).cast("double")).alias(f"min_{c}") for c in columns],
     )
     q = Fraction(table.auto_quantile).limit_denominator(1000)
+    given = {
+        m.column or "": None if "granularity" in m.auto else m.granularity
+        for m in _auto_metrics(table)
+    }
+    grids = {(c or "", side): candidates(True, given[c or ""]) for c, side in sides}
+    counts, n = _counts(per_unit, grids)
     out: dict[str, tuple[float, float, float]] = {}
     for m in _auto_metrics(table):
         column = m.column or ""
         if column in out:
             continue
-        given = None if "granularity" in m.auto else m.granularity
-        lower, upper = float(m.lower or 0.0), float(m.upper or 0.0)
-        if "upper" in m.auto:
-            grid = candidates(True, given)
-            counts, n = _counts(per_unit, f"max_{column}", grid)
-            upper = _choose(secrets, f"{table.name}/auto/{column}/upper", grid, counts, n, q, each)
-        if "lower" in m.auto:
-            grid = candidates(True, given)
-            counts, n = _counts(per_unit, f"min_{column}", grid)
-            low_q = 1 - q
-            lower = _choose(
-                secrets, f"{table.name}/auto/{column}/lower", grid, counts, n, low_q, each
-            )
-        lower, upper = _apart(lower, upper, m.auto, candidates(True, given))
-        granularity = m.granularity if given is not None else default_granularity(lower, upper)
+        bounds = {"lower": float(m.lower or 0.0), "upper": float(m.upper or 0.0)}
+        for side in ("lower", "upper"):
+            if side in m.auto:
+                label = f"{table.name}/auto/{column}/{side}"
+                at = q if side == "upper" else 1 - q
+                grid = grids[(column, side)]
+                bounds[side] = _choose(secrets, label, grid, counts[(column, side)], n, at, each)
+        lower, upper = _apart(
+            bounds["lower"], bounds["upper"], m.auto, candidates(True, given[column])
+        )
+        granularity = (
+            m.granularity if given[column] is not None else default_granularity(lower, upper)
+        )
         out[column] = (lower, upper, float(granularity or 1.0))
     return out
 

@@ -462,10 +462,15 @@ def plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePla
     release chooses itself get ``auto_share`` of rho, as the largest epsilon within it."""
     if not table.auto_bounds:
         return _plan_table_zcdp(table, rho, family)
-    reserved = rho * Fraction(table.auto_share).limit_denominator(10**6)
+    reserved = rho * _auto_share(table)
     auto = accounting.epsilon_for_rho(reserved)
     plan = _plan_table_zcdp(table, rho - reserved, family)
     return replace(plan, rho=rho, auto_epsilon=auto)
+
+
+def _auto_share(table: TableSpec) -> Fraction:
+    """The share of a table's budget its chosen bounds spend, as an exact fraction."""
+    return Fraction(table.auto_share).limit_denominator(10**6)
 
 
 def _plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePlan:
@@ -648,7 +653,7 @@ def plan_table(
     Bounds the release chooses itself get ``auto_share`` of epsilon."""
     if not table.auto_bounds:
         return _plan_table(table, epsilon, delta, family, strategy)
-    auto = epsilon * Fraction(table.auto_share).limit_denominator(10**6)
+    auto = epsilon * _auto_share(table)
     plan = _plan_table(table, epsilon - auto, delta, family, strategy)
     return replace(plan, epsilon=epsilon, auto_epsilon=auto)
 

@@ -110,8 +110,9 @@ def bound_changes(spec: ReleaseSpec) -> Iterator[BoundChange]:
                     yield BoundChange(i, f"{column}.{side}", value, value * factor, changed)
 
 
-def _label(t: TablePlan, column: str) -> str:
-    """A measured column named for people: what it counts, at which level."""
+def _label(t: TablePlan, column: str, grid: bool = True) -> str:
+    """A measured column named for people: what it counts, at which level (and a sum's grid,
+    unless ``grid`` is False: bounds chosen at run time have none yet)."""
     base, _, level = column.partition("@")
     where = ""
     if level:
@@ -124,7 +125,9 @@ def _label(t: TablePlan, column: str) -> str:
     for v in t.values:
         if base == v.sum_name:
             centered = f", centered at {v.center * v.granularity:g}" if v.center else ""
-            return f"sum_{v.column}{where} (grid {v.granularity:g}{centered})"
+            return f"sum_{v.column}{where}" + (
+                f" (grid {v.granularity:g}{centered})" if grid else ""
+            )
     for sq in squares(t.table, t.values):
         if base == sq.measure:
             return f"squares of {sq.value.column}{where}"
@@ -145,11 +148,8 @@ def measurement_lines(t: TablePlan, confidence: float) -> list[dict[str, Any]]:
         out.append(
             {
                 "column": m.column,
-                "measurement": (
-                    _label(t, m.column).split(" (grid")[0] + " (auto bounds)"
-                    if unknown
-                    else _label(t, m.column)
-                ),
+                "measurement": _label(t, m.column, grid=not unknown)
+                + (" (auto bounds)" if unknown else ""),
                 "mechanism": m.mechanism,
                 "epsilon": r["epsilon"],
                 "rho": r["rho"],
