@@ -31,7 +31,7 @@ from jobs.ledger import API_LOCATION, Admission, Attempt, open_ledger
 from jobs.pyfiles import ship_to_connect
 from jobs.runner import planned, public_keys, table_frames
 from pipelines.auto_bounds import resolve as resolve_bounds
-from pipelines.plan import ReleasePlan
+from pipelines.plan import ReleasePlan, declared_cell_count
 from pipelines.release import Secrets
 from pipelines.report import privacy_report
 from pipelines.spec import LedgerSpec, ReleaseSpec
@@ -93,7 +93,8 @@ def release_dataframes(
     tables: dict[str, DataFrame] = {}
     resolved = []
     for t in plan.tables:
-        t = resolve_bounds(checked.valid, t, spec.input.privacy_unit, secrets)  # auto bounds
+        cells = declared_cell_count(spec, t.table)
+        t = resolve_bounds(checked.valid, t, spec.input.privacy_unit, secrets, cells)  # auto bounds
         resolved.append(t)
         keys = public_keys(spark, spec, t.table, checked.valid)
         tables.update(table_frames(spec, t, checked.valid, secrets, keys))

@@ -63,12 +63,18 @@ def render(preview: dict[str, Any], spec_path: str) -> str:
         p = t["partitions"]
         if p.get("type") == "private":
             units = t["selection_units"]
-            rule = f"threshold {p['threshold']}, " if "threshold" in p else ""
-            lines.append(
-                f"  private selection ({p['strategy']}, {rule}pre_threshold "
-                f"{p['pre_threshold']}): a cell is released with probability 0.5 at "
-                f"{units['0.5']} units, 0.95 at {units['0.95']}"
-            )
+            if units["0.5"] is None:  # max_partitions: auto
+                lines.append(
+                    f"  private selection ({p['strategy']}, pre_threshold {p['pre_threshold']}): "
+                    "its threshold follows max_partitions, chosen when the release runs"
+                )
+            else:
+                rule = f"threshold {p['threshold']}, " if "threshold" in p else ""
+                lines.append(
+                    f"  private selection ({p['strategy']}, {rule}pre_threshold "
+                    f"{p['pre_threshold']}): a cell is released with probability 0.5 at "
+                    f"{units['0.5']} units, 0.95 at {units['0.95']}"
+                )
         else:
             lines.append(f"  public keys ({p.get('source', 'inline')})")
         if "allocation" in t:
@@ -79,11 +85,12 @@ def render(preview: dict[str, Any], spec_path: str) -> str:
             )
         if "chosen_bounds" in t:
             c = t["chosen_bounds"]
-            which = "; ".join(f"{col}: {', '.join(sides)}" for col, sides in c["columns"].items())
+            chosen = [f"{col}: {', '.join(sides)}" for col, sides in c["columns"].items()]
+            which = "; ".join(chosen + (["max_partitions"] if c["max_partitions"] else []))
             lines.append(
                 f"  bounds the release chooses itself ({which}): epsilon {c['epsilon']:.4g}, "
-                f"about the {c['quantile']:g} quantile of each person's values; their "
-                "measurements' noise is known only then"
+                f"about the {c['quantile']:g} quantile of each person's values (or cell count); "
+                "the noise they scale is known only then"
             )
         if t["bound_changes"]:
             lines.append(

@@ -57,7 +57,13 @@ from pipelines.partitions import (
     typed_domains,
 )
 from pipelines.persistence import release_scope
-from pipelines.plan import ReleasePlan, TablePlan, plan_release, plan_warnings
+from pipelines.plan import (
+    ReleasePlan,
+    TablePlan,
+    declared_cell_count,
+    plan_release,
+    plan_warnings,
+)
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
 from pipelines.spec import PrivatePartitions, PublicPartitions, ReleaseSpec, TableSpec
@@ -419,7 +425,13 @@ def run_release(
             start = time.monotonic()
             if tplan.table.auto_bounds:
                 with stage(f"table {name}: choose its auto bounds privately", spark):
-                    tplan = resolve_bounds(df, tplan, spec.input.privacy_unit, secrets)
+                    tplan = resolve_bounds(
+                        df,
+                        tplan,
+                        spec.input.privacy_unit,
+                        secrets,
+                        declared_cell_count(spec, tplan.table),
+                    )
             resolved.append(tplan)
             keys = public_keys(spark, spec, tplan.table, df)  # for the release and the checks
             with stage(f"table {name}: bound, aggregate, select, noise, write", spark):

@@ -37,8 +37,9 @@ import numpy as np
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from pipelines.auto_bounds import l0_candidates
 from pipelines.persistence import keep
-from pipelines.plan import TablePlan, plan_release, value_columns
+from pipelines.plan import TablePlan, declared_cell_count, plan_release, value_columns
 from pipelines.preview import value_bounds, with_bounds
 from pipelines.spark_compat import to_arrow
 from pipelines.spec import HISTOGRAM_KINDS, PrivatePartitions, ReleaseSpec, TableSpec
@@ -234,10 +235,13 @@ def _analyze_pairs(
     dist: dict[str, dict[str, Any]],
     clamp_pairs: dict[str, list[tuple[float, float]]],
 ) -> dict[str, Any]:
-    table = spec.tables[i]
-    b = table.bounds
     cells_per_unit, rows_per_pair = _histograms(pairs)
     units = sum(u for _, u in cells_per_unit)
+    if spec.tables[i].bounds.auto_partitions:  # the L0 the release will aim at (not private)
+        aimed = _aimed_l0(cells_per_unit, spec.tables[i].auto_quantile, spec, i)
+        spec = with_bounds(spec, i, max_partitions=aimed)
+    table = spec.tables[i]
+    b = table.bounds
     l0s = _candidates(b.max_partitions, max(k for k, _ in cells_per_unit))
     linfs = _candidates(b.max_rows_per_partition, max(n for n, _ in rows_per_pair))
     if not measures_rows(table):  # distinct units only: rows per cell change nothing
@@ -331,6 +335,17 @@ def _analyze_pairs(
             **{c.name: {"lower": c.lower, "upper": c.upper} for c in columns if c.clamped},
         },
     }
+
+
+def _aimed_l0(cells_per_unit: list[list[int]], q: float, spec: ReleaseSpec, i: int) -> int:
+    """The smallest L0 candidate that at least ``q`` of the units fit in: what ``max_partitions:
+    auto`` aims at, within a factor 2."""
+    grid = l0_candidates(declared_cell_count(spec, spec.tables[i]))
+    units = sum(u for _, u in cells_per_unit)
+    for c in grid:
+        if sum(u for k, u in cells_per_unit if k <= c) >= q * units:
+            return int(c)
+    return int(grid[-1])
 
 
 def measures_rows(table: TableSpec) -> bool:

@@ -1,10 +1,14 @@
-"""Bounds the release chooses itself, privately (``upper: auto``, ``lower: auto``).
+"""Bounds the release chooses itself, privately (``upper: auto``, ``lower: auto``,
+``max_partitions: auto``).
 
 Before a table with such bounds is measured, each privacy unit contributes one value per
-column: its largest (for ``upper``) or its smallest (for ``lower``). Over public candidates (0
-and powers of two, :func:`dp_ops.quantiles.geometric_candidates`), the exponential mechanism
+column: its largest (for ``upper``) or its smallest (for ``lower``); and, for L0, its number of
+distinct cells in the table. Over public candidates (0 and powers of two,
+:func:`dp_ops.quantiles.geometric_candidates`; for L0 the powers of two from 1, at most the
+declared cells), the exponential mechanism
 (:func:`dp_ops.quantiles.private_quantile`) picks about the ``auto_quantile`` of the largest
-values (``1 - auto_quantile`` of the smallest): epsilon-DP in the units, with the table's
+values (``1 - auto_quantile`` of the smallest; ``auto_quantile`` of the cell counts):
+epsilon-DP in the units, with the table's
 ``auto_epsilon`` split equally over its chosen bounds. What follows is post-processing of that
 choice and the spec: the other bound moves one candidate away if the two would meet, the
 granularity (when the spec gives none) is the default for the chosen bounds, and the table is
@@ -18,8 +22,10 @@ choice again gives the same bounds.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from fractions import Fraction
 
+import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -47,68 +53,120 @@ def candidates(signed: bool, granularity: float | None) -> list[float]:
     return [c for c in out if abs(c) <= top]
 
 
-def _counts(
-    per_unit: DataFrame, grids: dict[tuple[str, str], list[float]]
-) -> tuple[dict[tuple[str, str], list[int]], int]:
-    """Per (column, side): the units whose value (largest for upper, smallest for lower) is at
-    most each candidate; and the number of units. One aggregation for every chosen bound."""
-    names = [(key, i) for key, grid in grids.items() for i in range(len(grid))]
-    aggs = [
-        F.sum(
-            (
-                F.col(f"{'max' if side == 'upper' else 'min'}_{col}")
-                <= F.lit(grids[(col, side)][i])
-            ).cast("long")
-        )
-        for (col, side), i in names
-    ]
-    row = per_unit.agg(F.count(F.lit(1)), *aggs).first()  # safe: counts, fed only to the mechanism
-    if row is None:
-        raise InternalError("an aggregation returned no row")
-    values = [int(x or 0) for x in list(row)[1:]]
-    out: dict[tuple[str, str], list[int]] = {key: [] for key in grids}
-    for (key, _), v in zip(names, values, strict=True):
-        out[key].append(v)
-    return out, int(row[0])
+L0_STEPS = 17
+"""Candidates for ``max_partitions: auto``: 1, 2, 4, ..., 2^16 cells (at most the table's
+declared cells, when it declares them)."""
+CELLS = "_cells"
+"""Each unit's number of distinct cells in the table: the statistic L0 is chosen from."""
 
 
-def _choose(
-    secrets: Secrets,
-    label: str,
-    grid: list[float],
-    at_or_below: list[int],
-    n: int,
-    q: Fraction,
-    epsilon: Fraction,
-) -> float:
-    streams = KeyedStreams(secrets.key, label_id(label).reshape(1, 2))
-    return float(private_quantile(streams, grid, at_or_below, n, q, epsilon)[0])
+def l0_candidates(max_cells: int | None) -> list[float]:
+    """Public candidates for L0: powers of two, and the declared number of cells if smaller."""
+    out = [float(2**j) for j in range(L0_STEPS)]
+    if max_cells is None or max_cells >= out[-1]:
+        return out
+    return [*(c for c in out if c < max_cells), float(max_cells)]
 
 
-def choose_bounds(
-    df: DataFrame, table: TableSpec, unit: str, secrets: Secrets, epsilon: Fraction
-) -> dict[str, tuple[float, float, float]]:
-    """Per column with auto bounds: (lower, upper, granularity) chosen privately (see the module
-    docstring). ``epsilon``: all the table's chosen bounds together."""
+@dataclass(frozen=True)
+class Choice:
+    """One bound the release chooses: the stream it draws from, the per-unit statistic (a
+    column of :func:`per_unit_statistics`), the public candidates and the quantile aimed at."""
+
+    label: str
+    statistic: str
+    grid: tuple[float, ...]
+    quantile: Fraction
+
+
+@dataclass(frozen=True)
+class ChosenBounds:
+    columns: dict[str, tuple[float, float, float]]
+    """Per column with auto bounds: (lower, upper, granularity)."""
+    max_partitions: int | None = None
+    """The chosen L0, for ``max_partitions: auto``."""
+
+
+def choices(table: TableSpec, max_cells: int | None = None) -> list[Choice]:
+    """Every bound of the table the release chooses, in a fixed order."""
+    q = Fraction(table.auto_quantile).limit_denominator(1000)
+    out = []
+    given = _given_granularity(table)
     sides = [
         (m.column, side) for m in _auto_metrics(table) for side in m.auto if side != "granularity"
     ]
-    sides = list(dict.fromkeys(sides))
-    if not sides:
-        return {}
-    each = epsilon / len(sides)
-    columns = sorted({c for c, _ in sides if c is not None})
-    per_unit = df.groupBy(unit).agg(
+    for column, side in dict.fromkeys(sides):
+        out.append(
+            Choice(
+                f"{table.name}/auto/{column}/{side}",
+                f"{'max' if side == 'upper' else 'min'}_{column}",
+                tuple(candidates(True, given[column or ""])),
+                q if side == "upper" else 1 - q,
+            )
+        )
+    if table.bounds.auto_partitions:
+        out.append(
+            Choice(f"{table.name}/auto/max_partitions", CELLS, tuple(l0_candidates(max_cells)), q)
+        )
+    return out
+
+
+def per_unit_statistics(df: DataFrame, table: TableSpec, unit: str) -> DataFrame:
+    """One row per unit: its largest and smallest value of each column with auto bounds, and
+    (for ``max_partitions: auto``) its number of distinct cells."""
+    columns = sorted({m.column for m in _auto_metrics(table) if m.column is not None})
+    cells = (
+        [F.count_distinct(F.struct(*table.dimensions)).alias(CELLS)]
+        if table.bounds.auto_partitions
+        else []
+    )
+    return df.groupBy(unit).agg(
         *[F.max(F.col(c).cast("double")).alias(f"max_{c}") for c in columns],
         *[F.min(F.col(c).cast("double")).alias(f"min_{c}") for c in columns],
+        *cells,
     )
-    q = Fraction(table.auto_quantile).limit_denominator(1000)
-    given = {
-        m.column or "": None if "granularity" in m.auto else m.granularity
-        for m in _auto_metrics(table)
+
+
+def choice_counts(per_unit: DataFrame, chosen: list[Choice]) -> tuple[list[list[int]], int]:
+    """Per choice: the units whose statistic is at most each candidate; and the number of
+    units. One aggregation for every choice of the table."""
+    aggs = [F.sum((F.col(c.statistic) <= F.lit(x)).cast("long")) for c in chosen for x in c.grid]
+    row = per_unit.agg(F.count(F.lit(1)), *aggs).first()  # safe: counts, fed only to the mechanism
+    if row is None:
+        raise InternalError("an aggregation returned no row")
+    values = iter(int(x or 0) for x in list(row)[1:])
+    return [[next(values) for _ in c.grid] for c in chosen], int(row[0])
+
+
+def draw(
+    streams: KeyedStreams, choice: Choice, at_or_below: list[int], n: int, epsilon: Fraction
+) -> np.ndarray:
+    """The mechanism: one chosen candidate per stream, epsilon-DP in the units."""
+    return private_quantile(streams, choice.grid, at_or_below, n, choice.quantile, epsilon)
+
+
+def choose_bounds(
+    df: DataFrame,
+    table: TableSpec,
+    unit: str,
+    secrets: Secrets,
+    epsilon: Fraction,
+    max_cells: int | None = None,
+) -> ChosenBounds:
+    """The table's auto bounds chosen privately (see the module docstring). ``epsilon``: all the
+    table's chosen bounds together, split equally; ``max_cells``: the table's declared cells."""
+    chosen = choices(table, max_cells)
+    if not chosen:
+        return ChosenBounds({})
+    each = epsilon / len(chosen)
+    counts, n = choice_counts(per_unit_statistics(df, table, unit), chosen)
+    picked = {
+        c.label: float(
+            draw(KeyedStreams(secrets.key, label_id(c.label).reshape(1, 2)), c, k, n, each)[0]
+        )
+        for c, k in zip(chosen, counts, strict=True)
     }
-    grids = {(c or "", side): candidates(True, given[c or ""]) for c, side in sides}
-    counts, n = _counts(per_unit, grids)
+    given = _given_granularity(table)
     out: dict[str, tuple[float, float, float]] = {}
     for m in _auto_metrics(table):
         column = m.column or ""
@@ -117,10 +175,7 @@ def choose_bounds(
         bounds = {"lower": float(m.lower or 0.0), "upper": float(m.upper or 0.0)}
         for side in ("lower", "upper"):
             if side in m.auto:
-                label = f"{table.name}/auto/{column}/{side}"
-                at = q if side == "upper" else 1 - q
-                grid = grids[(column, side)]
-                bounds[side] = _choose(secrets, label, grid, counts[(column, side)], n, at, each)
+                bounds[side] = picked[f"{table.name}/auto/{column}/{side}"]
         lower, upper = _apart(
             bounds["lower"], bounds["upper"], m.auto, candidates(True, given[column])
         )
@@ -128,7 +183,16 @@ def choose_bounds(
             m.granularity if given[column] is not None else default_granularity(lower, upper)
         )
         out[column] = (lower, upper, float(granularity or 1.0))
-    return out
+    l0 = picked.get(f"{table.name}/auto/max_partitions")
+    return ChosenBounds(out, None if l0 is None else int(l0))
+
+
+def _given_granularity(table: TableSpec) -> dict[str, float | None]:
+    """Per column with auto bounds: the granularity the spec fixes, or None."""
+    return {
+        m.column or "": None if "granularity" in m.auto else m.granularity
+        for m in _auto_metrics(table)
+    }
 
 
 def _auto_metrics(table: TableSpec) -> list[MetricSpec]:
@@ -149,23 +213,30 @@ def _apart(
     return (below[-1] if below else upper - 1.0), upper
 
 
-def resolve(df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets) -> TablePlan:
+def resolve(
+    df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets, max_cells: int | None = None
+) -> TablePlan:
     """The table's plan with its auto bounds chosen on ``df`` (the valid input) and its
     measurements planned again at the same budget with the same noise family: the same cost.
-    A table without auto bounds is returned as it is."""
+    ``max_cells``: the table's declared cells (public), which L0 need not exceed. A table
+    without auto bounds is returned as it is."""
     table = plan.table
     if not table.auto_bounds:
         return plan
-    chosen = choose_bounds(df, table, unit, secrets, plan.auto_epsilon)
+    chosen = choose_bounds(df, table, unit, secrets, plan.auto_epsilon, max_cells)
+    cols = chosen.columns
     metrics = tuple(
         dataclasses.replace(
-            m, lower=chosen[m.column][0], upper=chosen[m.column][1], granularity=chosen[m.column][2]
+            m, lower=cols[m.column][0], upper=cols[m.column][1], granularity=cols[m.column][2]
         )
-        if m.auto and m.column in chosen
+        if m.auto and m.column in cols
         else m
         for m in table.metrics
     )
-    resolved = dataclasses.replace(table, metrics=metrics)
+    bounds = table.bounds
+    if chosen.max_partitions is not None:
+        bounds = dataclasses.replace(bounds, max_partitions=chosen.max_partitions)
+    resolved = dataclasses.replace(table, metrics=metrics, bounds=bounds)
     if plan.rho is not None:
         again = plan_table_zcdp(resolved, plan.rho, plan.family)
     else:

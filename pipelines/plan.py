@@ -837,6 +837,16 @@ def declared_cell_count(spec: ReleaseSpec, table: TableSpec) -> int | None:
     return count
 
 
+def auto_measures(t: TablePlan) -> set[str]:
+    """The measurements whose noise depends on bounds the release chooses itself (all of them,
+    when it chooses L0): before it runs, their noise is not known."""
+    if t.table.bounds.auto_partitions:
+        return {m.column.partition("@")[0] for m in t.measurements}
+    auto = {m.column for m in t.table.metrics if m.auto}
+    sums = {v.sum_name for v in t.values if v.column in auto}
+    return sums | {sq.measure for sq in squares(t.table, t.values) if sq.value.column in auto}
+
+
 def plan_warnings(plan: ReleasePlan) -> tuple[str, ...]:
     """What makes a planned table say little, from the spec alone (no data is read): bounds that
     no person can reach, and noise far above what one row can add to a cell. Each warning names
@@ -853,7 +863,10 @@ def plan_warnings(plan: ReleasePlan) -> tuple[str, ...]:
                 f"at most {cells} cells; lower it to {cells}: that drops no data and cuts the "
                 "noise of every cell"
             )
+        unknown = auto_measures(t)  # chosen at run time: not warned about before
         for m in t.measurements:
+            if m.column.partition("@")[0] in unknown:
+                continue
             one_row = max(1, m.sensitivity.per_partition // bounds.max_rows_per_partition)
             sd = m.sd()[0]
             if sd <= multiple * one_row:

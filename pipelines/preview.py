@@ -16,7 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from dp_ops.errors import SpecError
-from pipelines.plan import TablePlan, histograms, plan_release, plan_warnings, squares
+from pipelines.plan import (
+    TablePlan,
+    auto_measures,
+    histograms,
+    plan_release,
+    plan_warnings,
+    squares,
+)
 from pipelines.report import noise_report, privacy_report
 from pipelines.spec import HISTOGRAM_KINDS, ReleaseSpec, TableSpec
 
@@ -85,7 +92,7 @@ def bound_changes(spec: ReleaseSpec) -> Iterator[BoundChange]:
     a column's lower and upper (a bound of 0 stays 0 and is left out)."""
     for i, t in enumerate(spec.tables):
         b = t.bounds
-        for factor in FACTORS:
+        for factor in FACTORS if not b.auto_partitions else ():  # auto: chosen when it runs
             l0 = max(1, int(b.max_partitions * factor))
             if l0 != b.max_partitions:
                 changed = with_bounds(spec, i, max_partitions=l0)
@@ -140,7 +147,7 @@ def _label(t: TablePlan, column: str, grid: bool = True) -> str:
 def measurement_lines(t: TablePlan, confidence: float) -> list[dict[str, Any]]:
     """Every noised column of a table, in released units: its mechanism, budget, noise
     standard deviation and interval half-width (the noise alone, before post-processing)."""
-    auto = _auto_measures(t)
+    auto = auto_measures(t)
     out = []
     for m in t.measurements:
         r = noise_report(m, confidence)
@@ -160,17 +167,12 @@ def measurement_lines(t: TablePlan, confidence: float) -> list[dict[str, Any]]:
     return out
 
 
-def _auto_measures(t: TablePlan) -> set[str]:
-    """The measurements whose noise depends on bounds the release chooses itself."""
-    auto = {m.column for m in t.table.metrics if m.auto}
-    sums = {v.sum_name for v in t.values if v.column in auto}
-    return sums | {sq.measure for sq in squares(t.table, t.values) if sq.value.column in auto}
-
-
-def _selection_units(t: TablePlan) -> dict[str, int] | None:
+def _selection_units(t: TablePlan) -> dict[str, int | None] | None:
     s = t.selection
     if s is None:
         return None
+    if t.table.bounds.auto_partitions:  # the threshold follows L0, chosen when it runs
+        return {"0.5": None, "0.95": None}
     return {
         "0.5": s.units_for_even_odds(t.units_noise),
         "0.95": s.units_for_probability(0.95, t.units_noise),
@@ -191,7 +193,7 @@ def _effect(before: TablePlan, after: TablePlan, confidence: float) -> dict[str,
     if before.family != after.family:
         out["noise_family"] = [before.family, after.family]
     units = _selection_units(before), _selection_units(after)
-    if units[0] is not None and units[1] is not None:
+    if units[0] is not None and units[1] is not None and units[0]["0.5"] is not None:
         out["units_for_even_odds"] = [units[0]["0.5"], units[1]["0.5"]]
     return out
 
@@ -260,4 +262,9 @@ def preview(spec: ReleaseSpec) -> dict[str, Any]:
 def _auto_summary(t: TablePlan) -> dict[str, Any]:
     """What the release will choose itself, and what that costs."""
     sides = {m.column: [x for x in m.auto if x != "granularity"] for m in t.table.metrics if m.auto}
-    return {"columns": sides, "epsilon": float(t.auto_epsilon), "quantile": t.table.auto_quantile}
+    return {
+        "columns": sides,
+        "max_partitions": t.table.bounds.auto_partitions,
+        "epsilon": float(t.auto_epsilon),
+        "quantile": t.table.auto_quantile,
+    }

@@ -228,7 +228,8 @@ def chosen_bounds_report(t: TablePlan) -> dict[str, Any] | None:
     """The bounds the release chose itself (``auto``): which, their values, and their cost;
     None for a table without (its bounds are all the spec's)."""
     auto = [m for m in t.table.metrics if m.auto and m.column is not None]
-    if not auto:
+    l0 = t.table.bounds.auto_partitions
+    if not auto and not l0:
         return None
     columns: dict[str, Any] = {}
     for m in auto:
@@ -243,10 +244,12 @@ def chosen_bounds_report(t: TablePlan) -> dict[str, Any] | None:
         )
     return {
         "mechanism": "exponential mechanism over 0 and +-2^j, exact sampling (dp_ops.quantiles)",
-        "statistic": "each unit's largest value (upper) or smallest (lower)",
+        "statistic": "each unit's largest value (upper) or smallest (lower); for L0, its number "
+        "of cells in the table",
         "quantile": t.table.auto_quantile,
         "epsilon": _num(t.auto_epsilon),
         "columns": columns,
+        **({"max_partitions": t.table.bounds.max_partitions} if l0 else {}),
     }
 
 

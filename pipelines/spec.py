@@ -129,6 +129,10 @@ class BoundsSpec:
     max_rows_per_partition: int
     """Linf: rows one unit may contribute to one partition. Extra rows are dropped at random;
     count and sum noise grow linearly with it."""
+    auto_partitions: bool = False
+    """``max_partitions: auto``: the release chooses L0 itself, privately, as about the table's
+    ``auto_quantile`` of the units' cell counts (a power of two); until then ``max_partitions``
+    is a placeholder of 1 (:mod:`pipelines.auto_bounds`)."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +261,7 @@ class TableSpec:
     @property
     def auto_bounds(self) -> bool:
         """Whether the release chooses some of this table's bounds itself."""
-        return any(m.auto for m in self.metrics)
+        return self.bounds.auto_partitions or any(m.auto for m in self.metrics)
 
     @property
     def consistent(self) -> bool:
@@ -708,15 +712,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
         raise _fail(f"{where}.partitions", "private selection needs at least one dimension")
     b = _mapping(_required(m, "bounds", where), f"{where}.bounds")
     _only(b, ("max_partitions", "max_rows_per_partition"), f"{where}.bounds")
-    bounds = BoundsSpec(
-        max_partitions=_positive_int(
-            _required(b, "max_partitions", f"{where}.bounds"), f"{where}.bounds.max_partitions"
-        ),
-        max_rows_per_partition=_positive_int(
-            _required(b, "max_rows_per_partition", f"{where}.bounds"),
-            f"{where}.bounds.max_rows_per_partition",
-        ),
-    )
+    bounds = _parse_bounds(b, dims, f"{where}.bounds")
     metrics_raw = _required(m, "metrics", where)
     if not isinstance(metrics_raw, list) or not metrics_raw:
         raise _fail(f"{where}.metrics", "must be a non-empty list")
@@ -756,7 +752,9 @@ def parse_table(raw: Any, where: str) -> TableSpec:
                 "levels are made consistent for count and "
                 "privacy_unit_count only; release sums and means in another table",
             )
-        if bounds.max_partitions > 1 and any(x.kind == "privacy_unit_count" for x in metrics):
+        if (bounds.max_partitions > 1 or bounds.auto_partitions) and any(
+            x.kind == "privacy_unit_count" for x in metrics
+        ):
             raise _fail(
                 f"{where}.levels",
                 "privacy_unit_count adds up over levels only with bounds.max_partitions: 1",
@@ -764,7 +762,7 @@ def parse_table(raw: Any, where: str) -> TableSpec:
     level_weights = _parse_level_weights(m.get("level_weights"), levels, f"{where}.level_weights")
     geography, margins = _parse_suite(m, dims, partitions, metrics, bounds, where)
     detail_loss = _parse_detail_loss(m, levels or geography, f"{where}.max_detail_loss")
-    auto_share, auto_quantile = _parse_auto_bounds(m, metrics, f"{where}.auto_bounds")
+    auto_share, auto_quantile = _parse_auto_bounds(m, metrics, bounds, f"{where}.auto_bounds")
     return TableSpec(
         name=name,
         dimensions=dims,
@@ -782,14 +780,36 @@ def parse_table(raw: Any, where: str) -> TableSpec:
     )
 
 
+def _parse_bounds(b: Mapping[str, Any], dims: tuple[str, ...], where: str) -> BoundsSpec:
+    rows = _positive_int(
+        _required(b, "max_rows_per_partition", where), f"{where}.max_rows_per_partition"
+    )
+    l0 = _required(b, "max_partitions", where)
+    if l0 != AUTO:
+        if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
+            raise _fail(
+                f"{where}.max_partitions",
+                f"must be a whole number >= 1, or auto (chosen by the release), got {l0!r}",
+            )
+        return BoundsSpec(l0, rows)
+    if not dims:
+        raise _fail(
+            f"{where}.max_partitions",
+            "a table without dimensions has one cell: write max_partitions: 1, not auto",
+        )
+    return BoundsSpec(1, rows, auto_partitions=True)
+
+
 def _parse_auto_bounds(
-    m: Mapping[str, Any], metrics: tuple[MetricSpec, ...], where: str
+    m: Mapping[str, Any], metrics: tuple[MetricSpec, ...], bounds: BoundsSpec, where: str
 ) -> tuple[float, float]:
     """(budget share, quantile) of the bounds a table's release chooses itself."""
     if "auto_bounds" not in m:
         return 0.1, 0.95
-    if not any(x.auto for x in metrics):
-        raise _fail(where, "applies only when a metric's lower or upper is auto")
+    if not any(x.auto for x in metrics) and not bounds.auto_partitions:
+        raise _fail(
+            where, "applies only when bounds.max_partitions or a metric's lower or upper is auto"
+        )
     a = _mapping(m["auto_bounds"], where)
     _only(a, ("budget_share", "quantile"), where)
     share = _number(a.get("budget_share", 0.1), f"{where}.budget_share")
@@ -867,7 +887,9 @@ def _parse_suite(
             f"{where}.geography",
             "suites are made consistent for count and privacy_unit_count only",
         )
-    if bounds.max_partitions > 1 and any(x.kind == "privacy_unit_count" for x in metrics):
+    if (bounds.max_partitions > 1 or bounds.auto_partitions) and any(
+        x.kind == "privacy_unit_count" for x in metrics
+    ):
         raise _fail(
             f"{where}.geography",
             "privacy_unit_count adds up over a suite only with bounds.max_partitions: 1",

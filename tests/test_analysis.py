@@ -63,6 +63,18 @@ def test_contribution_histograms_and_shares_are_exact(data: Any) -> None:
     assert "NOT privacy-protected" in out["privacy"]
 
 
+def test_with_max_partitions_auto_the_analysis_uses_the_l0_the_release_aims_at(
+    data: Any,
+) -> None:
+    bounds = {"max_partitions": "auto", "max_rows_per_partition": 3}
+    # cells per unit: 60 units in 1, 60 in 3, 30 in 5; candidates 1, 2, 4 and the 5 declared
+    for quantile, aimed in ((0.7, 4), (0.95, 5), (0.5, 4)):
+        out = analyze_table(data, _spec(bounds=bounds, auto_bounds={"quantile": quantile}), 0)
+        assert out["spec"]["max_partitions"] == aimed
+        above = sum(u for k, u in ((1, 60), (3, 60), (5, 30)) if k > aimed) / 150
+        assert out["cells_per_unit"]["share_of_units_above_max_partitions"] == pytest.approx(above)
+
+
 def test_expected_drops_match_the_release_bounding_over_many_salts(data: Any) -> None:
     """The analysis' expected rows kept under (L0, Linf) is what bound_contributions keeps, on
     average over its random choice."""

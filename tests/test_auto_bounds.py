@@ -1,4 +1,5 @@
-"""Bounds the release chooses itself (``upper: auto``; pipelines.auto_bounds): parsed, charged
+"""Bounds the release chooses itself (``upper: auto``, ``max_partitions: auto``;
+pipelines.auto_bounds): parsed, charged
 inside the table's budget, chosen near the stated quantile, recorded in the manifest, and the
 same when computed again under the same key."""
 
@@ -46,7 +47,7 @@ def test_auto_bounds_parse_and_bad_settings_are_spec_errors() -> None:
             parse_spec(_doc(**bad))
     plain = base_spec()
     plain["tables"][0]["auto_bounds"] = {"budget_share": 0.2}
-    with pytest.raises(SpecError, match="only when a metric's lower or upper is auto"):
+    with pytest.raises(SpecError, match=r"only when bounds\.max_partitions or a metric's"):
         parse_spec(plain)
 
 
@@ -89,7 +90,7 @@ def test_the_upper_bound_lands_near_the_quantile_of_each_persons_largest_value(
     chosen = resolve(frame, plan, "pid", secrets)
     (lower, upper, granularity) = choose_bounds(
         frame, plan.table, "pid", secrets, plan.auto_epsilon
-    )["v"]
+    ).columns["v"]
     true = float(np.quantile(largest, 0.9))
     assert lower == 0 and true / 2 <= upper <= 2 * true
     assert chosen.table.metrics[1].upper == upper  # drawn once: the same again under the key
@@ -127,3 +128,114 @@ def test_a_release_with_an_auto_bound_records_it_and_spends_its_budget(
     capsys.readouterr()
     assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
     assert "bounds the release chooses itself (v: upper)" in capsys.readouterr().out
+
+
+def _l0_doc(budget: dict[str, Any] | None = None, cells: int = 64, **auto: Any) -> dict[str, Any]:
+    doc = base_spec(budget=budget or {"epsilon": 1.0}, noise="laplace")
+    doc["domains"] = {"g": [f"c{i}" for i in range(cells)]}
+    doc["tables"][0]["bounds"] = {"max_partitions": "auto", "max_rows_per_partition": 1}
+    doc["tables"][0]["metrics"] = ["count"]
+    if auto:
+        doc["tables"][0]["auto_bounds"] = auto
+    return doc
+
+
+def test_max_partitions_auto_parses_and_refuses_where_it_means_nothing() -> None:
+    t = parse_spec(_l0_doc(quantile=0.9)).tables[0]
+    assert t.bounds.auto_partitions and t.bounds.max_partitions == 1 and t.auto_bounds
+    assert t.auto_quantile == 0.9  # auto_bounds applies to L0 alone too
+    for bad in ("many", 0, 2.5, True):
+        doc = _l0_doc()
+        doc["tables"][0]["bounds"]["max_partitions"] = bad
+        with pytest.raises(SpecError, match="whole number >= 1, or auto"):
+            parse_spec(doc)
+    total = _l0_doc()
+    total["tables"][0]["dimensions"] = []
+    with pytest.raises(SpecError, match="one cell: write max_partitions: 1"):
+        parse_spec(total)
+    levels = _l0_doc()
+    levels["tables"][0]["metrics"] = ["privacy_unit_count"]
+    levels["tables"][0]["levels"] = [[]]
+    with pytest.raises(SpecError, match=r"only with bounds\.max_partitions: 1"):
+        parse_spec(levels)
+
+
+@pytest.fixture(scope="module")
+def spread(spark: Any) -> Iterator[tuple[Any, np.ndarray]]:
+    """3,000 persons, each with one row in each of 1-40 of 64 cells; each one's cell count."""
+    rng = np.random.default_rng(5)
+    rows, cells = [], []
+    for pid in range(3000):
+        k = int(min(40, rng.geometric(0.12)))
+        cells.append(k)
+        rows += [(pid, f"c{c}", 1.0) for c in rng.choice(64, size=k, replace=False)]
+    frame = spark.createDataFrame(rows, "pid long, g string, v double").cache()
+    yield frame, np.array(cells)
+    frame.unpersist()
+
+
+@pytest.mark.parametrize("budget", [{"epsilon": 2.0}, {"rho": 2.0}])
+def test_max_partitions_auto_lands_near_the_quantile_of_cells_per_person(
+    spread: tuple[Any, np.ndarray], budget: dict[str, Any]
+) -> None:
+    frame, cells = spread
+    spec = parse_spec(_l0_doc(budget, budget_share=0.5, quantile=0.9))
+    (plan,) = plan_release(spec).tables
+    secrets = Secrets.new()
+    chosen = resolve(frame, plan, "pid", secrets, max_cells=64)
+    true = float(np.quantile(cells, 0.9))
+    l0 = chosen.table.bounds.max_partitions
+    assert true / 2 <= l0 <= 2 * true and l0 & (l0 - 1) == 0  # a power of two near it
+    again = choose_bounds(frame, plan.table, "pid", secrets, plan.auto_epsilon, 64)
+    assert again.max_partitions == l0  # drawn once: the same again under the key
+    # the count is planned again for the chosen L0, at the same cost
+    (count,) = chosen.measurements
+    assert count.sensitivity.partitions == l0
+    assert (chosen.epsilon, chosen.rho, chosen.zcdp_cost) == (
+        plan.epsilon,
+        plan.rho,
+        plan.zcdp_cost,
+    )
+    # and its noise is that of a table declared with that L0 at the measurements' budget
+    declared = _l0_doc({k: v / 2 for k, v in budget.items()})
+    declared["tables"][0]["bounds"]["max_partitions"] = l0
+    fixed = plan_release(parse_spec(declared)).tables[0].measurements[0]
+    assert (count.mechanism, count.parameter) == (fixed.mechanism, fixed.parameter)
+
+
+def test_max_partitions_auto_never_exceeds_the_declared_cells(
+    spread: tuple[Any, np.ndarray],
+) -> None:
+    frame, _ = spread
+    doc = _l0_doc(cells=64, budget_share=0.5, quantile=0.99)
+    (plan,) = plan_release(parse_spec(doc)).tables
+    chosen = choose_bounds(frame, plan.table, "pid", Secrets.new(), Fraction(20), max_cells=24)
+    assert chosen.max_partitions is not None and chosen.max_partitions <= 24
+    assert chosen.max_partitions in (16, 24)  # the 0.99 quantile is ~35 cells: capped
+
+
+def test_a_release_with_max_partitions_auto_records_it(
+    spread: tuple[Any, np.ndarray], tmp_path: Path, capsys: Any
+) -> None:
+    frame, cells = spread
+    frame.write.parquet(str(tmp_path / "in"))
+    doc = _l0_doc({"epsilon": 1.0, "delta": 1e-6})
+    doc["tables"][0]["partitions"] = {"type": "private"}
+    doc["input"]["path"] = str(tmp_path / "in")
+    doc["output"]["path"] = str(tmp_path / "out")
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    run = ["run", str(tmp_path / "spec.yaml"), "--release-id", "a", "--master", "local[1]"]
+    assert main(run) == 0
+    manifest = json.loads((tmp_path / "out" / "a" / "manifest.json").read_text())
+    (table,) = manifest["tables"]
+    l0 = table["chosen_bounds"]["max_partitions"]
+    assert l0 == table["bounds"]["max_partitions"] and l0 > 1
+    true = float(np.quantile(cells, 0.95))
+    assert true / 2 <= l0 <= 2 * true
+    assert table["budget"]["bounds_epsilon"] == pytest.approx(0.1)
+    assert manifest["budget"]["spent"]["epsilon"] == pytest.approx(1.0)
+    capsys.readouterr()
+    assert main(["plan", str(tmp_path / "spec.yaml")]) == 0
+    out = capsys.readouterr().out
+    assert "bounds the release chooses itself (max_partitions)" in out
+    assert "threshold follows max_partitions, chosen when the release runs" in out
