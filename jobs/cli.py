@@ -218,10 +218,10 @@ def _audit(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     spark = get_session(args.master, args.spark_profile, app="dprelease-audit", remote=args.remote)
     try:
-        audits, skipped = run_audit(spark, spec, args.replicates)
+        audits = run_audit(spark, spec, args.replicates)
     finally:
         close_session(spark)
-    print(as_json(audits, skipped, ALPHA) if args.json else render(audits, skipped, ALPHA))
+    print(as_json(audits, ALPHA) if args.json else render(audits, ALPHA))
     return verdict(audits)
 
 

@@ -16,7 +16,9 @@ The planted control is the same mechanism with its noise halved (standard deviat
 epsilon is twice the claim, and the audit must catch it. A control that is not caught means the
 audit had too few replicates to say anything.
 
-Private selection and tables with levels are not audited here; tests/test_audit.py audits them.
+A table with levels or a suite is audited level by level (:func:`levels_apart`). Private selection
+(pipelines.audit_selection) and bounds the release chooses (pipelines.audit_bounds) are audited
+beside.
 """
 
 from __future__ import annotations
@@ -66,13 +68,6 @@ class MeasurementAudit:
     @property
     def control_caught(self) -> bool:
         return self.control_lower_bound > self.claimed_epsilon
-
-
-def auditable(table: TableSpec) -> str | None:
-    """Why the audit leaves a table out, or None."""
-    if table.consistent:
-        return "tables with levels are audited by the test suite, not by this command"
-    return None
 
 
 def claimed_epsilon(m: NoiseParams) -> tuple[float, float]:
@@ -177,27 +172,54 @@ def _draws(df: DataFrame, plan: TablePlan, unit: str, columns: list[str]) -> dic
     return {c: np.asarray(table.column(c).to_pylist(), dtype=float) for c in columns}
 
 
+def levels_apart(plan: TablePlan) -> list[tuple[str, TablePlan]]:
+    """A table with levels (or a suite) as one plain plan per level (or geographic level and
+    query): that level's measurements, named as the table's own, with their noise. Each is the
+    mechanism the level's cells are measured with (the release adds the finer cells up into
+    the level's, one unit's rows landing in one cell per level as in the table; making the
+    levels consistent afterwards is post-processing). ``[("", plan)]`` for a plain table."""
+    if not plan.table.consistent:
+        return [("", plan)]
+    by_level: dict[str, list[NoiseParams]] = {}
+    for m in plan.measurements:
+        base, _, level = m.column.partition("@")
+        by_level.setdefault(level, []).append(dataclasses.replace(m, column=base))
+    table = dataclasses.replace(plan.table, levels=(), level_weights=(), geography=(), margins=())
+    return [
+        (level, dataclasses.replace(plan, table=table, measurements=tuple(ms)))
+        for level, ms in by_level.items()
+    ]
+
+
 def audit_table(
     spark: SparkSession, plan: TablePlan, unit: str, replicates: int, alpha: float
 ) -> list[MeasurementAudit]:
-    """Each measurement of the table audited, with its control (see the module docstring)."""
+    """Each measurement of the table audited, with its control (see the module docstring);
+    a table with levels, level by level (:func:`levels_apart`)."""
+    out = []
+    parts = levels_apart(plan)
+    for level, part in parts:
+        for a in _audit_plain(spark, part, unit, replicates, alpha / len(parts)):
+            name = f"{a.measurement}@{level}" if level else a.measurement
+            out.append(dataclasses.replace(a, measurement=name))
+    return out
+
+
+def _audit_plain(
+    spark: SparkSession, plan: TablePlan, unit: str, replicates: int, alpha: float
+) -> list[MeasurementAudit]:
     plan = audit_plan(plan)
     base, neighbour = replicate_data(spark, plan, unit, replicates)
-    control = halved(plan)
     columns = [_column(plan, m) for m in plan.measurements]
     samples: dict[str, Any] = {}
-    for name, p in (("plan", plan), ("control", control)):
+    for name, p in (("plan", plan), ("control", halved(plan))):
         samples[name] = (_draws(base, p, unit, columns), _draws(neighbour, p, unit, columns))
     out = []
     alpha_each = alpha / max(1, 2 * len(plan.measurements))
     for m, column in zip(plan.measurements, columns, strict=True):
         claim, delta = claimed_epsilon(m)
-        bounds = []
-        for name in ("plan", "control"):
-            a, b = samples[name][1][column], samples[name][0][column]
-            pilot = len(a) // PILOT
-            cuts = cuts_between(a[:pilot], b[:pilot], CUTS)
-            bounds.append(epsilon_lower_bound(a[pilot:], b[pilot:], cuts, alpha_each, delta))
+        pairs = [(samples[n][1][column], samples[n][0][column]) for n in ("plan", "control")]
+        lower, caught = lower_bounds(pairs[0], pairs[1], alpha_each, delta)
         out.append(
             MeasurementAudit(
                 plan.table.name.removeprefix("audit_"),
@@ -205,9 +227,28 @@ def audit_table(
                 m.mechanism,
                 claim,
                 delta,
-                bounds[0] if math.isfinite(bounds[0]) else 0.0,
-                bounds[1] if math.isfinite(bounds[1]) else 0.0,
+                lower,
+                caught,
                 replicates,
             )
         )
     return out
+
+
+Samples = tuple[np.ndarray, np.ndarray]
+"""Draws of one output on a dataset with the extra person, and on the dataset without."""
+
+
+def lower_bounds(
+    plan: Samples, control: Samples, alpha: float, delta: float
+) -> tuple[float, float]:
+    """Empirical epsilon lower bounds (0 when nothing is certified) of the mechanism and of its
+    control, each at level ``alpha``: thresholds from a fifth of the draws, the bound from the
+    rest (see the module docstring)."""
+    out = []
+    for a, b in (plan, control):
+        pilot = len(a) // PILOT
+        cuts = cuts_between(a[:pilot], b[:pilot], CUTS)
+        bound = epsilon_lower_bound(a[pilot:], b[pilot:], cuts, alpha, delta)
+        out.append(bound if math.isfinite(bound) else 0.0)
+    return out[0], out[1]

@@ -236,17 +236,33 @@ def release_table(
             else None
         )
         cells = join_public(cells, key_frame, dims, measures)
-    else:
-        if dims:  # the dimension values of the cells found in the data
-            cells = cells.join(cell_key_frame(df, dims, secrets, name), on=CELL_ID)
+    elif dims:  # the dimension values of the cells found in the data
+        cells = cells.join(cell_key_frame(df, dims, secrets, name), on=CELL_ID)
+    noisy = noise_and_select(cells, dims, measures, sel, jobs, secrets.key, add_noise_)
+    return finalize(noisy, plan, nonnegative)
+
+
+def noise_and_select(
+    cells: DataFrame,
+    dims: Sequence[str],
+    measures: Sequence[str],
+    sel: SelectionPlan | None,
+    jobs: Sequence[NoiseJob | KeepJob],
+    key: bytes,
+    add_noise_: bool = True,
+) -> DataFrame:
+    """Exact cells ``(dims..., measures..., [UNITS])`` noised by ``jobs`` under ``key``; under
+    selection only those kept (Spark's way; :func:`_selected` is the driver's rule), with the
+    selection statistic as a column that :func:`~pipelines.postprocess.finalize` drops."""
+    if sel is not None:
         offset = _statistic_offset(sel)
         statistic = [] if offset is None else [(F.col(UNITS) - F.lit(offset)).alias(SELECT)]
         cells = cells.select(*dims, *measures, *statistic)
-    noisy = add_noise(cells, dims, jobs, secrets.key) if add_noise_ else cells
-    if sel is not None:  # finalize drops SELECT
+    noisy = add_noise(cells, dims, jobs, key) if add_noise_ else cells
+    if sel is not None:
         column, shift = _decisive(sel)
         noisy = noisy.where(F.col(column) - F.lit(shift) >= sel.threshold)
-    return finalize(noisy, plan, nonnegative)
+    return noisy
 
 
 def noisy_measurements(df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets) -> DataFrame:
@@ -271,16 +287,21 @@ def _exact_cells(
     """The exact aggregates by cell identity (under selection, the cells that reach the
     pre-threshold), and the noise jobs of the table: its measurements and selection statistic."""
     cells = bounded_aggregates(df, plan, unit, secrets)
-    name = plan.table.name
-    jobs = noise_jobs(plan)
+    jobs = noise_jobs(plan) + selection_jobs(plan)
     sel = plan.selection
     if sel is not None:
-        if sel.table is not None:  # truncated geometric: SELECT becomes 1 (kept) or 0
-            jobs.append(KeepJob(SELECT, sel.table, f"{name}/{SELECT}"))
-        elif sel.noise is not None:  # thresholding of a separate noisy count
-            jobs.append(NoiseJob(sel.noise, f"{name}/{SELECT}"))
         cells = cells.where(f"{sql.name(UNITS)} >= {sql.long(sel.pre_threshold)}")
     return cells, jobs
+
+
+def selection_jobs(plan: TablePlan) -> list[NoiseJob | KeepJob]:
+    """The draw of a private selection's own statistic, if it has one."""
+    sel, name = plan.selection, plan.table.name
+    if sel is not None and sel.table is not None:  # truncated geometric: SELECT is 1 or 0
+        return [KeepJob(SELECT, sel.table, f"{name}/{SELECT}")]
+    if sel is not None and sel.noise is not None:  # thresholding of a separate noisy count
+        return [NoiseJob(sel.noise, f"{name}/{SELECT}")]
+    return []
 
 
 def _statistic_offset(sel: SelectionPlan) -> int | None:
