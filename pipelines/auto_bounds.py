@@ -35,7 +35,7 @@ from dp_ops.keyed_stream import KeyedStreams, label_id
 from dp_ops.quantiles import geometric_candidates, private_quantile
 from pipelines.plan import TablePlan, plan_table, plan_table_zcdp
 from pipelines.release import Secrets
-from pipelines.spec import MetricSpec, TableSpec
+from pipelines.spec import HISTOGRAM_KINDS, MetricSpec, TableSpec, quantile_grid
 
 SMALLEST = 2.0**-20
 """The smallest positive candidate; candidates double from it."""
@@ -77,12 +77,14 @@ class Choice:
     statistic: str
     grid: tuple[float, ...]
     quantile: Fraction
+    side: tuple[str, str] | None = None
+    """(column, ``lower`` or ``upper``); None for L0."""
 
 
 @dataclass(frozen=True)
 class ChosenBounds:
-    columns: dict[str, tuple[float, float, float]]
-    """Per column with auto bounds: (lower, upper, granularity)."""
+    sides: dict[tuple[str, str], float]
+    """(column, ``lower`` or ``upper``) -> the chosen bound (:func:`with_chosen` applies it)."""
     max_partitions: int | None = None
     """The chosen L0, for ``max_partitions: auto``."""
 
@@ -100,8 +102,9 @@ def choices(table: TableSpec, max_cells: int | None = None) -> list[Choice]:
             Choice(
                 f"{table.name}/auto/{column}/{side}",
                 f"{'max' if side == 'upper' else 'min'}_{column}",
-                tuple(candidates(True, given[column or ""])),
+                tuple(candidates(True, given.get(column or ""))),
                 q if side == "upper" else 1 - q,
+                (column or "", side),
             )
         )
     if table.bounds.auto_partitions:
@@ -166,32 +169,35 @@ def choose_bounds(
         )
         for c, k in zip(chosen, counts, strict=True)
     }
-    given = _given_granularity(table)
-    out: dict[str, tuple[float, float, float]] = {}
-    for m in _auto_metrics(table):
-        column = m.column or ""
-        if column in out:
-            continue
-        bounds = {"lower": float(m.lower or 0.0), "upper": float(m.upper or 0.0)}
-        for side in ("lower", "upper"):
-            if side in m.auto:
-                bounds[side] = picked[f"{table.name}/auto/{column}/{side}"]
-        lower, upper = _apart(
-            bounds["lower"], bounds["upper"], m.auto, candidates(True, given[column])
-        )
-        granularity = (
-            m.granularity if given[column] is not None else default_granularity(lower, upper)
-        )
-        out[column] = (lower, upper, float(granularity or 1.0))
-    l0 = picked.get(f"{table.name}/auto/max_partitions")
-    return ChosenBounds(out, None if l0 is None else int(l0))
+    sides = {c.side: picked[c.label] for c in chosen if c.side is not None}
+    l0 = next((int(picked[c.label]) for c in chosen if c.side is None), None)
+    return ChosenBounds(sides, l0)
+
+
+def with_chosen(m: MetricSpec, chosen: ChosenBounds, table: TableSpec) -> MetricSpec:
+    """A metric with the bounds chosen for its column in place of its placeholders: a sum's
+    range and (unless the spec fixes it) its grid, or a quantile's range and edges. The other
+    bound moves one candidate away if the two would meet."""
+    if not m.auto or m.column is None:
+        return m
+    given = _given_granularity(table).get(m.column)
+    lower = chosen.sides[(m.column, "lower")] if "lower" in m.auto else float(m.lower or 0.0)
+    upper = chosen.sides[(m.column, "upper")] if "upper" in m.auto else float(m.upper or 0.0)
+    lower, upper = _apart(lower, upper, m.auto, candidates(True, given))
+    if m.kind == "quantiles":
+        edges = quantile_grid(lower, upper, len(m.edges) - 1)
+        return dataclasses.replace(m, lower=lower, upper=upper, edges=edges)
+    granularity = default_granularity(lower, upper) if "granularity" in m.auto else m.granularity
+    return dataclasses.replace(m, lower=lower, upper=upper, granularity=granularity)
 
 
 def _given_granularity(table: TableSpec) -> dict[str, float | None]:
-    """Per column with auto bounds: the granularity the spec fixes, or None."""
+    """Per column with auto bounds: the sum grid the spec fixes (the chosen bounds must stay in
+    its range), or None."""
     return {
         m.column or "": None if "granularity" in m.auto else m.granularity
         for m in _auto_metrics(table)
+        if m.kind not in HISTOGRAM_KINDS
     }
 
 
@@ -224,15 +230,7 @@ def resolve(
     if not table.auto_bounds:
         return plan
     chosen = choose_bounds(df, table, unit, secrets, plan.auto_epsilon, max_cells)
-    cols = chosen.columns
-    metrics = tuple(
-        dataclasses.replace(
-            m, lower=cols[m.column][0], upper=cols[m.column][1], granularity=cols[m.column][2]
-        )
-        if m.auto and m.column in cols
-        else m
-        for m in table.metrics
-    )
+    metrics = tuple(with_chosen(m, chosen, table) for m in table.metrics)
     bounds = table.bounds
     if chosen.max_partitions is not None:
         bounds = dataclasses.replace(bounds, max_partitions=chosen.max_partitions)

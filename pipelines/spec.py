@@ -631,8 +631,12 @@ def _parse_histogram(m: Mapping[str, Any], kind: str, where: str) -> MetricSpec:
             raise _fail(f"{where}.bins", "edges must increase")
         return MetricSpec(kind, column, edges[0], edges[-1], edges=edges)
     _only(m, (kind, "probabilities", "lower", "upper", "bins"), where)
-    lower = _number(_required(m, "lower", where), f"{where}.lower")
-    upper = _number(_required(m, "upper", where), f"{where}.upper")
+    auto = tuple(side for side in ("lower", "upper") if _required(m, side, where) == AUTO)
+    fixed = {
+        side: _number(m[side], f"{where}.{side}") for side in ("lower", "upper") if side not in auto
+    }
+    lower = fixed.get("lower", fixed.get("upper", 1.0) - 1.0)  # placeholders until chosen
+    upper = fixed.get("upper", lower + 1.0)
     if not lower < upper:
         raise _fail(f"{where}.lower", f"must be below upper ({lower!r} >= {upper!r})")
     bins = _positive_int(m.get("bins", 100), f"{where}.bins")
@@ -642,8 +646,15 @@ def _parse_histogram(m: Mapping[str, Any], kind: str, where: str) -> MetricSpec:
     probabilities = tuple(_number(p, f"{where}.probabilities[{i}]") for i, p in enumerate(raw))
     if any(not 0 < p < 1 for p in probabilities) or len(set(probabilities)) != len(raw):
         raise _fail(f"{where}.probabilities", "must be distinct numbers strictly between 0 and 1")
-    edges = tuple(lower + (upper - lower) * i / bins for i in range(bins + 1))
-    return MetricSpec(kind, column, lower, upper, edges=edges, probabilities=probabilities)
+    edges = quantile_grid(lower, upper, bins)
+    return MetricSpec(
+        kind, column, lower, upper, edges=edges, probabilities=probabilities, auto=auto
+    )
+
+
+def quantile_grid(lower: float, upper: float, bins: int) -> tuple[float, ...]:
+    """The edges of the grid a quantile is read from: ``bins`` equal bins over [lower, upper]."""
+    return tuple(lower + (upper - lower) * i / bins for i in range(bins + 1))
 
 
 def parse_partitions(raw: Any, where: str) -> PublicPartitions | PrivatePartitions:

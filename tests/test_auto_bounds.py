@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -88,13 +89,13 @@ def test_the_upper_bound_lands_near_the_quantile_of_each_persons_largest_value(
     (plan,) = plan_release(spec).tables
     secrets = Secrets.new()
     chosen = resolve(frame, plan, "pid", secrets)
-    (lower, upper, granularity) = choose_bounds(
-        frame, plan.table, "pid", secrets, plan.auto_epsilon
-    ).columns["v"]
+    again = choose_bounds(frame, plan.table, "pid", secrets, plan.auto_epsilon)
+    metric = chosen.table.metrics[1]
+    lower, upper, granularity = metric.lower, metric.upper, metric.granularity
     true = float(np.quantile(largest, 0.9))
-    assert lower == 0 and true / 2 <= upper <= 2 * true
-    assert chosen.table.metrics[1].upper == upper  # drawn once: the same again under the key
-    assert chosen.table.metrics[1].granularity == granularity
+    assert lower == 0 and upper is not None and true / 2 <= upper <= 2 * true
+    assert again.sides == {("v", "upper"): upper}  # drawn once: the same again under the key
+    assert granularity is not None
     # the measurements are planned again with the chosen bound, at the same cost
     assert (chosen.epsilon, chosen.auto_epsilon) == (plan.epsilon, plan.auto_epsilon)
     sum_noise = next(m for m in chosen.measurements if m.column == "s_v")
@@ -239,3 +240,35 @@ def test_a_release_with_max_partitions_auto_records_it(
     out = capsys.readouterr().out
     assert "bounds the release chooses itself (max_partitions)" in out
     assert "threshold follows max_partitions, chosen when the release runs" in out
+
+
+def test_a_quantile_with_an_auto_upper_bound_reads_its_grid_from_the_chosen_range(
+    persons: tuple[Any, np.ndarray], tmp_path: Path
+) -> None:
+    frame, largest = persons
+    frame.write.parquet(str(tmp_path / "in"))
+    doc = _doc({"epsilon": 2.0})
+    doc["tables"][0]["metrics"] = [
+        "count",
+        {"quantiles": "v", "probabilities": [0.5], "lower": 0, "upper": "auto", "bins": 200},
+    ]
+    doc["input"]["path"] = str(tmp_path / "in")
+    doc["output"]["path"] = str(tmp_path / "out")
+    spec = parse_spec(doc)
+    (plan,) = plan_release(spec).tables
+    chosen = resolve(frame, plan, "pid", Secrets.new())
+    metric = chosen.table.metrics[1]
+    true = float(np.quantile(largest, 0.95))
+    assert metric.upper is not None and true / 2 <= metric.upper <= 2 * true
+    assert metric.edges[0] == 0 and metric.edges[-1] == metric.upper and len(metric.edges) == 201
+    assert metric.granularity is None  # a quantile has a grid of bins, not of sums
+    # the histogram's noise does not depend on the range: the same plan either way
+    assert [m.parameter for m in chosen.measurements] == [m.parameter for m in plan.measurements]
+    (tmp_path / "spec.yaml").write_text(yaml.safe_dump(doc))
+    run = ["run", str(tmp_path / "spec.yaml"), "--release-id", "a", "--master", "local[1]"]
+    assert main(run) == 0
+    manifest = json.loads((tmp_path / "out" / "a" / "manifest.json").read_text())
+    assert manifest["tables"][0]["chosen_bounds"]["columns"]["v"]["chosen"] == ["upper"]
+    released = pq.read_table(tmp_path / "out" / "a" / "t").to_pandas()
+    # one row per person and cell (max_rows_per_partition 1) of lognormal(8, 1): median e^8
+    assert released["p50_v"].between(0.75 * np.exp(8), 1.25 * np.exp(8)).all(), released
