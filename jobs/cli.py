@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     report.add_argument("release", help="the release's directory, <output>/<release-id>")
     report.add_argument("--output", help="the HTML file (default report-<release-id>.html)")
+    report.add_argument("--master", help="Spark master, for a release at a URI (s3a://...)")
+    report.add_argument("--remote", help="Spark Connect server, for a release at a URI")
+    report.add_argument("--spark-profile", help="YAML file of Spark settings (storage access)")
 
     budget = sub.add_parser("budget", help="lifetime budgets of datasets in a ledger")
     budget.add_argument("action", choices=["init", "show"])
@@ -227,8 +230,18 @@ def _audit(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from jobs.html_report import write_report
+    from jobs.storage import scheme
 
-    print(f"wrote {write_report(args.release, args.output)}")
+    if scheme(args.release) is None:  # a local release: no Spark
+        print(f"wrote {write_report(args.release, args.output)}")
+        return EXIT_OK
+    from jobs.session import close_session, get_session
+
+    spark = get_session(args.master, args.spark_profile, app="dprelease-report", remote=args.remote)
+    try:
+        print(f"wrote {write_report(args.release, args.output, spark)}")
+    finally:
+        close_session(spark)
     return EXIT_OK
 
 

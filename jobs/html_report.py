@@ -1,5 +1,6 @@
 """``dprelease report``: one self-contained HTML page about a published release, built from its
-manifest and its released tables only (nothing private, no Spark), readable offline.
+manifest and its released tables only (nothing private), readable offline. A local release is
+read without Spark; one at a URI (``s3a://``, ``hdfs://``, ...) through a Spark session.
 
 The page states the budget and how it was split, each table's error against cell size and its
 intervals, released cells under private selection, whether the levels add up, and what the
@@ -19,7 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
-from dp_ops.errors import InputDataError
+from dp_ops.errors import InputDataError, InternalError
+from jobs.storage import join, scheme
+from pipelines.spark_compat import to_arrow
 
 MAX_POINTS = 5_000
 """Cells drawn per scatter chart (the smallest keys first); every cell counts in the figures."""
@@ -35,27 +38,81 @@ table.facts td, table.facts th { border: 1px solid #ddd; padding: 0.25em 0.6em; 
 """
 
 
-def _read_manifest(release_dir: Path) -> dict[str, Any]:
-    path = release_dir / "manifest.json"
+class ReleaseFiles:
+    """The files of a committed release: local ones read directly; a URI (``s3a://``,
+    ``hdfs://``, ``file://``, ...) read through Spark, classic or Connect, which must then be
+    given."""
+
+    def __init__(self, location: str | Path, spark: Any = None) -> None:
+        self.location = str(location)
+        self.remote = scheme(self.location) is not None
+        if self.remote and spark is None:
+            raise InternalError("a release at a URI is read through Spark: pass a session")
+        self._spark = spark
+
+    @property
+    def name(self) -> str:
+        """The release directory's last name (its release id)."""
+        return self.location.rstrip("/").rsplit("/", 1)[-1] or "release"
+
+    def text(self, name: str) -> str | None:
+        """A small text file of the release, or None when it is missing."""
+        if not self.remote:
+            try:
+                return (Path(self.location) / name).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                return None
+        try:
+            row = self._spark.read.text(join(self.location, name), wholetext=True).first()
+        except Exception as exc:  # Spark's AnalysisException, classic or Connect
+            if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+                return None
+            raise
+        return None if row is None else str(row[0])
+
+    def table(self, name: str, fmt: str) -> pa.Table | None:
+        """A released table, or None when it is missing."""
+        if not self.remote:
+            path = Path(self.location) / name
+            if not path.exists():
+                return None
+            return pads.dataset(str(path), format="csv" if fmt == "csv" else "parquet").to_table()
+        path = join(self.location, name)
+        reader = self._spark.read
+        try:
+            if fmt == "csv":
+                df = reader.option("header", "true").option("inferSchema", "true").csv(path)
+            else:
+                df = reader.parquet(path)
+            return to_arrow(df)  # a released table: noisy cells only
+        except Exception as exc:
+            if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+                return None
+            raise
+
+
+def _read_manifest(files: ReleaseFiles) -> dict[str, Any]:
+    path = join(files.location, "manifest.json")
     try:
-        manifest: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputDataError(
-            f"report: {str(release_dir)!r} holds no manifest.json; give the directory of a "
-            "committed release, <output>/<release-id>"
-        ) from None
+        text = files.text("manifest.json")
+        if text is None:
+            raise InputDataError(
+                f"report: {files.location!r} holds no manifest.json; give the directory of a "
+                "committed release, <output>/<release-id>"
+            )
+        manifest: dict[str, Any] = json.loads(text)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputDataError(f"report: cannot read {str(path)!r} as JSON: {exc}") from None
-    if "tables" not in manifest or "budget" not in manifest:
-        raise InputDataError(f"report: {str(path)!r} is not a dprelease manifest")
+        raise InputDataError(f"report: cannot read {path!r} as JSON: {exc}") from None
+    if not isinstance(manifest, dict) or "tables" not in manifest or "budget" not in manifest:
+        raise InputDataError(f"report: {path!r} is not a dprelease manifest")
     return manifest
 
 
-def _read_table(release_dir: Path, name: str, fmt: str) -> pa.Table:
-    path = release_dir / name
-    if not path.exists():
+def _read_table(files: ReleaseFiles, name: str, fmt: str) -> pa.Table:
+    table = files.table(name, fmt)
+    if table is None:
         raise InputDataError(f"report: the released table {name!r} is missing from the release")
-    return pads.dataset(str(path), format="csv" if fmt == "csv" else "parquet").to_table()
+    return table
 
 
 def _floats(table: pa.Table, column: str) -> np.ndarray:
@@ -164,7 +221,7 @@ def _errors(
 
 
 def _table_section(
-    page: _Page, manifest: dict[str, Any], entry: dict[str, Any], release_dir: Path
+    page: _Page, manifest: dict[str, Any], entry: dict[str, Any], release_dir: ReleaseFiles
 ) -> None:
     import plotly.graph_objects as go
 
@@ -278,7 +335,9 @@ def _selection(page: _Page, entry: dict[str, Any], table: pa.Table) -> None:
     page.chart(figure)
 
 
-def _levels(page: _Page, entry: dict[str, Any], finest: pa.Table, release_dir: Path) -> None:
+def _levels(
+    page: _Page, entry: dict[str, Any], finest: pa.Table, release_dir: ReleaseFiles
+) -> None:
     """Whether every released level adds up to the levels it nests in, from the tables."""
     outputs = entry["levels"]["outputs"]
     tables = {entry["name"]: (tuple(entry["dimensions"]), finest)}
@@ -354,15 +413,16 @@ def _protection(page: _Page, manifest: dict[str, Any]) -> None:
     )
 
 
-def build_report(release_dir: str | Path) -> str:
-    """The HTML page of the release at ``release_dir`` (a committed ``<output>/<release-id>``).
-    Raises InputDataError (exit 3) when it is not one."""
+def build_report(release_dir: str | Path, spark: Any = None) -> str:
+    """The HTML page of the release at ``release_dir`` (a committed ``<output>/<release-id>``,
+    a local path, or a URI read through ``spark``). Raises InputDataError (exit 3) when it is
+    not one."""
     import plotly.offline
 
-    root = Path(release_dir)
-    manifest = _read_manifest(root)
+    files = ReleaseFiles(release_dir, spark)
+    manifest = _read_manifest(files)
     page = _Page()
-    rid = html.escape(str(manifest.get("release_id", root.name)))
+    rid = html.escape(str(manifest.get("release_id", files.name)))
     page.add(f"<h1>Release {rid}</h1>")
     page.add(
         _facts(
@@ -376,7 +436,7 @@ def build_report(release_dir: str | Path) -> str:
     )
     _budget_section(page, manifest)
     for entry in manifest["tables"]:
-        _table_section(page, manifest, entry, root)
+        _table_section(page, manifest, entry, files)
     _protection(page, manifest)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in manifest.get("notes", []))
     page.add(f"<h2>Notes from the manifest</h2><ul>{notes}</ul>")
@@ -388,9 +448,13 @@ def build_report(release_dir: str | Path) -> str:
     )
 
 
-def write_report(release_dir: str | Path, output: str | Path | None = None) -> Path:
-    """Write the page to ``output`` (default ``report-<release-id>.html`` here)."""
-    text = build_report(release_dir)
-    path = Path(output) if output else Path(f"report-{Path(release_dir).resolve().name}.html")
+def write_report(
+    release_dir: str | Path, output: str | Path | None = None, spark: Any = None
+) -> Path:
+    """Write the page to ``output`` (default ``report-<release-id>.html`` here); a release at a
+    URI is read through ``spark``."""
+    text = build_report(release_dir, spark)
+    name = ReleaseFiles(release_dir, spark).name
+    path = Path(output) if output else Path(f"report-{name}.html")
     path.write_text(text, encoding="utf-8")
     return path

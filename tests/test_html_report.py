@@ -86,6 +86,27 @@ def test_a_directory_without_a_manifest_is_refused_with_exit_3(tmp_path: Path, c
     assert "holds no manifest.json" in capsys.readouterr().err
 
 
+def _facts_and_figures(page: str) -> list[str]:
+    """What a page states: its text cells, and its charts' data (ids aside)."""
+    return re.findall(r"<td[^>]*>[^<]*</td>|\"[xy]\":\[[^\]]*\]", page)
+
+
+def test_a_release_at_a_uri_is_read_through_spark(
+    spark: Any, release: Path, tmp_path: Path, capsys: Any
+) -> None:
+    local = build_report(release)
+    remote = build_report(release.as_uri(), spark)  # file://: the Hadoop filesystem path
+    assert _facts_and_figures(remote) == _facts_and_figures(local)
+    assert len(_facts_and_figures(local)) > 50
+    page = tmp_path / "page.html"
+    uri = ["report", release.as_uri(), "--output", str(page), "--master", "local[1]"]
+    assert cli.main(uri) == 0 and "persons_by_county" in page.read_text()
+    missing = ["report", (tmp_path / "none").as_uri(), "--master", "local[1]"]
+    capsys.readouterr()
+    assert cli.main(missing) == 3
+    assert "holds no manifest.json" in capsys.readouterr().err
+
+
 def _chromium() -> str:
     exe = shutil.which("chromium") or shutil.which("chromium-browser")
     if exe is None:
