@@ -17,7 +17,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 # The Python files vermin checks against the oldest Python we support (3.10).
 SOURCES := dp_ops pipelines jobs tests benchmarks
 
-.PHONY: setup setup-oldest demo test test-newest test-oldest test-debian lint bench clean check-tools browser
+.PHONY: setup setup-oldest demo survey-demo test test-newest test-oldest test-debian lint bench clean check-tools browser
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
@@ -50,6 +50,10 @@ demo: setup
 	$(BIN)/dprelease generate-demo --rows $(DEMO_ROWS) --output data/demo/microdata --spark-profile conf/spark/local.yaml
 	$(BIN)/dprelease run conf/demo.yaml --spark-profile conf/spark/local.yaml
 	@echo "Tables and manifest: out/demo/<release-id>/ (newest: $$(ls -t out/demo | grep -v '^\.' | head -1))"
+
+survey-demo: setup
+	$(BIN)/dprelease generate-demo --rows $(DEMO_ROWS) --randomized-response --output data/survey/microdata --spark-profile conf/spark/local.yaml
+	$(BIN)/dprelease run conf/survey_rr.yaml --spark-profile conf/spark/local.yaml
 
 lint: setup
 	$(BIN)/ruff check .

@@ -105,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--rows", type=int, default=200_000)
     gen.add_argument("--output", required=True)
     gen.add_argument("--partitions", type=int)
+    gen.add_argument(
+        "--randomized-response",
+        action="store_true",
+        help="add answered_yes: a survey question answered by randomized response "
+        "(p_truth 0.5, p_yes 0.5; see conf/survey_rr.yaml)",
+    )
     gen.add_argument("--master")
     gen.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
     gen.add_argument("--spark-profile")
@@ -254,7 +260,7 @@ def _generate(args: argparse.Namespace) -> int:
     )
     start = time.monotonic()
     try:
-        frame = demo_microdata(spark, args.rows, args.partitions)
+        frame = demo_microdata(spark, args.rows, args.partitions, args.randomized_response)
         frame.write.mode("overwrite").parquet(args.output)
     finally:
         close_session(spark)

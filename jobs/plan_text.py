@@ -44,6 +44,11 @@ def render(preview: dict[str, Any], spec_path: str) -> str:
         f"declared budget: {_budget(preview['declared'])}; "
         f"the release would spend: {_budget(preview['spent'])}",
     ]
+    for column, d in preview["privacy"].get("randomized_response", {}).get("columns", {}).items():
+        lines.append(
+            f"randomized response: {column} (p_truth {d['p_truth']:g}, p_yes {d['p_yes']:g}): "
+            f"each reported answer is {d['local_epsilon']:.4g}-DP locally, before any release"
+        )
     for t in preview["tables"]:
         b = t["budget"]
         lines += ["", f"table {t['name']} ({_budget(b)}; noise {b['noise_family']})"]

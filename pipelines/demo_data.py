@@ -7,7 +7,11 @@ same command always writes the same data. Shape:
   250,000 rows on, one heavy person with 2,000 rows per 250,000 rows;
 * ``state`` (20 codes, skewed), ``county`` (nested in state: 5-character code, 8 per state; a
   person's rows are mostly in one county), ``age_group`` (7 bands; a person's later rows move up),
-  ``sex``, ``race`` (6 groups, skewed), ``income`` (lognormal, depends on age).
+  ``sex``, ``race`` (6 groups, skewed), ``income`` (lognormal, depends on age);
+* with ``randomized_response``: ``answered_yes`` (0 or 1, the same on all of a person's rows),
+  a yes/no question asked by randomized response (``RR_P_TRUTH``, ``RR_P_YES``): a person whose
+  true answer is yes (more likely with age: 10% in the youngest band to 40% in the oldest)
+  answers truthfully with probability 1/2, and otherwise reports a fair coin.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ COUNTIES = tuple(f"{s}{c:03d}" for s in STATES for c in range(1, COUNTIES_PER_ST
 AGE_GROUPS = ("0-17", "18-24", "25-34", "35-44", "45-54", "55-64", "65+")
 SEXES = ("F", "M")
 RACES = ("white", "black", "asian", "native", "pacific", "other")
+RR_P_TRUTH, RR_P_YES = 0.5, 0.5
+"""The demo survey question's randomized-response design."""
 HEAVY_EVERY = 250_000
 HEAVY_ROWS = 2_000
 
@@ -37,7 +43,12 @@ def _uniform(seed: int, *cols: Column) -> Column:
     return (F.pmod(_h(seed, *cols), F.lit(1 << 52)).cast("double") + 0.5) / float(1 << 52)
 
 
-def demo_microdata(spark: SparkSession, rows: int, partitions: int | None = None) -> DataFrame:
+def demo_microdata(
+    spark: SparkSession,
+    rows: int,
+    partitions: int | None = None,
+    randomized_response: bool = False,
+) -> DataFrame:
     """``rows`` rows of demo microdata (see module docstring)."""
     if rows < 1:
         raise ValueError("rows must be >= 1")
@@ -69,6 +80,11 @@ def demo_microdata(spark: SparkSession, rows: int, partitions: int | None = None
     race = _pick(tuple(reversed(RACES)), race_idx)
     z = F.sqrt(-2 * F.log(_uniform(8, pid, k))) * F.cos(2 * 3.141592653589793 * _uniform(9, pid, k))
     income = F.round(F.exp(F.lit(9.8) + 0.15 * age_idx + 0.8 * z), 2)
+    person_age = F.pmod(_h(5, pid), F.lit(7))  # the person's first age band
+    truth = _uniform(10, pid) < 0.1 + 0.05 * person_age
+    truthful = _uniform(11, pid) < RR_P_TRUTH
+    answer = F.when(truthful, truth).otherwise(_uniform(12, pid) < RR_P_YES).cast("int")
+    survey = [answer.alias("answered_yes")] if randomized_response else []
     return df.select(
         pid.alias("person_id"),
         state.alias("state"),
@@ -77,4 +93,5 @@ def demo_microdata(spark: SparkSession, rows: int, partitions: int | None = None
         _pick(SEXES, F.pmod(_h(6, pid), F.lit(2))).alias("sex"),
         race.alias("race"),
         income.alias("income"),
+        *survey,
     )

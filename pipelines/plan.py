@@ -268,7 +268,7 @@ class ReleasePlan:
 
 
 def measures_count(table: TableSpec) -> bool:
-    return any(m.kind in ("count", "mean", *SPREAD_KINDS) for m in table.metrics)
+    return any(m.kind in ("count", "mean", "proportion", *SPREAD_KINDS) for m in table.metrics)
 
 
 SQUARE_STEPS = 1 << 20

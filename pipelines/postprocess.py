@@ -6,7 +6,10 @@ Output: ``(dims..., <metric>...)`` in the order the spec lists the metrics:
 * ``count`` and ``privacy_unit_count``: the noisy integer, clamped at zero if asked;
 * ``sum_<col>``: (noisy centered grid sum + center * noisy count) times the granularity;
 * ``mean_<col>``: (center + noisy centered sum / max(noisy count, 1)) times the granularity,
-  clamped to the column's bounds.
+  clamped to the column's bounds;
+* ``proportion_<col>`` with ``_se``, ``_low``, ``_high``: the share of 1s as a mean, turned
+  into the randomized-response design's unbiased estimate (unclamped), its standard error and
+  normal interval (:mod:`dp_ops.randomized_response`).
 
 Sums and means use the noisy count before any clamping at zero.
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from statistics import NormalDist
 
 import numpy as np
 import numpy.typing as npt
@@ -27,6 +31,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from dp_ops.randomized_response import Design, proportion_estimates
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
 from pipelines.plan import Histogram, TablePlan, histograms
@@ -48,6 +53,51 @@ def _metric(m: MetricSpec, plan: TablePlan, nonnegative: bool) -> str:
     count = f"CAST(greatest({sql.name(COUNT)}, 1) AS DOUBLE)"
     mean = f"({sql.double(v.center)} + {centered} / {count}) * {granularity}"
     return f"least(greatest({mean}, {sql.double(v.lower)}), {sql.double(v.upper)})"
+
+
+def _proportion_parameters(m: MetricSpec, plan: TablePlan) -> tuple[Design, float, float, float]:
+    """(design, sum noise variance, count noise variance, z) of a proportion's estimate."""
+    d = m.design
+    design = Design(float(d.yes_offset), float(d.p_truth)) if d is not None else Design()
+    v = next(x for x in plan.values if x.column == m.column)
+    sum_sd, count_sd = plan.noise_for(v.sum_name).sd()[0], plan.noise_for(COUNT).sd()[0]
+    z = NormalDist().inv_cdf(0.5 + m.confidence / 2)
+    return design, sum_sd * sum_sd, count_sd * count_sd, z
+
+
+def _proportion(m: MetricSpec, plan: TablePlan) -> list[Column]:
+    """A proportion's estimate, standard error and interval
+    (:func:`dp_ops.randomized_response.proportion_estimates`, as Spark SQL)."""
+    design, sum_var, count_var, z = _proportion_parameters(m, plan)
+    v = next(x for x in plan.values if x.column == m.column)
+    v1, v0 = design.variances
+    n = f"CAST(greatest({sql.name(COUNT)}, 1) AS DOUBLE)"
+    centered = f"CAST({sql.name(v.sum_name)} AS DOUBLE)"
+    share = f"(({sql.double(v.center)} + {centered} / {n}) * {sql.double(v.granularity)})"
+    est = f"(({share} - {sql.double(design.a)}) / {sql.double(design.b)})"
+    pi = f"least(greatest({est}, 0.0D), 1.0D)"
+    lam = f"least(greatest({share}, 0.0D), 1.0D)"
+    v_design = f"(({pi} * {sql.double(v1)} + (1.0D - {pi}) * {sql.double(v0)}) / {n})"
+    v_noise = f"(({sql.double(sum_var)} + {lam} * {lam} * {sql.double(count_var)}) / ({n} * {n}))"
+    se = f"(sqrt({v_design} + {v_noise}) / {sql.double(design.b)})"
+    names = m.output_names
+    return [
+        sql.expr(est, names[0]),
+        sql.expr(se, names[1]),
+        sql.expr(f"{est} - {sql.double(z)} * {se}", names[2]),
+        sql.expr(f"{est} + {sql.double(z)} * {se}", names[3]),
+    ]
+
+
+def _table_proportion(table: pa.Table, m: MetricSpec, plan: TablePlan) -> list[pa.Array]:
+    """:func:`_proportion` over an Arrow table."""
+    design, sum_var, count_var, z = _proportion_parameters(m, plan)
+    v = next(x for x in plan.values if x.column == m.column)
+    n = np.maximum(_longs(table, COUNT), 1).astype(np.float64)
+    centered = _longs(table, v.sum_name).astype(np.float64)
+    share = (float(v.center) + centered / n) * v.granularity
+    values = proportion_estimates(share, n, design, sum_var, count_var, z)
+    return [pa.array(x, pa.float64()) for x in values]
 
 
 def _histogram(h: Histogram, nonnegative: bool) -> list[Column]:
@@ -118,6 +168,8 @@ def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
             metrics.extend(_histogram(hist[m], nonnegative))
         elif m.kind == "quantiles":
             metrics.extend(_quantiles(hist[m]))
+        elif m.kind == "proportion":
+            metrics.extend(_proportion(m, plan))
         else:
             metrics.append(sql.expr(_metric(m, plan, nonnegative), m.output_name))
     return noisy.select(*dims, *metrics)
@@ -214,6 +266,9 @@ def finalize_table(
                 add(name, pa.array(counts[:, i], pa.int64()))
         elif m.kind == "quantiles":
             for name, values in zip(m.output_names, _table_quantiles(noisy, hist[m]), strict=True):
+                add(name, values)
+        elif m.kind == "proportion":
+            for name, values in zip(m.output_names, _table_proportion(noisy, m, plan), strict=True):
                 add(name, values)
         else:
             add(m.output_name, _table_metric(noisy, m, plan, nonnegative))

@@ -76,10 +76,10 @@ def with_bounds(
 
 def value_bounds(table: TableSpec) -> dict[str, tuple[float, float]]:
     """The clamped value columns of a table and their (lower, upper); histograms and quantiles
-    read their bins' edges instead."""
+    read their bins' edges instead, and a proportion's answers are 0 or 1."""
     out: dict[str, tuple[float, float]] = {}
     for m in table.metrics:
-        if m.kind in HISTOGRAM_KINDS or m.column is None:
+        if m.kind in (*HISTOGRAM_KINDS, "proportion") or m.column is None:
             continue
         if m.lower is not None and m.upper is not None:
             out.setdefault(m.column, (m.lower, m.upper))

@@ -16,7 +16,7 @@ from pipelines.plan import (
     declared_cell_count,
     histograms,
 )
-from pipelines.spec import SPREAD_KINDS, PrivatePartitions
+from pipelines.spec import SPREAD_KINDS, MetricSpec, PrivatePartitions
 
 
 def _num(x: Fraction) -> float:
@@ -74,6 +74,36 @@ def _sum_report(t: TablePlan, column: str, confidence: float) -> dict[str, Any]:
     out["standard_deviation"] = sd
     out["interval"] = {"confidence": confidence, "half_width": z * sd, "exact": False}
     out["mechanism"] = f"{out['mechanism']} on the centered sum, plus center x noisy count"
+    return out
+
+
+def _proportion_report(t: TablePlan, m: MetricSpec) -> dict[str, Any]:
+    d = m.design
+    out: dict[str, Any] = {
+        "columns": list(m.output_names),
+        "derived_from": ["count", f"sum_{m.column}"],
+        "interval": {
+            "confidence": m.confidence,
+            "exact": False,
+            "method": "normal, per cell: estimate +- z x standard error (released beside it)",
+        },
+    }
+    if d is None:
+        out["mechanism"] = (
+            "post-processing: noisy number of 1s / max(noisy count, 1), not clamped; the "
+            "standard error is the noise's (delta method)"
+        )
+        return out
+    out["mechanism"] = (
+        "post-processing: (noisy share of yes reports - (1 - p_truth) x p_yes) / p_truth, the "
+        "randomized-response design's unbiased estimate, not clamped to [0, 1]; standard error "
+        "from the design's coin flips and the noise (delta method)"
+    )
+    out["randomized_response"] = {
+        "p_truth": _num(d.p_truth),
+        "p_yes": _num(d.p_yes),
+        "local_epsilon": d.local_epsilon,
+    }
     return out
 
 
@@ -156,6 +186,8 @@ def table_report(
             entry["derived_from"] = ["count", f"sum_{m.column}"]
         elif m.kind == "sum":
             entry.update(_sum_report(t, m.column or "", confidence))
+        elif m.kind == "proportion":
+            entry.update(_proportion_report(t, m))
         elif m.kind in SPREAD_KINDS:
             sq = t.squares_of(m.column or "")
             entry["mechanism"] = (
@@ -323,6 +355,28 @@ def _allocation_report(t: TablePlan) -> dict[str, Any]:
     }
 
 
+def randomized_response_report(plan: ReleasePlan) -> dict[str, Any]:
+    """The local guarantee of each randomized-response question, beside the central one."""
+    return {
+        "columns": {
+            d.column: {
+                "p_truth": _num(d.p_truth),
+                "p_yes": _num(d.p_yes),
+                "local_epsilon": d.local_epsilon,
+            }
+            for d in plan.spec.input.randomized_response
+        },
+        "meaning": (
+            "each respondent's reported answer is local_epsilon-DP about their true answer on "
+            "its own, before and whatever any release does; the release is also DP, with the "
+            "declared budget, about everything each person contributed (reported answers "
+            "included). Both hold at once: the true answers are protected by the local epsilon "
+            "even against whoever holds the microdata, and by both against readers of the "
+            "release"
+        ),
+    }
+
+
 def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
     conf = plan.spec.output.confidence
     budget, cost = plan.spec.budget, plan.cost
@@ -344,6 +398,11 @@ def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
         },
         "composition": (
             "sequential over tables and selection; zCDP within a Gaussian table's measurements"
+        ),
+        **(
+            {"randomized_response": randomized_response_report(plan)}
+            if plan.spec.input.randomized_response
+            else {}
         ),
         "tables": [
             table_report(

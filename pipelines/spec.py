@@ -12,7 +12,7 @@ import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any, Literal
 
@@ -21,12 +21,13 @@ from dp_ops.fixed_point import MAX_STEPS, default_granularity
 from dp_ops.rational import MIN_BUDGET, MIN_DELTA, exact_decimal
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
-MetricKind = Literal["count", "privacy_unit_count", "sum", "mean"]
+MetricKind = Literal["count", "privacy_unit_count", "sum", "mean", "proportion"]
 METRIC_KINDS: tuple[str, ...] = (
     "count",
     "privacy_unit_count",
     "sum",
     "mean",
+    "proportion",
     "variance",
     "stddev",
     "histogram",
@@ -59,6 +60,31 @@ class ExpectationSpec:
 
 
 @dataclass(frozen=True)
+class RandomizedResponse:
+    """A survey question answered by randomized response: each respondent answers truthfully
+    with probability ``p_truth``, and otherwise reports a coin flip that says yes (1) with
+    probability ``p_yes``. The column holds the reported answers (0 or 1)."""
+
+    column: str
+    p_truth: Fraction
+    """More truth: a smaller standard error, a larger local epsilon."""
+    p_yes: Fraction
+
+    @property
+    def yes_offset(self) -> Fraction:
+        """P(yes) of a respondent whose true answer is no: ``(1 - p_truth) * p_yes``."""
+        return (1 - self.p_truth) * self.p_yes
+
+    @property
+    def local_epsilon(self) -> float:
+        """The epsilon each respondent's reported answer has on its own (local DP), whatever
+        is done with it: the largest log ratio of a report's probability under the two truths."""
+        yes1, yes0 = self.p_truth + self.yes_offset, self.yes_offset
+        no1, no0 = 1 - yes1, 1 - yes0
+        return max(math.log(yes1 / yes0), math.log(no0 / no1))
+
+
+@dataclass(frozen=True)
 class InputSpec:
     path: str | None
     """Where the microdata is (a file or a directory of Parquet/CSV files; a local path or a
@@ -81,6 +107,9 @@ class InputSpec:
     table: str | None = None
     """A catalog table instead of ``path`` (``db.persons``, ``catalog.db.persons``), read with
     the session's catalog (Hive metastore, Unity, Glue, Spark's built-in catalog)."""
+    randomized_response: tuple[RandomizedResponse, ...] = ()
+    """Columns collected by randomized response: their ``proportion`` metrics are the
+    design's unbiased estimates, with standard errors and intervals."""
 
     @property
     def source(self) -> str:
@@ -149,6 +178,10 @@ class MetricSpec:
     """Bin edges of a histogram (public), or of the grid a quantile is read from."""
     probabilities: tuple[float, ...] = ()
     """Quantiles to release (0.5: the median)."""
+    design: RandomizedResponse | None = None
+    """A proportion of a randomized-response column: its design (set from the input spec)."""
+    confidence: float = 0.95
+    """A proportion's interval level (set from ``output.confidence``)."""
     auto: tuple[str, ...] = ()
     """What the release chooses itself, privately, before it measures (``lower``, ``upper``;
     ``granularity`` when the spec gives none): until then ``lower``/``upper`` hold placeholders
@@ -169,6 +202,9 @@ class MetricSpec:
                 f"p{format(100 * p, 'g').replace('.', '_')}_{self.column}"
                 for p in self.probabilities
             )
+        if self.kind == "proportion":
+            name = self.output_name
+            return (name, f"{name}_se", f"{name}_low", f"{name}_high")
         return (self.output_name,)
 
 
@@ -254,7 +290,8 @@ class TableSpec:
         kinds = {m.kind for m in self.metrics}
         if "privacy_unit_count" in kinds:
             return "privacy_unit_count"
-        if kinds & {"count", "mean", *SPREAD_KINDS} and self.bounds.max_rows_per_partition == 1:
+        rows = {"count", "mean", "proportion", *SPREAD_KINDS}
+        if kinds & rows and self.bounds.max_rows_per_partition == 1:
             return "count"
         return None
 
@@ -460,6 +497,7 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
         "on_invalid",
         "expectations",
         "validator",
+        "randomized_response",
     )
     _only(m, keys, where)
     if ("path" in m) == ("table" in m):
@@ -504,7 +542,37 @@ def parse_input(raw: Any, where: str = "input") -> InputSpec:
         expectations=tuple(
             parse_expectation(e, f"{where}.expectations[{i}]") for i, e in enumerate(raw_exp)
         ),
+        randomized_response=_parse_designs(
+            m.get("randomized_response"), f"{where}.randomized_response"
+        ),
     )
+
+
+def _parse_designs(raw: Any, where: str) -> tuple[RandomizedResponse, ...]:
+    """``{column, p_truth, p_yes}``, or a list of them."""
+    if raw is None:
+        return ()
+    items = raw if isinstance(raw, list) else [raw]
+    out = []
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]" if isinstance(raw, list) else where
+        d = _mapping(item, at)
+        _only(d, ("column", "p_truth", "p_yes"), at)
+        column = _column(_required(d, "column", at), f"{at}.column")
+        p_truth = _exact(_required(d, "p_truth", at), f"{at}.p_truth")
+        p_yes = _exact(d.get("p_yes", 0.5), f"{at}.p_yes")
+        if not 0 < p_truth < 1:
+            raise _fail(
+                f"{at}.p_truth",
+                f"must lie in (0, 1), got {_show(p_truth)} (1 would report the truth: no "
+                "randomized response at all)",
+            )
+        if not 0 < p_yes < 1:
+            raise _fail(f"{at}.p_yes", f"must lie in (0, 1), got {_show(p_yes)}")
+        out.append(RandomizedResponse(column, p_truth, p_yes))
+    if len({d.column for d in out}) != len(out):
+        raise _fail(where, "lists a column twice")
+    return tuple(out)
 
 
 def parse_budget(raw: Any, where: str = "budget") -> BudgetSpec:
@@ -565,6 +633,10 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
         return MetricSpec(kind=kind)
     if kind in HISTOGRAM_KINDS:
         return _parse_histogram(m, kind, where)
+    if kind == "proportion":  # of a 0/1 column: the mean with bounds 0 and 1
+        _only(m, (kind,), where)
+        column = _column(m[kind], f"{where}.{kind}")
+        return MetricSpec(kind=kind, column=column, lower=0.0, upper=1.0, granularity=1.0)
     _only(m, (kind, "lower", "upper", "granularity"), where)
     column = _column(m[kind], f"{where}.{kind}")
     auto = tuple(side for side in ("lower", "upper") if m.get(side) == AUTO)
@@ -1036,17 +1108,32 @@ def parse_spec(raw: Any) -> ReleaseSpec:
     outputs = [name for t in tables for name, _ in t.outputs]
     if len(set(outputs)) != len(outputs):
         raise _fail("tables", "two output tables share a name (levels add '<name>__by_<dims>')")
+    input_spec = parse_input(_required(m, "input", "spec"))
+    output = parse_output(_required(m, "output", "spec"))
     spec = ReleaseSpec(
-        input=parse_input(_required(m, "input", "spec")),
+        input=input_spec,
         budget=parse_budget(_required(m, "budget", "spec")),
-        output=parse_output(_required(m, "output", "spec")),
-        tables=tables,
+        output=output,
+        tables=tuple(_with_designs(t, input_spec, output.confidence) for t in tables),
         noise=_choice(m.get("noise", "auto"), ("auto", "laplace", "gaussian"), "noise"),
         domains=tuple(domains),
         ledger=parse_ledger(m["ledger"]) if m.get("ledger") is not None else None,
     )
     _check_cross_references(spec)
     return spec
+
+
+def _with_designs(table: TableSpec, input_spec: InputSpec, confidence: float) -> TableSpec:
+    """The table with each proportion given its column's randomized-response design, if any,
+    and the interval level."""
+    designs = {d.column: d for d in input_spec.randomized_response}
+    metrics = tuple(
+        replace(m, design=designs.get(m.column or ""), confidence=confidence)
+        if m.kind == "proportion"
+        else m
+        for m in table.metrics
+    )
+    return replace(table, metrics=metrics)
 
 
 def _check_suite_domains(spec: ReleaseSpec, table: TableSpec, where: str) -> None:
@@ -1069,6 +1156,14 @@ def _check_suite_domains(spec: ReleaseSpec, table: TableSpec, where: str) -> Non
 
 
 def _check_cross_references(spec: ReleaseSpec) -> None:
+    dims = {x for t in spec.tables for x in t.dimensions}
+    for i, rr in enumerate(spec.input.randomized_response):
+        if rr.column == spec.input.privacy_unit or rr.column in dims:
+            raise _fail(
+                f"input.randomized_response[{i}].column",
+                f"{rr.column!r} is the privacy unit or a dimension: a randomized answer is a "
+                "value column, released through a proportion metric",
+            )
     for i, table in enumerate(spec.tables):
         where = f"tables[{i}]"
         if spec.input.privacy_unit in table.dimensions:

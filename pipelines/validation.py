@@ -137,6 +137,15 @@ def input_rules(spec: ReleaseSpec, schema: T.StructType) -> tuple[Rule, ...]:
         if role == "dimension" and domain is not None:
             values = tuple(convert_key(v, dtype, f"domains.{column}") for v in domain)
             rules.append(Rule(f"{column} in its declared domain", column, "in_set", values))
+    answers = sorted(
+        {m.column or "" for t in spec.tables for m in t.metrics if m.kind == "proportion"}
+    )
+    for column in answers:  # a proportion is a share of 0/1 answers
+        if column in fields and isinstance(fields[column], NUMERIC):
+            values = (0, 1) if isinstance(fields[column], INTEGRAL) else (0.0, 1.0)
+            rules.append(
+                Rule(f"{column} is 0 or 1 (a proportion's answers)", column, "in_set", values)
+            )
     for i, e in enumerate(spec.input.expectations):
         where = f"input.expectations[{i}]"
         if e.column not in fields:

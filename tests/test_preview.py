@@ -30,7 +30,9 @@ def _no_spark(*_: Any, **__: Any) -> Any:
     raise AssertionError("dprelease plan started Spark")
 
 
-@pytest.mark.parametrize("spec", ["demo.yaml", "demo_zcdp.yaml", "census_suite.yaml"])
+@pytest.mark.parametrize(
+    "spec", ["demo.yaml", "demo_zcdp.yaml", "census_suite.yaml", "survey_rr.yaml"]
+)
 def test_plan_reads_no_data_and_states_what_the_manifest_would(
     spec: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
 ) -> None:
