@@ -16,7 +16,7 @@ from typing import Any
 from pyspark.sql import SparkSession
 
 from jobs.progress import stage
-from pipelines.audit import MeasurementAudit, audit_table
+from pipelines.audit import MeasurementAudit, audit_categories, audit_table
 from pipelines.audit_bounds import audit_bound_choices
 from pipelines.audit_selection import audit_selection
 from pipelines.persistence import release_scope
@@ -39,6 +39,7 @@ def run_audit(
         unit = spec.input.privacy_unit
         with stage(f"table {t.table.name}: audit its mechanisms", spark), release_scope():
             audits += audit_table(spark, t, unit, replicates, alpha)
+            audits += audit_categories(spark, t, unit, replicates, alpha)
         if t.table.auto_bounds:
             cells = declared_cell_count(spec, t.table)
             with stage(f"table {t.table.name}: audit the bounds it chooses", spark):

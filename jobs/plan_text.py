@@ -65,6 +65,13 @@ def render(preview: dict[str, Any], spec_path: str) -> str:
             if "derived_from" in m:
                 sources = " and ".join(m["derived_from"])
                 lines.append(f"  {m['name']}: post-processing of {sources}")
+            if "lead_for_95_percent" in m:
+                lines.append(
+                    f"  {m['name']}: exponential mechanism over {len(m['categories'])} "
+                    f"categories, epsilon {m['epsilon_per_pick']:.4g} per pick and cell; names "
+                    f"the most common category with probability 0.95 when it leads by "
+                    f"{m['lead_for_95_percent']:.3g} rows"
+                )
         p = t["partitions"]
         if p.get("type") == "private":
             units = t["selection_units"]

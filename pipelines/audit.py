@@ -35,7 +35,14 @@ from pyspark.sql import functions as F
 
 from dp_ops import accounting
 from dp_ops.audit import cuts_between, epsilon_lower_bound
-from pipelines.plan import NoiseParams, TablePlan, histograms, value_columns
+from pipelines.plan import (
+    Categorical,
+    NoiseParams,
+    TablePlan,
+    categoricals,
+    histograms,
+    value_columns,
+)
 from pipelines.release import Secrets, noisy_measurements
 from pipelines.spark_compat import to_arrow
 from pipelines.spec import HISTOGRAM_KINDS, PublicPartitions, TableSpec
@@ -170,6 +177,88 @@ def _draws(df: DataFrame, plan: TablePlan, unit: str, columns: list[str]) -> dic
     noisy = noisy_measurements(df, plan, unit, Secrets.new()).select(*columns)
     table = to_arrow(noisy)  # synthetic replicates, never the user's data
     return {c: np.asarray(table.column(c).to_pylist(), dtype=float) for c in columns}
+
+
+def _category_design(categories: int, s: int, epsilon: float, replicates: int) -> int:
+    """Persons per category (all but the last) in each audited cell: where the control (the
+    mechanism at twice ``epsilon``) is easiest to tell apart from its neighbour at this many
+    draws, from the mechanism's exact probabilities of naming the last category first (a
+    design choice from public numbers, not a claim)."""
+    draws = replicates - replicates // PILOT
+    best, best_n = -math.inf, 0
+    for n in range(400):
+        others = (categories - 1) * math.exp(2 * epsilon * n / s)
+        p, q = 1 / (1 + others), math.exp(2 * epsilon) / (math.exp(2 * epsilon) + others)
+        if p <= 0 or q >= 1:
+            break
+        score = math.log(q / p) - 6 * math.sqrt((1 - p) / (draws * p) + (1 - q) / (draws * q))
+        if score > best:
+            best, best_n = score, n
+    return best_n
+
+
+def _category_data(
+    spark: SparkSession, plan: TablePlan, unit: str, c: Categorical, replicates: int
+) -> tuple[DataFrame, DataFrame]:
+    """(the dataset, its neighbour) for a mode or top-k: in every cell, ``n`` persons with one
+    row in each category but the last (:func:`_category_design`); the neighbour adds one
+    person with every row allowed in the last category."""
+    m = c.metric
+    cats, s = m.categories, plan.table.bounds.max_rows_per_partition
+    n = _category_design(len(cats), s, float(plan.cell_epsilon(m)) / m.k, replicates)
+    middle = {col: mid for col, (mid, _) in _values(plan.table).items() if col != m.column}
+    rid = F.col("id")
+    per_cell = n * (len(cats) - 1)
+    base = spark.range(replicates * per_cell).select(
+        rid.alias(unit),
+        F.floor(rid / max(per_cell, 1)).cast("long").alias(REPLICATE),
+        F.element_at(
+            F.array(*[F.lit(v) for v in cats[:-1]]), (rid % (len(cats) - 1) + 1).cast("int")
+        ).alias(m.column or ""),
+        *[F.lit(v).alias(col) for col, v in middle.items()],
+    )
+    rows = 3 * s
+    extra = spark.range(replicates * rows).select(
+        (F.lit(EXTRA_UNIT) + F.floor(rid / rows)).cast("long").alias(unit),
+        F.floor(rid / rows).cast("long").alias(REPLICATE),
+        F.lit(cats[-1]).alias(m.column or ""),
+        *[F.lit(v).alias(col) for col, v in middle.items()],
+    )
+    return base, base.unionByName(extra)
+
+
+def audit_categories(
+    spark: SparkSession, plan: TablePlan, unit: str, replicates: int, alpha: float
+) -> list[MeasurementAudit]:
+    """Each mode and top-k of the table: the first category it names, on neighbouring cells
+    (:func:`_category_data`), against the first pick's epsilon in one cell; the control is the
+    same mechanism at twice its epsilon."""
+    plan = audit_plan(plan)
+    out = []
+    cats = categoricals(plan.table)
+    for c in cats:
+        claim = float(plan.cell_epsilon(c.metric)) / c.metric.k
+        doubled = dataclasses.replace(plan, choice_epsilon=2 * plan.choice_epsilon)
+        base, neighbour = _category_data(spark, plan, unit, c, replicates)
+        column = c.count_column(0)  # the first pick's index, after the mechanism
+        pairs = [
+            (_draws(neighbour, p, unit, [column])[column], _draws(base, p, unit, [column])[column])
+            for p in (plan, doubled)
+        ]
+        lower, caught = lower_bounds(pairs[0], pairs[1], alpha / (2 * len(cats)), 0.0)
+        out.append(
+            MeasurementAudit(
+                plan.table.name.removeprefix("audit_"),
+                c.metric.output_names[0],
+                "exponential_mechanism",
+                claim,
+                0.0,
+                lower,
+                caught,
+                replicates,
+            )
+        )
+    return out
 
 
 def levels_apart(plan: TablePlan) -> list[tuple[str, TablePlan]]:

@@ -240,13 +240,11 @@ def resolve(
     else:
         strategy = plan.selection.strategy if plan.selection is not None else None
         again = plan_table(resolved, plan.epsilon, plan.delta, plan.family, strategy)
-    same = (again.epsilon, again.delta, again.rho, again.auto_epsilon, again.zcdp_cost) == (
-        plan.epsilon,
-        plan.delta,
-        plan.rho,
-        plan.auto_epsilon,
-        plan.zcdp_cost,
-    )
+
+    def cost(p: TablePlan) -> tuple[object, ...]:
+        return (p.epsilon, p.delta, p.rho, p.auto_epsilon, p.choice_epsilon, p.zcdp_cost)
+
+    same = cost(again) == cost(plan)
     if not same:
         raise InternalError("bounds chosen by the release changed what the table spends")
     return again

@@ -10,7 +10,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import types as T
 
 from dp_ops.errors import SHOW_ERRORS_VARIABLE, InputDataError, show_errors
-from pipelines.spec import ReleaseSpec
+from pipelines.spec import CATEGORY_KINDS, ReleaseSpec
 
 NUMERIC = (
     T.ByteType,
@@ -25,14 +25,15 @@ KEY_TYPES = (*NUMERIC[:4], T.StringType, T.BooleanType, T.DateType)
 
 
 def required_columns(spec: ReleaseSpec) -> dict[str, str]:
-    """Column -> role ('privacy unit', 'dimension' or 'value') for every column the spec uses."""
+    """Column -> role ('privacy unit', 'dimension', 'value' or 'category') for every column the
+    spec uses."""
     roles = {spec.input.privacy_unit: "privacy unit"}
     for table in spec.tables:
         for d in table.dimensions:
             roles.setdefault(d, "dimension")
         for m in table.metrics:
             if m.column is not None:
-                roles.setdefault(m.column, "value")
+                roles.setdefault(m.column, "category" if m.kind in CATEGORY_KINDS else "value")
     return roles
 
 

@@ -24,6 +24,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Any
 
 import numpy as np
@@ -35,6 +36,7 @@ from pyspark.sql import types as T
 from dp_ops.errors import InternalError
 from dp_ops.keyed_stream import KeyedStreams, ids_from_digests, label_id
 from dp_ops.samplers import bernoulli_table, discrete_gaussian, discrete_laplace
+from dp_ops.top_k import top_k
 from pipelines.persistence import keep
 from pipelines.plan import NoiseParams, TruncatedGeometric
 from pipelines.spark_compat import arrow_frame, to_arrow
@@ -67,6 +69,27 @@ class KeepJob:
     label: str
 
 
+@dataclass(frozen=True)
+class ChoiceJob:
+    """A mode or top-k: per cell, the exact counts in ``columns`` (one per category) turned into
+    the indices of ``k`` categories by the exponential mechanism (:func:`dp_ops.top_k.top_k`),
+    written into the first ``k`` of those columns; streams labelled ``label``."""
+
+    columns: tuple[str, ...]
+    k: int
+    epsilon: Fraction
+    """Per cell."""
+    sensitivity: int
+    label: str
+
+    @property
+    def column(self) -> str:
+        return self.columns[0]
+
+
+Job = NoiseJob | KeepJob | ChoiceJob
+
+
 def draw(params: NoiseParams, streams: KeyedStreams) -> np.ndarray:
     if params.mechanism == "discrete_laplace":
         return discrete_laplace(streams, params.parameter)
@@ -88,8 +111,12 @@ def _apply_job(job: NoiseJob | KeepJob, streams: KeyedStreams, true: np.ndarray)
     return noisy
 
 
+def _longs(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    return np.asarray(values.to_numpy(zero_copy_only=False)).astype(np.int64)
+
+
 def _noise_batches(
-    key: bytes, jobs: Sequence[NoiseJob | KeepJob]
+    key: bytes, jobs: Sequence[Job]
 ) -> Callable[[Iterable[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     labels = [(job, label_id(job.label)) for job in jobs]
 
@@ -102,8 +129,14 @@ def _noise_batches(
                 name: batch.column(i) for i, name in enumerate(batch.schema.names) if name != CELL
             }
             for job, lid in labels:
-                true = columns[job.column].to_numpy(zero_copy_only=False).astype(np.int64)
-                out = _apply_job(job, KeyedStreams(key, base ^ lid), true)
+                streams = KeyedStreams(key, base ^ lid)
+                if isinstance(job, ChoiceJob):
+                    counts = np.stack([_longs(columns[c]) for c in job.columns], axis=1)
+                    picks = top_k(streams, counts, job.k, job.epsilon, job.sensitivity)
+                    for r in range(job.k):
+                        columns[job.columns[r]] = pa.array(picks[:, r], type=pa.int64())
+                    continue
+                out = _apply_job(job, streams, _longs(columns[job.column]))
                 columns[job.column] = pa.array(out, type=pa.int64())
             yield pa.RecordBatch.from_arrays(list(columns.values()), names=list(columns))
 
@@ -111,7 +144,7 @@ def _noise_batches(
 
 
 def add_noise(
-    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob], key: bytes
+    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[Job], key: bytes
 ) -> DataFrame:
     """``df`` with each job's column replaced by its noisy value (long); other columns kept.
 
@@ -131,7 +164,7 @@ def add_noise(
 
 
 def noise_in_plan(
-    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob], key: bytes
+    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[Job], key: bytes
 ) -> DataFrame:
     """``df`` noised as :func:`add_noise` noises it (the same values), on the executors, as a
     step of the plan that reads it: nothing runs now and nothing is kept. For callers that keep
@@ -140,13 +173,12 @@ def noise_in_plan(
     return _with_cell(df, key_columns, jobs).mapInArrow(_noise_batches(key, jobs), df.schema)
 
 
-def _with_cell(
-    df: DataFrame, key_columns: Sequence[str], jobs: Sequence[NoiseJob | KeepJob]
-) -> DataFrame:
+def _with_cell(df: DataFrame, key_columns: Sequence[str], jobs: Sequence[Job]) -> DataFrame:
     """``df`` with each cell's identity (a digest of its key values) in ``CELL``."""
     for job in jobs:
-        if job.column not in df.columns:
-            raise InternalError(f"noise planned for a missing column {job.column!r}")
+        for column in job.columns if isinstance(job, ChoiceJob) else (job.column,):
+            if column not in df.columns:
+                raise InternalError(f"noise planned for a missing column {column!r}")
     identity = F.to_json(F.struct(*[F.col(c) for c in key_columns])) if key_columns else F.lit("{}")
     return df.withColumn(CELL, F.unhex(F.sha2(identity, 256)))
 
@@ -157,7 +189,7 @@ def driver_frame(spark: SparkSession, table: pa.Table, schema: T.StructType) -> 
     return arrow_frame(spark, table, schema).coalesce(1)
 
 
-def noise_on_driver(table: pa.Table, jobs: Sequence[NoiseJob | KeepJob], key: bytes) -> pa.Table:
+def noise_on_driver(table: pa.Table, jobs: Sequence[Job], key: bytes) -> pa.Table:
     """``table`` (with the cells' identities in ``_cell``) noised, without ``_cell``."""
     batches = list(_noise_batches(key, jobs)(table.to_batches()))
     if batches:

@@ -40,6 +40,7 @@ from dp_ops.sensitivity import (
 from pipelines.aggregation import COUNT, UNITS
 from pipelines.bounding import ValueColumn
 from pipelines.spec import (
+    CATEGORY_KINDS,
     HISTOGRAM_KINDS,
     SPREAD_KINDS,
     MetricSpec,
@@ -188,6 +189,14 @@ class TablePlan:
     auto_epsilon: Fraction = Fraction(0)
     """Epsilon of the bounds the release chooses itself (pure, the exponential mechanism), all
     of them together; part of ``epsilon`` (or, in rho, ``auto_epsilon^2 / 2`` of ``rho``)."""
+    choice_epsilon: Fraction = Fraction(0)
+    """Epsilon of the table's modes and top-ks (pure, the exponential mechanism), all of them
+    together, split equally; part of ``epsilon`` (or, in rho, ``choice_epsilon^2 / 2``)."""
+
+    def cell_epsilon(self, metric: MetricSpec) -> Fraction:
+        """A mode's or top-k's epsilon in one cell: its share over the cells a unit reaches."""
+        n = len(categoricals(self.table))
+        return self.choice_epsilon / n / self.table.bounds.max_partitions
 
     @property
     def zcdp_cost(self) -> Fraction | None:
@@ -195,7 +204,8 @@ class TablePlan:
         if self.selection is not None:
             return None
         measured = sum((m.rho + m.epsilon * m.epsilon / 2 for m in self.measurements), Fraction(0))
-        return measured + self.auto_epsilon * self.auto_epsilon / 2
+        pure = self.auto_epsilon * self.auto_epsilon + self.choice_epsilon * self.choice_epsilon
+        return measured + pure / 2
 
     @property
     def units_noise(self) -> NoiseParams | None:
@@ -205,7 +215,8 @@ class TablePlan:
 
     @property
     def measurement_epsilon(self) -> Fraction:
-        return self.epsilon - (self.selection.epsilon if self.selection else 0) - self.auto_epsilon
+        chosen = self.auto_epsilon + self.choice_epsilon
+        return self.epsilon - (self.selection.epsilon if self.selection else 0) - chosen
 
     @property
     def measurement_delta(self) -> Fraction:
@@ -324,7 +335,7 @@ def value_columns(table: TableSpec) -> tuple[ValueColumn, ...]:
     """The value columns of a table, centered when the count is measured anyway."""
     seen: dict[str, ValueColumn] = {}
     for m in table.metrics:
-        if m.kind in HISTOGRAM_KINDS:
+        if m.kind in (*HISTOGRAM_KINDS, *CATEGORY_KINDS):
             continue
         if m.column is not None and m.column not in seen:
             if m.lower is None or m.upper is None or m.granularity is None:
@@ -406,6 +417,35 @@ class Histogram:
         return f"{self.measure}_{i}"
 
 
+@dataclass(frozen=True)
+class Categorical:
+    """A mode or top-k: the cell's count of rows in each public category, measured exactly and
+    turned into the categories named by the exponential mechanism (dp_ops.top_k), never noised
+    or released as counts."""
+
+    metric: MetricSpec
+    index: int
+    """Position among the table's categorical metrics (names its columns)."""
+
+    @property
+    def bin_column(self) -> str:
+        """Per input row: the index of its category (null for a value in none)."""
+        return f"_cat{self.index}"
+
+    def count_column(self, i: int) -> str:
+        """Rows in category ``i``; after the mechanism the first k hold the chosen indices."""
+        return f"c{self.index}_{self.metric.column}_{i}"
+
+    @property
+    def count_columns(self) -> list[str]:
+        return [self.count_column(i) for i in range(len(self.metric.categories))]
+
+
+def categoricals(table: TableSpec) -> tuple[Categorical, ...]:
+    cats = [m for m in table.metrics if m.kind in CATEGORY_KINDS]
+    return tuple(Categorical(m, j) for j, m in enumerate(cats))
+
+
 def histograms(table: TableSpec) -> tuple[Histogram, ...]:
     hist = [m for m in table.metrics if m.kind in HISTOGRAM_KINDS]
     return tuple(Histogram(m, j) for j, m in enumerate(hist))
@@ -459,18 +499,36 @@ def _measurements(
 def plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePlan:
     """Plan a public-partition table at ``rho``-zCDP: Gaussian measurements share rho; Laplace
     measurements get the largest epsilon with ``epsilon^2 / 2`` within their share. Bounds the
-    release chooses itself get ``auto_share`` of rho, as the largest epsilon within it."""
-    if not table.auto_bounds:
+    release chooses itself get ``auto_share`` of rho, and modes and top-ks their share of the
+    rest (:func:`_choice_share`), each as the largest epsilon within it."""
+    auto_rho = rho * _auto_share(table) if table.auto_bounds else Fraction(0)
+    choice_rho = (rho - auto_rho) * _choice_share(table)
+    if not auto_rho and not choice_rho:
         return _plan_table_zcdp(table, rho, family)
-    reserved = rho * _auto_share(table)
-    auto = accounting.epsilon_for_rho(reserved)
-    plan = _plan_table_zcdp(table, rho - reserved, family)
-    return replace(plan, rho=rho, auto_epsilon=auto)
+    plan = _plan_table_zcdp(table, rho - auto_rho - choice_rho, family)
+    return replace(
+        plan,
+        rho=rho,
+        auto_epsilon=accounting.epsilon_for_rho(auto_rho) if auto_rho else Fraction(0),
+        choice_epsilon=accounting.epsilon_for_rho(choice_rho) if choice_rho else Fraction(0),
+    )
 
 
 def _auto_share(table: TableSpec) -> Fraction:
     """The share of a table's budget its chosen bounds spend, as an exact fraction."""
     return Fraction(table.auto_share).limit_denominator(10**6)
+
+
+def _choice_share(table: TableSpec) -> Fraction:
+    """The share of a table's budget (after chosen bounds) its modes and top-ks spend: weight 1
+    each, beside weight 1 for each noised measurement (and the selection's weight)."""
+    n = len(categoricals(table))
+    if not n:
+        return Fraction(0)
+    measured = Fraction(len(_sensitivities(table, value_columns(table))))
+    if isinstance(table.partitions, PrivatePartitions):
+        measured += Fraction(table.partitions.weight).limit_denominator(10**6)
+    return Fraction(n) / (n + measured)
 
 
 def _plan_table_zcdp(table: TableSpec, rho: Fraction, family: Family) -> TablePlan:
@@ -650,12 +708,14 @@ def plan_table(
     strategy: str | None = None,
 ) -> TablePlan:
     """Plan one table at (epsilon, delta) with the given noise family and selection strategy.
-    Bounds the release chooses itself get ``auto_share`` of epsilon."""
-    if not table.auto_bounds:
+    Bounds the release chooses itself get ``auto_share`` of epsilon, modes and top-ks their
+    share of the rest (:func:`_choice_share`)."""
+    auto = epsilon * _auto_share(table) if table.auto_bounds else Fraction(0)
+    choice = (epsilon - auto) * _choice_share(table)
+    if not auto and not choice:
         return _plan_table(table, epsilon, delta, family, strategy)
-    auto = epsilon * _auto_share(table)
-    plan = _plan_table(table, epsilon - auto, delta, family, strategy)
-    return replace(plan, epsilon=epsilon, auto_epsilon=auto)
+    plan = _plan_table(table, epsilon - auto - choice, delta, family, strategy)
+    return replace(plan, epsilon=epsilon, auto_epsilon=auto, choice_epsilon=choice)
 
 
 def _plan_table(

@@ -34,8 +34,8 @@ from pyspark.sql import types as T
 from dp_ops.randomized_response import Design, proportion_estimates
 from pipelines import sql_text as sql
 from pipelines.aggregation import COUNT, UNITS
-from pipelines.plan import Histogram, TablePlan, histograms
-from pipelines.spec import SPREAD_KINDS, MetricSpec
+from pipelines.plan import Categorical, Histogram, TablePlan, categoricals, histograms
+from pipelines.spec import CATEGORY_KINDS, SPREAD_KINDS, MetricSpec
 
 
 def _metric(m: MetricSpec, plan: TablePlan, nonnegative: bool) -> str:
@@ -100,6 +100,24 @@ def _table_proportion(table: pa.Table, m: MetricSpec, plan: TablePlan) -> list[p
     return [pa.array(x, pa.float64()) for x in values]
 
 
+def _categories(c: Categorical) -> list[Column]:
+    """A mode's or top-k's named categories, from the indices the mechanism wrote (as text)."""
+    names = ", ".join(sql.string(str(v)) for v in c.metric.categories)
+    return [
+        sql.expr(f"element_at(array({names}), CAST({sql.name(c.count_column(r))} AS INT) + 1)", n)
+        for r, n in enumerate(c.metric.output_names)
+    ]
+
+
+def _table_categories(table: pa.Table, c: Categorical) -> list[pa.Array]:
+    """:func:`_categories` over an Arrow table."""
+    names = np.array([str(v) for v in c.metric.categories], dtype=object)
+    return [
+        pa.array(names[_longs(table, c.count_column(r))].tolist(), pa.string())
+        for r in range(len(c.metric.output_names))
+    ]
+
+
 def _histogram(h: Histogram, nonnegative: bool) -> list[Column]:
     bins = [sql.name(h.count_column(i)) for i in range(h.bins)]
     if nonnegative:
@@ -160,6 +178,7 @@ def _spread(m: MetricSpec, plan: TablePlan) -> str:
 def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
     dims = list(plan.table.dimensions)
     hist = {h.metric: h for h in histograms(plan.table)}
+    cats = {c.metric: c for c in categoricals(plan.table)}
     metrics: list[Column] = []
     for m in plan.table.metrics:
         if m.kind in SPREAD_KINDS:
@@ -170,6 +189,8 @@ def finalize(noisy: DataFrame, plan: TablePlan, nonnegative: bool) -> DataFrame:
             metrics.extend(_quantiles(hist[m]))
         elif m.kind == "proportion":
             metrics.extend(_proportion(m, plan))
+        elif m.kind in CATEGORY_KINDS:
+            metrics.extend(_categories(cats[m]))
         else:
             metrics.append(sql.expr(_metric(m, plan, nonnegative), m.output_name))
     return noisy.select(*dims, *metrics)
@@ -248,12 +269,17 @@ def finalize_table(
     nulls), with the dimensions, and the Spark fields of the metrics."""
     dims = list(plan.table.dimensions)
     hist = {h.metric: h for h in histograms(plan.table)}
+    cats = {c.metric: c for c in categoricals(plan.table)}
     columns: dict[str, pa.Array | pa.ChunkedArray] = {d: noisy.column(d) for d in dims}
     fields: list[T.StructField] = []
 
     def add(name: str, values: pa.Array) -> None:
         columns[name] = values
-        kind = T.LongType() if pa.types.is_integer(values.type) else T.DoubleType()
+        kind: T.DataType = T.DoubleType()
+        if pa.types.is_integer(values.type):
+            kind = T.LongType()
+        elif pa.types.is_string(values.type):
+            kind = T.StringType()
         fields.append(T.StructField(name, kind))
 
     for m in plan.table.metrics:
@@ -269,6 +295,9 @@ def finalize_table(
                 add(name, values)
         elif m.kind == "proportion":
             for name, values in zip(m.output_names, _table_proportion(noisy, m, plan), strict=True):
+                add(name, values)
+        elif m.kind in CATEGORY_KINDS:
+            for name, values in zip(m.output_names, _table_categories(noisy, cats[m]), strict=True):
                 add(name, values)
         else:
             add(m.output_name, _table_metric(noisy, m, plan, nonnegative))

@@ -227,6 +227,9 @@ def preview(spec: ReleaseSpec) -> dict[str, Any]:
                             "standard_deviation",
                             "interval",
                             "derived_from",
+                            "epsilon_per_pick",
+                            "lead_for_95_percent",
+                            "categories",
                         )
                         if k in m
                     }

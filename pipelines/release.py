@@ -73,6 +73,8 @@ from pipelines.consistency import (
 )
 from pipelines.noise import (
     CELL,
+    ChoiceJob,
+    Job,
     KeepJob,
     NoiseJob,
     add_noise,
@@ -83,10 +85,12 @@ from pipelines.noise import (
 from pipelines.partitions import ARROW_TYPES, PublicKeys, join_public
 from pipelines.persistence import keep
 from pipelines.plan import (
+    Categorical,
     Histogram,
     SelectionPlan,
     Squares,
     TablePlan,
+    categoricals,
     error_columns,
     histograms,
     level_column,
@@ -125,18 +129,22 @@ def bounded_aggregates(df: DataFrame, plan: TablePlan, unit: str, secrets: Secre
     """
     t = plan.table
     hist = histograms(t)
+    cats = categoricals(t)
     sq = squares(t, plan.values)
-    if hist or sq:
+    if hist or sq or cats:
         df = df.withColumns(
-            {h.bin_column: bin_index(h) for h in hist} | {s.row_column: square_steps(s) for s in sq}
+            {h.bin_column: bin_index(h) for h in hist}
+            | {c.bin_column: category_index(c) for c in cats}
+            | {s.row_column: square_steps(s) for s in sq}
         )
-    extra = [h.bin_column for h in hist] + [s.row_column for s in sq]
+    extra = [h.bin_column for h in hist] + [c.bin_column for c in cats] + [s.row_column for s in sq]
     cells: list[str] = []
     if t.dimensions:
         keep = list(dict.fromkeys([unit, *(v.column for v in plan.values), *extra]))
         df = with_cell_ids(df, t.dimensions, secrets.cell_salt, keep)
         cells = [CELL_ID]
     bins = [(h.bin_column, [h.count_column(i) for i in range(h.bins)]) for h in hist]
+    bins += [(c.bin_column, c.count_columns) for c in cats]
     return df.transform(
         bound_contributions,
         unit,
@@ -164,18 +172,32 @@ def bin_index(h: Histogram) -> Column:
     return sql.expr(" + ".join(["0", *above]))
 
 
+def category_index(c: Categorical) -> Column:
+    """The index of a row's category among the metric's (-1, counted nowhere, for others)."""
+    value = sql.name(c.metric.column or "")
+
+    def same(v: object) -> str:  # a whole number matches 3 and 3.0; text matches its text
+        if isinstance(v, int):
+            return f"CAST({value} AS DOUBLE) = {sql.double(v)}"
+        return f"CAST({value} AS STRING) = {sql.string(str(v))}"
+
+    cases = " ".join(f"WHEN {same(v)} THEN {i}" for i, v in enumerate(c.metric.categories))
+    return sql.expr(f"CASE {cases} ELSE -1 END")
+
+
 def all_measures(plan: TablePlan) -> list[str]:
-    """The aggregated columns of a table: counts, sums, histogram bins."""
+    """The aggregated columns of a table: counts, sums, histogram bins, category counts."""
     bins = [h.count_column(i) for h in histograms(plan.table) for i in range(h.bins)]
+    cats = [column for c in categoricals(plan.table) for column in c.count_columns]
     sq = [s.measure for s in squares(plan.table, plan.values)]
-    return [*measure_columns(plan.values), *sq, *bins]
+    return [*measure_columns(plan.values), *sq, *bins, *cats]
 
 
-def noise_jobs(plan: TablePlan) -> list[NoiseJob | KeepJob]:
+def noise_jobs(plan: TablePlan) -> list[Job]:
     """One job per noised column; a histogram's measurement is noised in each of its bins."""
     name = plan.table.name
     hist = {h.measure: h for h in histograms(plan.table)}
-    jobs: list[NoiseJob | KeepJob] = []
+    jobs: list[Job] = []
     for m in plan.measurements:
         h = hist.get(m.column)
         if h is None:
@@ -184,6 +206,16 @@ def noise_jobs(plan: TablePlan) -> list[NoiseJob | KeepJob]:
         for i in range(h.bins):
             column = h.count_column(i)
             jobs.append(NoiseJob(m, f"{name}/{column}", target=column))
+    for c in categoricals(plan.table):  # the exponential mechanism: no noise on the counts
+        jobs.append(
+            ChoiceJob(
+                tuple(c.count_columns),
+                c.metric.k,
+                plan.cell_epsilon(c.metric),
+                plan.table.bounds.max_rows_per_partition,
+                f"{name}/{c.metric.output_name}",
+            )
+        )
     return jobs
 
 
@@ -247,7 +279,7 @@ def noise_and_select(
     dims: Sequence[str],
     measures: Sequence[str],
     sel: SelectionPlan | None,
-    jobs: Sequence[NoiseJob | KeepJob],
+    jobs: Sequence[Job],
     key: bytes,
     add_noise_: bool = True,
 ) -> DataFrame:
@@ -283,7 +315,7 @@ def cell_key_frame(df: DataFrame, dims: Sequence[str], secrets: Secrets, table: 
 
 def _exact_cells(
     df: DataFrame, plan: TablePlan, unit: str, secrets: Secrets
-) -> tuple[DataFrame, list[NoiseJob | KeepJob]]:
+) -> tuple[DataFrame, list[Job]]:
     """The exact aggregates by cell identity (under selection, the cells that reach the
     pre-threshold), and the noise jobs of the table: its measurements and selection statistic."""
     cells = bounded_aggregates(df, plan, unit, secrets)
@@ -294,7 +326,7 @@ def _exact_cells(
     return cells, jobs
 
 
-def selection_jobs(plan: TablePlan) -> list[NoiseJob | KeepJob]:
+def selection_jobs(plan: TablePlan) -> list[Job]:
     """The draw of a private selection's own statistic, if it has one."""
     sel, name = plan.selection, plan.table.name
     if sel is not None and sel.table is not None:  # truncated geometric: SELECT is 1 or 0
@@ -448,7 +480,7 @@ def _driver_way(
     plan: TablePlan,
     schema: T.StructType,
     secrets: Secrets,
-    jobs: list[NoiseJob | KeepJob],
+    jobs: list[Job],
     add_noise_: bool,
     nonnegative: bool,
 ) -> tuple[DataFrame | None, DataFrame]:
@@ -496,7 +528,7 @@ def _noise_and_select(
     plan: TablePlan,
     cells: pa.Table,
     secrets: Secrets,
-    jobs: list[NoiseJob | KeepJob],
+    jobs: list[Job],
     add_noise_: bool,
 ) -> pa.Table:
     """Cells on the driver, noised and selected by the plan's selection.

@@ -8,6 +8,7 @@ from typing import Any
 
 from dp_ops import selection
 from dp_ops.selection import normal_ppf
+from dp_ops.top_k import gap_for, probability_first_is_best
 from pipelines.plan import (
     NoiseParams,
     ReleasePlan,
@@ -16,7 +17,7 @@ from pipelines.plan import (
     declared_cell_count,
     histograms,
 )
-from pipelines.spec import SPREAD_KINDS, MetricSpec, PrivatePartitions
+from pipelines.spec import CATEGORY_KINDS, SPREAD_KINDS, MetricSpec, PrivatePartitions
 
 
 def _num(x: Fraction) -> float:
@@ -75,6 +76,40 @@ def _sum_report(t: TablePlan, column: str, confidence: float) -> dict[str, Any]:
     out["interval"] = {"confidence": confidence, "half_width": z * sd, "exact": False}
     out["mechanism"] = f"{out['mechanism']} on the centered sum, plus center x noisy count"
     return out
+
+
+CATEGORY_GAPS = (1, 2, 5, 10, 20, 50, 100)
+"""Leads (in rows) at which the manifest states the probability of naming the true mode."""
+
+
+def categories_report(t: TablePlan, m: MetricSpec) -> dict[str, Any]:
+    """A mode's or top-k's mechanism, budget, and how large a lead it needs."""
+    cell = t.cell_epsilon(m)
+    each = float(cell) / m.k
+    s = t.table.bounds.max_rows_per_partition
+    n = len(m.categories)
+    return {
+        "columns": list(m.output_names),
+        "categories": [str(c) for c in m.categories],
+        "mechanism": (
+            "exponential mechanism over the cell's row count per category (monotone, "
+            f"sensitivity max_rows_per_partition = {s}), {m.k} pick(s) without replacement, "
+            "each with epsilon_per_pick; sampled exactly (dp_ops.top_k). Counts are never "
+            "released; an empty cell names categories at random"
+        ),
+        "epsilon": _num(cell * t.table.bounds.max_partitions),
+        "epsilon_per_cell": _num(cell),
+        "epsilon_per_pick": each,
+        "probability_first_is_the_mode": {
+            str(g): probability_first_is_best(n, g, each, s) for g in CATEGORY_GAPS
+        },
+        "lead_for_95_percent": gap_for(0.95, n, each, s),
+        "meaning": (
+            "probability_first_is_the_mode[g]: at least this probability that the first "
+            "category named is the most common one when it has g more rows than every other; "
+            "lead_for_95_percent: the lead that makes it 0.95"
+        ),
+    }
 
 
 def _proportion_report(t: TablePlan, m: MetricSpec) -> dict[str, Any]:
@@ -178,7 +213,8 @@ def table_report(
         entry: dict[str, Any] = {"name": m.output_name, "kind": m.kind}
         if m.column is not None:
             entry["column"] = m.column
-            entry["clamp"] = [m.lower, m.upper]
+            if m.kind not in CATEGORY_KINDS:
+                entry["clamp"] = [m.lower, m.upper]
         if m.kind == "mean":
             entry["mechanism"] = (
                 "post-processing: noisy sum / max(noisy count, 1), clamped to bounds"
@@ -188,6 +224,8 @@ def table_report(
             entry.update(_sum_report(t, m.column or "", confidence))
         elif m.kind == "proportion":
             entry.update(_proportion_report(t, m))
+        elif m.kind in CATEGORY_KINDS:
+            entry.update(categories_report(t, m))
         elif m.kind in SPREAD_KINDS:
             sq = t.squares_of(m.column or "")
             entry["mechanism"] = (
@@ -248,6 +286,7 @@ def table_report(
             "measurement_delta": _num(t.measurement_delta),
             "measurement_rho": _num(sum((m.rho for m in t.measurements), Fraction(0))),
             "bounds_epsilon": _num(t.auto_epsilon),
+            "categories_epsilon": _num(t.choice_epsilon),
         },
         "partitions": partitions,
         "metrics": metrics,

@@ -28,6 +28,8 @@ METRIC_KINDS: tuple[str, ...] = (
     "sum",
     "mean",
     "proportion",
+    "mode",
+    "top_k",
     "variance",
     "stddev",
     "histogram",
@@ -35,6 +37,9 @@ METRIC_KINDS: tuple[str, ...] = (
 )
 SPREAD_KINDS = ("variance", "stddev")
 HISTOGRAM_KINDS = ("histogram", "quantiles")
+CATEGORY_KINDS = ("mode", "top_k")
+"""Metrics that name a cell's most common categories (dp_ops.top_k)."""
+MAX_CATEGORIES = 1000
 NoiseFamily = Literal["auto", "laplace", "gaussian"]
 
 
@@ -178,6 +183,11 @@ class MetricSpec:
     """Bin edges of a histogram (public), or of the grid a quantile is read from."""
     probabilities: tuple[float, ...] = ()
     """Quantiles to release (0.5: the median)."""
+    categories: tuple[Any, ...] = ()
+    """A mode's or top-k's public categories (values of the column); rows with others count in
+    none. More categories: a larger lead is needed for the right answer."""
+    k: int = 1
+    """How many categories a top-k names (1 for a mode); each costs 1/k of the metric's epsilon."""
     design: RandomizedResponse | None = None
     """A proportion of a randomized-response column: its design (set from the input spec)."""
     confidence: float = 0.95
@@ -205,6 +215,8 @@ class MetricSpec:
         if self.kind == "proportion":
             name = self.output_name
             return (name, f"{name}_se", f"{name}_low", f"{name}_high")
+        if self.kind == "top_k":
+            return tuple(f"top{i + 1}_{self.column}" for i in range(self.k))
         return (self.output_name,)
 
 
@@ -633,6 +645,8 @@ def parse_metric(raw: Any, where: str) -> MetricSpec:
         return MetricSpec(kind=kind)
     if kind in HISTOGRAM_KINDS:
         return _parse_histogram(m, kind, where)
+    if kind in CATEGORY_KINDS:
+        return _parse_categorical(m, kind, where)
     if kind == "proportion":  # of a 0/1 column: the mean with bounds 0 and 1
         _only(m, (kind,), where)
         column = _column(m[kind], f"{where}.{kind}")
@@ -689,6 +703,25 @@ def _auto_metric(
     if granularity <= 0:
         raise _fail(f"{where}.granularity", "must be > 0")
     return MetricSpec(kind, column, lower, upper, granularity, auto=auto)
+
+
+def _parse_categorical(m: Mapping[str, Any], kind: str, where: str) -> MetricSpec:
+    """``{mode: col, categories: [...]}`` or ``{top_k: col, k: 3, categories: [...]}``."""
+    _only(m, (kind, "categories", *(("k",) if kind == "top_k" else ())), where)
+    column = _column(m[kind], f"{where}.{kind}")
+    raw = _required(m, "categories", where)
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise _fail(f"{where}.categories", "must list at least two categories, e.g. [a, b, c]")
+    if len(raw) > MAX_CATEGORIES:
+        raise _fail(f"{where}.categories", f"lists {len(raw)}, at most {MAX_CATEGORIES}")
+    if any(isinstance(c, bool) or not isinstance(c, (str, int)) for c in raw):
+        raise _fail(f"{where}.categories", "must be text or whole numbers")
+    if len(set(map(repr, raw))) != len(raw):
+        raise _fail(f"{where}.categories", "lists a category twice")
+    k = _positive_int(m.get("k", 1), f"{where}.k") if kind == "top_k" else 1
+    if k >= len(raw):
+        raise _fail(f"{where}.k", f"must be below the number of categories ({len(raw)})")
+    return MetricSpec(kind=kind, column=column, categories=tuple(raw), k=k)
 
 
 def _parse_histogram(m: Mapping[str, Any], kind: str, where: str) -> MetricSpec:
@@ -811,8 +844,8 @@ def parse_table(raw: Any, where: str) -> TableSpec:
             for x in metrics
             if x.column == metric.column
             and x.column is not None
-            and x.kind not in HISTOGRAM_KINDS
-            and metric.kind not in HISTOGRAM_KINDS
+            and x.kind not in (*HISTOGRAM_KINDS, *CATEGORY_KINDS)
+            and metric.kind not in (*HISTOGRAM_KINDS, *CATEGORY_KINDS)
         ]
         if any(
             (x.lower, x.upper, x.granularity, x.auto)
@@ -822,6 +855,13 @@ def parse_table(raw: Any, where: str) -> TableSpec:
             raise _fail(
                 f"{where}.metrics[{i}]", f"sum and mean of {metric.column!r} need the same bounds"
             )
+    kinds = {x.kind for x in metrics}
+    if kinds & set(CATEGORY_KINDS) and not kinds & {"count", "privacy_unit_count"}:
+        raise _fail(
+            f"{where}.metrics",
+            "a mode or top_k needs the cell's count beside it (add count or "
+            "privacy_unit_count): it says how far to trust the categories named",
+        )
     weight = _number(m.get("weight", 1.0), f"{where}.weight")
     if weight <= 0:
         raise _fail(f"{where}.weight", "must be > 0")

@@ -43,6 +43,12 @@ def double(value: float) -> str:
     return f"{v!r}D".replace("e", "E")
 
 
+def string(value: str) -> str:
+    """A STRING literal of ``value`` (any text: written as its UTF-8 bytes in hex, so no quote
+    or backslash in it is ever read as SQL)."""
+    return f"decode(unhex('{value.encode('utf-8').hex()}'), 'UTF-8')"
+
+
 def round_half_up(x: str) -> str:
     """The DOUBLE expression ``x`` rounded to the nearest integer, halves away from zero: a
     BIGINT, exactly :func:`dp_ops.fixed_point.round_half_up` of the same double.
