@@ -41,7 +41,7 @@ def test_a_valid_spec_parses_into_frozen_objects() -> None:
             r"tables\[0\]\.metrics\[0\]: must be one of count, privacy_unit_count",
         ),
         (
-            with_table(metrics=[{"mode": "v"}]),
+            with_table(metrics=[{"median": "v"}]),
             r"tables\[0\]\.metrics\[0\]: must name exactly one metric",
         ),
         (
