@@ -144,3 +144,39 @@ def test_a_job_alongside_is_cancelled_by_its_session_tag_on_spark_connect(
 ) -> None:
     done = _client(sys.executable, "-m", "tests.connect_client", "cancel", connect_url)
     assert "cancelled" in done.stdout
+
+
+def test_chosen_bounds_and_modes_release_the_same_on_spark_connect(
+    connect_url: str, demo_path: str, tmp_path: Path
+) -> None:
+    """Bounds the release chooses (L0 and an upper clamp) and the exponential mechanism's modes
+    and top-k, through the Python API on Connect and on a classic session: the same rows."""
+    import yaml
+
+    from pipelines.demo_data import AGE_GROUPS, RACES
+
+    doc = yaml.safe_load(DEMO.read_text())
+    doc["tables"] = [
+        {
+            "name": "race_by_state",
+            "dimensions": ["state"],
+            "partitions": {"type": "public", "keys": "cross_product"},
+            "bounds": {"max_partitions": "auto", "max_rows_per_partition": 1},
+            "metrics": [
+                "count",
+                {"mode": "race", "categories": list(RACES)},
+                {"top_k": "age_group", "k": 2, "categories": list(AGE_GROUPS)},
+                {"mean": "income", "lower": 0, "upper": "auto"},
+            ],
+        }
+    ]
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    client = [sys.executable, "-m", "tests.connect_client", "release"]
+    remote = _client(*client, connect_url, str(spec), demo_path)
+    classic = _client(*client, "local[2]", str(spec), demo_path)
+    got, want = json.loads(remote.stdout), json.loads(classic.stdout)
+    assert len(got["tables"]["race_by_state"]) == 20
+    assert got == want
+    (table,) = got["privacy"]["tables"]
+    assert table["chosen_bounds"]["max_partitions"] >= 1
