@@ -19,12 +19,12 @@ from pyspark.sql import functions as F
 
 from dp_ops.errors import SpecError
 from jobs import cli
-from jobs.runner import candidate_cells, public_keys
 from pipelines import noise as noise_module
 from pipelines.plan import plan_release
-from pipelines.release import Secrets, release_table
+from pipelines.release import Secrets
 from pipelines.spec import parse_spec
 from tests.conftest import base_spec
+from tests.test_release import release
 
 LANGS = ["en", "fr", "de", "it"]
 
@@ -91,22 +91,13 @@ def speakers(spark: Any) -> Any:
     frame.unpersist()
 
 
-def _release(spark: Any, doc: dict[str, Any], df: Any, secrets: Secrets) -> Any:
-    spec = parse_spec(doc)
-    t = plan_release(spec).tables[0]
-    keys = public_keys(spark, spec, t.table, df)
-    return release_table(
-        df, t, "pid", secrets, keys, True, candidates=candidate_cells(spec, t.table, df)
-    )
-
-
 def test_large_leads_name_the_right_categories_the_same_on_driver_and_spark(
     spark: Any, speakers: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     secrets = Secrets.new()
-    driver = _release(spark, _doc(), speakers, secrets)
+    driver = release(spark, _doc(), speakers, secrets=secrets)
     monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
-    on_spark = _release(spark, _doc(), speakers, secrets)
+    on_spark = release(spark, _doc(), speakers, secrets=secrets)
     assert_df_equality(driver, on_spark, ignore_row_order=True, ignore_nullable=True)
     rows = {r["g"]: r for r in driver.collect()}
     for g in "abc":  # leads of 180 rows and more: e^-60 odds against at 1/3 per pick
@@ -125,7 +116,9 @@ def test_with_a_small_budget_the_mode_is_a_draw_not_the_truth(spark: Any, speake
     doc = _doc({"epsilon": 0.001})
     names = set()
     for _ in range(40):
-        names |= {r["mode_lang"] for r in _release(spark, doc, speakers, Secrets.new()).collect()}
+        names |= {
+            r["mode_lang"] for r in release(spark, doc, speakers, secrets=Secrets.new()).collect()
+        }
     assert len(names) >= 3
 
 

@@ -21,14 +21,14 @@ from dp_ops.keyed_stream import KeyedStreams, new_key
 from dp_ops.randomized_response import Design, proportion_estimates
 from dp_ops.samplers import discrete_laplace
 from jobs import cli
-from jobs.runner import candidate_cells, public_keys
 from pipelines import noise as noise_module
 from pipelines.demo_data import demo_microdata
 from pipelines.plan import plan_release
-from pipelines.release import Secrets, release_table
+from pipelines.release import Secrets
 from pipelines.report import privacy_report
 from pipelines.spec import RandomizedResponse, parse_spec
 from tests.conftest import base_spec
+from tests.test_release import release
 
 DESIGN = {"column": "answer", "p_truth": 0.5, "p_yes": 0.5}
 
@@ -128,24 +128,15 @@ def survey(spark: Any) -> Any:
     frame.unpersist()
 
 
-def _release(spark: Any, doc: dict[str, Any], df: Any, secrets: Secrets) -> Any:
-    spec = parse_spec(doc)
-    t = plan_release(spec).tables[0]
-    keys = public_keys(spark, spec, t.table, df)
-    return release_table(
-        df, t, "pid", secrets, keys, True, candidates=candidate_cells(spec, t.table, df)
-    )
-
-
 def test_a_release_covers_each_cells_true_proportion_and_is_the_same_on_driver_and_spark(
     spark: Any, survey: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     doc = _doc(cells=1500, epsilon=2.0)
     doc["tables"][0]["bounds"] = {"max_partitions": 1, "max_rows_per_partition": 1}
     secrets = Secrets.new()
-    driver = _release(spark, doc, survey, secrets)
+    driver = release(spark, doc, survey, secrets=secrets)
     monkeypatch.setattr(noise_module, "DRIVER_MAX_CELLS", 0)
-    on_spark = _release(spark, doc, survey, secrets)
+    on_spark = release(spark, doc, survey, secrets=secrets)
     assert_df_equality(driver, on_spark, ignore_row_order=True, ignore_nullable=True)
     truth = survey.groupBy("g").agg(F.avg("truth").alias("truth"))
     rows = driver.join(truth, "g").toPandas()
@@ -190,7 +181,7 @@ def test_a_proportion_without_a_design_is_the_noisy_share_with_its_noise_error(
 ) -> None:
     doc = _doc(cells=1500, design=None, epsilon=2.0)
     doc["tables"][0]["bounds"] = {"max_partitions": 1, "max_rows_per_partition": 1}
-    rows = _release(spark, doc, survey, Secrets.new()).toPandas()
+    rows = release(spark, doc, survey, secrets=Secrets.new()).toPandas()
     truth = survey.groupBy("g").agg(F.avg("answer").alias("share")).toPandas()
     rows = rows.merge(truth, on="g")
     error = rows["proportion_answer"] - rows["share"]
