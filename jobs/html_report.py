@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
 from dp_ops.errors import InputDataError, InternalError
+from jobs.io import read_table
 from jobs.storage import join, scheme
 from pipelines.spark_compat import to_arrow
 
@@ -71,24 +72,14 @@ class ReleaseFiles:
         return None if row is None else str(row[0])
 
     def table(self, name: str, fmt: str) -> pa.Table | None:
-        """A released table, or None when it is missing."""
+        """A released table, or None when a local one is missing."""
         if not self.remote:
             path = Path(self.location) / name
             if not path.exists():
                 return None
             return pads.dataset(str(path), format="csv" if fmt == "csv" else "parquet").to_table()
-        path = join(self.location, name)
-        reader = self._spark.read
-        try:
-            if fmt == "csv":
-                df = reader.option("header", "true").option("inferSchema", "true").csv(path)
-            else:
-                df = reader.parquet(path)
-            return to_arrow(df)  # a released table: noisy cells only
-        except Exception as exc:
-            if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
-                return None
-            raise
+        # missing or unreadable: InputDataError (exit 3) naming the path, as for any input
+        return to_arrow(read_table(self._spark, join(self.location, name), fmt, what="report"))
 
 
 def _read_manifest(files: ReleaseFiles) -> dict[str, Any]:

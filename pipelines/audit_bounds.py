@@ -31,7 +31,6 @@ from dp_ops.audit import epsilon_lower_bound
 from dp_ops.keyed_stream import KeyedStreams, label_id
 from pipelines.audit import MeasurementAudit
 from pipelines.auto_bounds import (
-    CELLS,
     Choice,
     choice_counts,
     choices,
@@ -89,10 +88,9 @@ def neighbours(
     zeros = dict.fromkeys(sorted(columns), 0.0)
 
     def units(first: int, count: int, at: float) -> DataFrame:
-        if choice.statistic == CELLS:
+        if choice.side is None:  # L0: the statistic is the unit's number of cells
             return _group(spark, unit, first, count, int(at), zeros)
-        column = choice.statistic.split("_", 1)[1]
-        return _group(spark, unit, first, count, 1, zeros | {column: at})
+        return _group(spark, unit, first, count, 1, zeros | {choice.side[0]: at})
 
     base = units(0, num, low).unionByName(units(num, den - num, high))
     return base, base.unionByName(units(den, 1, extreme))
@@ -142,7 +140,7 @@ def audit_bound_choices(
         out.append(
             MeasurementAudit(
                 plan.table.name,
-                "auto " + c.label.split("/auto/", 1)[1],
+                "auto " + ("/".join(c.side) if c.side else "max_partitions"),
                 "exponential_mechanism",
                 float(each),
                 0.0,

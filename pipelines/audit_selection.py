@@ -30,7 +30,6 @@ from pipelines.audit import REPLICATE, MeasurementAudit, claimed_epsilon, lower_
 from pipelines.plan import TablePlan, plan_table
 from pipelines.release import Secrets, all_measures, noise_and_select, noise_jobs, selection_jobs
 from pipelines.spark_compat import to_arrow
-from pipelines.spec import PrivatePartitions
 
 MAX_UNITS = 100_000
 """The largest cell size the design point is searched up to."""
@@ -94,7 +93,7 @@ def audit_selection(
 ) -> list[MeasurementAudit]:
     """The table's private selection audited with its control (module docstring); [] for a
     table with public partitions."""
-    if not isinstance(plan.table.partitions, PrivatePartitions) or plan.selection is None:
+    if plan.selection is None:
         return []
     claim, delta = selection_claim(plan)
     doubled = plan_table(
