@@ -16,8 +16,12 @@ import time
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from dp_ops.errors import DPReleaseError, SpecError, show_errors
+
+if TYPE_CHECKING:
+    from pipelines.spec import ReleaseSpec
 
 EXIT_OK, EXIT_RUNTIME = 0, 5
 
@@ -40,6 +44,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--output", help="override output.path")
     run.add_argument(
         "--release-id", help="idempotency key: a release id that exists is not run again"
+    )
+    run.add_argument(
+        "--period",
+        help="for a series spec: the period to release (2027-03); its release id is "
+        "<series name>-<period>",
     )
     run.add_argument("--master", help="Spark master, e.g. local[2] or spark://host:7077")
     run.add_argument(
@@ -154,21 +163,18 @@ def _import_in_background(load: Callable[[], None]) -> threading.Thread:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from jobs import release_id as release_ids
     from jobs.config import load_spec
     from jobs.runner import preflight, run_release
     from jobs.session import close_session, get_session
     from pipelines.validation import load_great_expectations
 
-    release_id = (
-        release_ids.new() if args.release_id is None else release_ids.check(args.release_id)
-    )
     spec_path = args.config or args.spec
     if not spec_path:
         raise SpecError("dprelease run: give the spec path (or --config PATH)")
     spec = load_spec(
         spec_path, input_path=args.input, output_path=args.output, ledger_path=args.ledger
     )
+    release_id = _release_id(spec, args.release_id, args.period)
     preflight(spec, release_id)  # plan, output location and ledger refusal before Spark starts
     if spec.input.validator == "great_expectations":  # seconds of imports, beside the JVM's start
         _import_in_background(load_great_expectations)
@@ -185,6 +191,28 @@ def _run(args: argparse.Namespace) -> int:
             print(f"  {name}: {path}")
         print(f"  manifest: {outcome.path}/manifest.json")
     return EXIT_OK
+
+
+def _release_id(spec: ReleaseSpec, given: str | None, period: str | None) -> str:
+    """The release id of ``dprelease run``: ``--release-id``, the period's id of a series
+    (``--period``), or a new one."""
+    from jobs import release_id as release_ids
+
+    if period is not None:
+        if spec.series is None:
+            raise SpecError("--period: the spec declares no series; use --release-id")
+        if given is not None:
+            raise SpecError(
+                "--period and --release-id: a series period's release id is "
+                "<series name>-<period>; give --period only"
+            )
+        return release_ids.check(spec.series.release_id(period))
+    if spec.series is not None and given is None:
+        raise SpecError(
+            f"the spec is the series {spec.series.name!r}: give the period to release with "
+            f"--period (for example --period {spec.series.start})"
+        )
+    return release_ids.new() if given is None else release_ids.check(given)
 
 
 def _plan(args: argparse.Namespace) -> int:

@@ -24,7 +24,8 @@ import logging
 import os
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from jobs.io import input_fingerprint, read_input, read_table
 from jobs.ledger import Attempt, open_ledger
 from jobs.progress import stage
 from jobs.pyfiles import ship_to_connect
+from jobs.series import SeriesState, check_order, series_period
 from jobs.storage import Store, join, open_store, scheme
 from pipelines import output_checks, validation
 from pipelines.auto_bounds import resolve as resolve_bounds
@@ -58,6 +60,7 @@ from pipelines.partitions import (
 )
 from pipelines.persistence import release_scope
 from pipelines.plan import (
+    ReleaseCost,
     ReleasePlan,
     TablePlan,
     declared_cell_count,
@@ -66,7 +69,8 @@ from pipelines.plan import (
 )
 from pipelines.release import Secrets, release_levels, release_table
 from pipelines.report import privacy_report
-from pipelines.spec import PrivatePartitions, PublicPartitions, ReleaseSpec, TableSpec
+from pipelines.series import SeriesPlan, plan_series, series_budget, series_report
+from pipelines.spec import InputSpec, PrivatePartitions, PublicPartitions, ReleaseSpec, TableSpec
 from pipelines.suite import SuiteKeys, release_suite
 from pipelines.validation import validate_input
 
@@ -290,6 +294,24 @@ class Preflight:
     """The release id is published at this location with this spec: nothing to do."""
     store: Store | None
     """Where the release goes; None when only a Spark session can reach it (checked later)."""
+    series: SeriesPlan | None = None
+    """For a period of a series: the series' plan (``plan`` is its node plan)."""
+    position: int = 0
+    """For a period of a series: its place, 1 .. horizon."""
+
+
+NOTHING = ReleaseCost(Fraction(0), Fraction(0), Fraction(0))
+"""What a period of a series is charged: the series was charged for all of them."""
+
+
+def series_attempt(spec: ReleaseSpec) -> Attempt:
+    """The ledger's record of a series (charged once, at its first period)."""
+    if spec.series is None:
+        raise InternalError("series_attempt of a spec without a series")
+    location = writer.location_name(spec.output.path, f".private/series/{spec.series.name}")
+    # every period reads its own input: where it is does not change the series
+    same = replace(spec, input=replace(spec.input, path=None, table=None))
+    return Attempt(f"series:{spec.series.name}", spec_hash(same), location)
 
 
 def _store(spec: ReleaseSpec, spark: SparkSession | None) -> Store | None:
@@ -317,6 +339,10 @@ def preflight(
     other than ``file://`` is checked when the release runs.
     """
     release_ids.check(release_id)
+    splan, t = None, 0
+    if spec.series is not None:
+        _, t = series_period(spec, release_id)
+        splan = plan_series(spec)
     plan = planned(spec, warn)
     store = _store(spec, spark)
     final = writer.location_name(spec.output.path, release_id)
@@ -331,15 +357,31 @@ def preflight(
                 f"release id {release_id!r} is published at {final!r} from another spec; a "
                 "release id names one release. Give this spec a new release id."
             )
+    if store is not None and not published:
+        check_order(store, spec, t)
     if spec.ledger is not None:
-        admission = open_ledger(spec.ledger.path).admit(spec.ledger.dataset, attempt, plan.cost)
+        ledger = open_ledger(spec.ledger.path)
+        if splan is not None:
+            ledger.admit(spec.ledger.dataset, series_attempt(spec), splan.cost)
+        admission = ledger.admit(
+            spec.ledger.dataset, attempt, plan.cost if splan is None else NOTHING
+        )
         if admission.committed_at is not None and not published:
             raise BudgetError(
                 f"ledger: release id {release_id!r} was published at {admission.committed_at!r}, "
                 "which holds no manifest now; drawing it again would release a second draw "
                 "uncharged. Restore the release, or use a new release id."
             )
-    return Preflight(plan, attempt, published, store)
+    return Preflight(plan, attempt, published, store, splan, t)
+
+
+def period_input(spec: ReleaseSpec, release_id: str) -> InputSpec:
+    """The input of a release: for a period of a series, ``{period}`` in ``input.path``
+    replaced by the period (``data/sales/{period}.parquet``)."""
+    if spec.series is None or spec.input.path is None:
+        return spec.input
+    period, _ = series_period(spec, release_id)
+    return replace(spec.input, path=spec.input.path.replace("{period}", period))
 
 
 def run_release(
@@ -355,6 +397,7 @@ def run_release(
     with stage("plan", spark):
         checked_first = preflight(spec, rid, warn, spark)
     plan, attempt, store = checked_first.plan, checked_first.attempt, checked_first.store
+    splan = checked_first.series
     if store is None:
         raise InternalError("a session reaches every output location")
     for t in plan.tables:
@@ -392,7 +435,7 @@ def run_release(
         len(plan.tables),
     )
     with stage("read and validate input", spark):
-        raw = input_df if input_df is not None else read_input(spark, spec.input)
+        raw = input_df if input_df is not None else read_input(spark, period_input(spec, rid))
         checked = validate_input(raw, spec)
         df = checked.valid  # which expectations failed goes to the operator report only
     quarantine = None
@@ -406,7 +449,17 @@ def run_release(
             writer.private_dir(store, spec.output.path),
         )
     if spec.ledger is not None:
-        admission = open_ledger(spec.ledger.path).charge(spec.ledger.dataset, attempt, plan.cost)
+        ledger = open_ledger(spec.ledger.path)
+        if splan is not None:
+            series_admission = ledger.charge(spec.ledger.dataset, series_attempt(spec), splan.cost)
+            log.info(
+                "ledger: series %s %s",
+                spec.series.name if spec.series else "",
+                "was charged at an earlier period" if series_admission.charged else "charged",
+            )
+        admission = ledger.charge(
+            spec.ledger.dataset, attempt, plan.cost if splan is None else NOTHING
+        )
         log.info(
             "ledger: release %s %s",
             rid,
@@ -418,6 +471,9 @@ def run_release(
     outcome = Outcome(rid, final)
     released_cells: dict[str, int] = {}
     timings: dict[str, float] = {}
+    state = SeriesState(spark, store, spec) if splan is not None else None
+    if state is not None:
+        df = state.admitted(df, spec.input.privacy_unit, checked_first.position)
     with writer.release_attempt(store, spec.output.path, rid) as written, release_scope():
         resolved = []
         for tplan in plan.tables:
@@ -435,7 +491,20 @@ def run_release(
             resolved.append(tplan)
             keys = public_keys(spark, spec, tplan.table, df)  # for the release and the checks
             with stage(f"table {name}: bound, aggregate, select, noise, write", spark):
-                frames = table_frames(spec, tplan, df, secrets, keys)
+                if state is not None:
+                    frames = {
+                        name: state.table_frame(
+                            tplan,
+                            checked_first.position,
+                            df,
+                            spec.input.privacy_unit,
+                            secrets,
+                            keys,
+                            spec.output.nonnegative_counts,
+                        )
+                    }
+                else:
+                    frames = table_frames(spec, tplan, df, secrets, keys)
                 for out_name, released in frames.items():
                     writer.check_claim(store, written)
                     write_table(released, join(written, out_name), spec.output.format)
@@ -460,6 +529,10 @@ def run_release(
                     outcome.tables[out_name] = join(final, out_name)
         plan = ReleasePlan(spec, tuple(resolved))  # with the bounds chosen by the release
         manifest = build_manifest(spark, spec, plan, rid, released_cells, raw, fp_key)
+        if splan is not None:
+            conf = spec.output.confidence
+            manifest["budget"] = series_budget(spec, splan)
+            manifest["series"] = series_report(splan, checked_first.position, conf)
         writer.write_manifest(store, written, manifest)
     report: dict[str, Any] = {
         "release_id": rid,

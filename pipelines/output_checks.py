@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 from dp_ops.errors import InternalError
 from pipelines.partitions import ARROW_TYPES
 from pipelines.plan import error_columns
-from pipelines.spec import TableSpec
+from pipelines.spec import TO_DATE, TableSpec
 
 COUNT_METRICS = ("count", "privacy_unit_count", "histogram")
 
@@ -37,7 +37,15 @@ def expected_columns(table: TableSpec, dims: Sequence[str] | None = None) -> lis
     metrics = [name for m in table.metrics for name in m.output_names]
     if table.consistent:  # levels and suites carry per-cell error columns
         metrics = [c for m in metrics for c in (m, *error_columns(m))]
+    if table.to_date:  # a series: each metric, then each total to date
+        metrics = [*metrics, *(m + TO_DATE for m in metrics)]
     return [*(table.dimensions if dims is None else dims), *metrics]
+
+
+def count_columns(table: TableSpec) -> set[str]:
+    """The released columns of ``table`` that count (and so are never negative when clamped)."""
+    counts = {n for m in table.metrics if m.kind in COUNT_METRICS for n in m.output_names}
+    return counts | {n + TO_DATE for n in counts} if table.to_date else counts
 
 
 def _fail(name: str, problem: str) -> InternalError:
@@ -78,7 +86,7 @@ def check_released(
             flags[f"key {d!r} outside its declared domain"] = ~F.coalesce(
                 F.col(d).isin(*domains[d]), F.lit(False)
             )
-    counts = {n for m in table.metrics if m.kind in COUNT_METRICS for n in m.output_names}
+    counts = count_columns(table)
     for column in expected[len(dims) :]:
         c = F.col(column)
         bad = c.isNull()
@@ -175,7 +183,7 @@ def check_released_arrow(
             values = pa.array(list(domains[d]), type=column.type)
             outside = pc.invert(pc.is_in(column, value_set=values))
             problems.append((f"key {d!r} outside its declared domain", _any(outside)))
-    counts = {n for m in table.metrics if m.kind in COUNT_METRICS for n in m.output_names}
+    counts = count_columns(table)
     for column_name in expected[len(dims) :]:
         column = staged.column(column_name)
         bad = column.null_count > 0

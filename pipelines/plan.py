@@ -27,7 +27,7 @@ from fractions import Fraction
 from functools import partial
 from typing import Any, Literal, TypeVar
 
-from dp_ops import accounting, accuracy, selection
+from dp_ops import accounting, accuracy, continual, selection
 from dp_ops.errors import InternalError, NoiseRangeError
 from dp_ops.fixed_point import grid_bounds
 from dp_ops.rational import gaussian_variance, laplace_scale
@@ -43,6 +43,7 @@ from pipelines.spec import (
     CATEGORY_KINDS,
     HISTOGRAM_KINDS,
     SPREAD_KINDS,
+    BudgetSpec,
     MetricSpec,
     PrivatePartitions,
     PublicPartitions,
@@ -256,14 +257,26 @@ class ReleasePlan:
 
     @property
     def cost(self) -> ReleaseCost:
+        """What the release spends; for a series, its whole tree over every period
+        (:func:`series_factor`: ``K`` times a node, exact in epsilon for Laplace noise and in
+        rho for Gaussian; a pure epsilon-DP series is also epsilon^2 / 2 zCDP)."""
         costs = [t.zcdp_cost for t in self.tables]
         known = [c for c in costs if c is not None]
         rho = sum(known, Fraction(0)) if len(known) == len(costs) else None
         budget = self.spec.budget
+        k = 1
+        if self.spec.series is not None:
+            family, k = series_factor(self.spec)
+            if family == "laplace":
+                epsilon = self.epsilon * k
+                if budget.epsilon is None or epsilon > Fraction(budget.epsilon):
+                    raise InternalError("a series plan spends more than its epsilon")
+                return ReleaseCost(epsilon, Fraction(0), epsilon * epsilon / 2)
         if budget.rho is None:
             return ReleaseCost(self.epsilon, self.delta, rho)
-        if rho is None or rho > Fraction(budget.rho):
+        if rho is None or rho * k > Fraction(budget.rho):
             raise InternalError("a rho plan must spend at most its rho")
+        rho *= k
         if budget.delta == 0:
             return ReleaseCost(None, Fraction(0), rho)
         eps = Fraction(accounting.zcdp_epsilon(float(rho), float(budget.delta)))
@@ -841,13 +854,46 @@ def _plan_zcdp(spec: ReleaseSpec, rho: Fraction) -> ReleasePlan:
     return plan
 
 
+def series_factor(spec: ReleaseSpec) -> tuple[Family, int]:
+    """A series' noise family (Laplace for an epsilon budget, Gaussian for rho) and ``K``: its
+    tree spends ``K`` times what one node spends (:func:`dp_ops.continual.budget_factor`)."""
+    s = spec.series
+    if s is None:
+        raise InternalError("series_factor of a spec without a series")
+    family: Family = "gaussian" if spec.budget.rho is not None else "laplace"
+    return family, continual.budget_factor(s.horizon, s.max_periods, family)
+
+
+def node_spec(spec: ReleaseSpec) -> ReleaseSpec:
+    """For a series: the spec of one node of its tree, a one-period release at the series'
+    budget / ``K`` with the series' noise family (:func:`series_factor`), no series."""
+    family, k = series_factor(spec)
+    b = spec.budget
+    if b.rho is not None:
+        scaled = BudgetSpec(rho=Fraction(b.rho) / k)
+    elif b.epsilon is not None:
+        scaled = BudgetSpec(epsilon=Fraction(b.epsilon) / k)
+    else:
+        raise InternalError("a budget without epsilon or rho passed validation")
+    return replace(spec, budget=scaled, noise=family, series=None)
+
+
 def plan_release(spec: ReleaseSpec) -> ReleasePlan:
     """Split the budget and choose every mechanism; checks the plan never overspends.
 
     Epsilon goes to tables by weight. Delta goes by weight to the tables that use it (private
     selection or Gaussian noise): a first pass chooses each table's family with a provisional
     share of delta, a second hands the tables that use delta the whole of it.
+
+    For a series, the plan of every node of its tree (:func:`node_spec`): its ``spec`` has the
+    node's budget, and :func:`pipelines.series.plan_series` what the whole series spends.
     """
+    if spec.series is not None:  # the plan of a node, stated for the series' spec
+        return ReleasePlan(spec, _plan_budget(node_spec(spec)).tables)
+    return _plan_budget(spec)
+
+
+def _plan_budget(spec: ReleaseSpec) -> ReleasePlan:
     if spec.budget.rho is not None:
         return _plan_zcdp(spec, Fraction(spec.budget.rho))
     if spec.budget.epsilon is None:

@@ -11,13 +11,20 @@ from dp_ops.selection import normal_ppf
 from dp_ops.top_k import gap_for, probability_first_is_best
 from pipelines.plan import (
     NoiseParams,
+    ReleaseCost,
     ReleasePlan,
     TablePlan,
     coarse_measurements,
     declared_cell_count,
     histograms,
 )
-from pipelines.spec import CATEGORY_KINDS, SPREAD_KINDS, MetricSpec, PrivatePartitions
+from pipelines.spec import (
+    CATEGORY_KINDS,
+    SPREAD_KINDS,
+    BudgetSpec,
+    MetricSpec,
+    PrivatePartitions,
+)
 
 
 def _num(x: Fraction) -> float:
@@ -416,25 +423,37 @@ def randomized_response_report(plan: ReleasePlan) -> dict[str, Any]:
     }
 
 
+def declared_report(budget: BudgetSpec) -> dict[str, Any]:
+    """The manifest's ``budget.declared``: the budget exactly as the spec states it."""
+    return {
+        "epsilon": _num(budget.epsilon) if budget.epsilon is not None else None,
+        "delta": _num(budget.delta),
+        "rho": _num(budget.rho) if budget.rho is not None else None,
+    }
+
+
+SPENT_MEANING = (
+    "(epsilon, delta)-DP and rho-zCDP guarantees of the whole release; a null is a "
+    "guarantee the release does not state (rho without a conversion delta, or zCDP "
+    "with private selection)"
+)
+
+
+def spent_report(cost: ReleaseCost, meaning: str = SPENT_MEANING) -> dict[str, Any]:
+    """The manifest's ``budget.spent``: what the release's mechanisms guarantee."""
+    return {
+        "epsilon": _num(cost.epsilon) if cost.epsilon is not None else None,
+        "delta": _num(cost.delta),
+        "rho": _num(cost.rho) if cost.rho is not None else None,
+        "meaning": meaning,
+    }
+
+
 def privacy_report(plan: ReleasePlan) -> dict[str, Any]:
     conf = plan.spec.output.confidence
-    budget, cost = plan.spec.budget, plan.cost
     return {
-        "declared": {
-            "epsilon": _num(budget.epsilon) if budget.epsilon is not None else None,
-            "delta": _num(budget.delta),
-            "rho": _num(budget.rho) if budget.rho is not None else None,
-        },
-        "spent": {
-            "epsilon": _num(cost.epsilon) if cost.epsilon is not None else None,
-            "delta": _num(cost.delta),
-            "rho": _num(cost.rho) if cost.rho is not None else None,
-            "meaning": (
-                "(epsilon, delta)-DP and rho-zCDP guarantees of the whole release; a null is a "
-                "guarantee the release does not state (rho without a conversion delta, or zCDP "
-                "with private selection)"
-            ),
-        },
+        "declared": declared_report(plan.spec.budget),
+        "spent": spent_report(plan.cost),
         "composition": (
             "sequential over tables and selection; zCDP within a Gaussian table's measurements"
         ),

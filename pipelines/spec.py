@@ -19,6 +19,7 @@ from typing import Any, Literal
 from dp_ops.errors import SpecError
 from dp_ops.fixed_point import MAX_STEPS, default_granularity
 from dp_ops.rational import MIN_BUDGET, MIN_DELTA, exact_decimal
+from pipelines.periods import KINDS, PeriodKind, ordinal
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,99}$")
 MetricKind = Literal["count", "privacy_unit_count", "sum", "mean", "proportion"]
@@ -286,6 +287,9 @@ class TableSpec:
     auto_quantile: float = 0.95
     """With ``upper: auto``: the chosen upper bound is about this quantile of the persons'
     largest values (``lower: auto``: 1 - it of their smallest), within a factor 2."""
+    to_date: bool = False
+    """Set for the tables of a series: each metric is released also as ``<metric>_to_date``,
+    its total over the series' periods so far (:mod:`pipelines.series`)."""
     max_detail_loss: float = DEFAULT_DETAIL_LOSS
     """Without ``level_weights``: how much the released error of the table's own cells (noise,
     plus rounding to whole persons) may exceed their noise with the table's whole budget, as a
@@ -393,6 +397,41 @@ class LedgerSpec:
 
 
 @dataclass(frozen=True)
+class SeriesSpec:
+    """A release series: one release per period of the same population, each charged to one
+    account in the ledger, with totals to date by the tree mechanism (:mod:`dp_ops.continual`).
+
+    The spec's budget is the whole series' budget: every table releases, per cell, the period's
+    values and the totals to date, and over the ``horizon`` periods spends exactly the budget
+    (charged once, at the first period). More periods or a larger ``max_periods`` mean more
+    noise on every value.
+    """
+
+    name: str
+    """Names the series: its releases are ``<name>-<period>`` and its account in the ledger."""
+    period: PeriodKind
+    """day, month, quarter or year."""
+    start: str
+    """The first period (``2027-01`` for months)."""
+    horizon: int
+    """How many periods the series has; its noise grows with log2(horizon) (Laplace) or
+    about sqrt(log2(horizon)) (Gaussian)."""
+    max_periods: int
+    """How many periods one privacy unit may contribute to (default: every one); the release
+    drops a unit's rows from later periods once it has used them. Noise grows linearly with it
+    (Laplace), or about linearly (Gaussian)."""
+
+    def release_id(self, period: str) -> str:
+        return f"{self.name}-{period}"
+
+
+SERIES_KINDS = ("count", "sum", "mean")
+TO_DATE = "_to_date"
+"""Suffix of a series' released totals to date: ``count_to_date``, ``sum_income_to_date``."""
+"""Metrics a series releases per period and to date: those whose totals add up over periods."""
+
+
+@dataclass(frozen=True)
 class ReleaseSpec:
     input: InputSpec
     budget: BudgetSpec
@@ -404,6 +443,8 @@ class ReleaseSpec:
     """Public domains of dimension columns, used for cross-product partitions."""
     ledger: LedgerSpec | None = None
     """Charge the release against a dataset's lifetime budget (recommended for production)."""
+    series: SeriesSpec | None = None
+    """A release series (one release per period, totals to date by the tree mechanism)."""
 
     def domain(self, column: str) -> tuple[Any, ...] | None:
         return dict(self.domains).get(column)
@@ -1130,7 +1171,9 @@ def parse_ledger(raw: Any, where: str = "ledger") -> LedgerSpec:
 def parse_spec(raw: Any) -> ReleaseSpec:
     """Validate a loaded YAML document into a :class:`ReleaseSpec` (raises ``SpecError``)."""
     m = _mapping(raw, "spec")
-    _only(m, ("input", "budget", "output", "tables", "noise", "domains", "ledger"), "spec")
+    _only(
+        m, ("input", "budget", "output", "tables", "noise", "domains", "ledger", "series"), "spec"
+    )
     domains_raw = _mapping(m.get("domains", {}) or {}, "domains")
     domains = []
     for col, values in domains_raw.items():
@@ -1158,9 +1201,76 @@ def parse_spec(raw: Any) -> ReleaseSpec:
         noise=_choice(m.get("noise", "auto"), ("auto", "laplace", "gaussian"), "noise"),
         domains=tuple(domains),
         ledger=parse_ledger(m["ledger"]) if m.get("ledger") is not None else None,
+        series=parse_series(m["series"]) if m.get("series") is not None else None,
     )
     _check_cross_references(spec)
+    if spec.series is not None:
+        _check_series(spec)
+        spec = replace(spec, tables=tuple(replace(t, to_date=True) for t in spec.tables))
     return spec
+
+
+def parse_series(raw: Any, where: str = "series") -> SeriesSpec:
+    m = _mapping(raw, where)
+    _only(m, ("name", "period", "start", "horizon", "max_periods"), where)
+    name = _name(_required(m, "name", where), f"{where}.name")
+    kind = _choice(_required(m, "period", where), KINDS, f"{where}.period")
+    start = _required(m, "start", where)
+    start = str(start) if isinstance(start, int) and kind == "year" else start
+    ordinal(start, kind, f"{where}.start")
+    horizon = _positive_int(_required(m, "horizon", where), f"{where}.horizon")
+    if horizon > MAX_HORIZON:
+        raise _fail(f"{where}.horizon", f"must be at most {MAX_HORIZON}, got {horizon}")
+    max_periods = _positive_int(m.get("max_periods", horizon), f"{where}.max_periods")
+    if max_periods > horizon:
+        raise _fail(
+            f"{where}.max_periods",
+            f"must be at most the horizon ({horizon}), got {max_periods}",
+        )
+    return SeriesSpec(name, kind, start, horizon, max_periods)
+
+
+MAX_HORIZON = 4096
+"""The most periods a series may have (4096 days is over 11 years)."""
+
+
+def _check_series(spec: ReleaseSpec) -> None:
+    """What a series needs: a ledger account, a budget whose cost is linear in the tree's
+    sensitivity (epsilon alone, or rho), and tables whose totals add up over periods."""
+    if spec.ledger is None:
+        raise _fail(
+            "series",
+            "a series is charged once for all its periods: declare ledger.dataset and ledger.path",
+        )
+    b = spec.budget
+    if b.rho is None and b.delta > 0:
+        raise _fail(
+            "budget",
+            "a series' budget is epsilon alone (Laplace noise) or rho (Gaussian noise); "
+            "state rho, with delta if the ledger keeps (epsilon, delta)",
+        )
+    if b.rho is not None and spec.noise == "laplace":
+        raise _fail("noise", "a series with a rho budget adds Gaussian noise: remove noise")
+    if b.rho is None and spec.noise == "gaussian":
+        raise _fail("noise", "a series with an epsilon budget adds Laplace noise: state rho")
+    for i, t in enumerate(spec.tables):
+        where = f"tables[{i}]"
+        if not isinstance(t.partitions, PublicPartitions):
+            raise _fail(
+                f"{where}.partitions",
+                "a series releases the same public keys every period: declare them",
+            )
+        if t.levels or t.geography:
+            raise _fail(where, "a series table has no levels or geography")
+        if t.auto_bounds:
+            raise _fail(where, "a series table declares its bounds (no auto)")
+        for j, metric in enumerate(t.metrics):
+            if metric.kind not in SERIES_KINDS:
+                raise _fail(
+                    f"{where}.metrics[{j}]",
+                    f"a series releases {', '.join(SERIES_KINDS)} (totals that add up over "
+                    f"periods), not {metric.kind}",
+                )
 
 
 def _with_designs(table: TableSpec, input_spec: InputSpec, confidence: float) -> TableSpec:

@@ -1,0 +1,172 @@
+"""A release series between periods: its place, its key and its tree, kept owner-only.
+
+``<output>/.private/series/<name>/`` holds what a period needs from the periods before it:
+
+* ``key``: the series' noise key (32 random bytes, hex), made at the first period;
+* ``exact/<table>/<t>/``: the exact bounded cells of period ``t`` (never released);
+* ``nodes/<table>/<level>-<index>/``: every node of the tree, as measured (noisy);
+* ``admitted/<t>/``: keyed digests of the privacy units period ``t`` counted, when a unit may
+  contribute to fewer periods than the series has (``max_periods``).
+
+Each is written once, Parquet with Spark's ``_SUCCESS`` marker, and read back from then on: a
+retried period reuses the nodes it measured, whatever the input says now, so no node is ever
+drawn twice (two draws of one node with the same key over changed data would reveal the
+change). A directory without the marker is a crashed attempt's: it was never read, and is
+written again.
+
+Periods run in order: period ``t`` needs period ``t - 1`` published at the same output.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import suppress
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from dp_ops.continual import Node, ending_at, prefix_nodes
+from dp_ops.errors import BudgetError, SpecError
+from jobs import writer
+from jobs.storage import Store, join
+from pipelines.partitions import PublicKeys
+from pipelines.periods import label, ordinal, position
+from pipelines.plan import TablePlan
+from pipelines.release import Secrets
+from pipelines.series import node_cells, period_cells, released_period
+from pipelines.spec import ReleaseSpec, SeriesSpec
+
+UNIT_KEY = "_unit_key"
+
+
+def series_period(spec: ReleaseSpec, release_id: str | None) -> tuple[str, int]:
+    """(period, place in the series) of a series' release id ``<name>-<period>``; SpecError
+    for any other id, or a period outside the series."""
+    series = spec.series
+    if series is None:
+        raise SpecError("series_period of a spec without a series")
+    prefix = f"{series.name}-"
+    if release_id is None or not release_id.startswith(prefix):
+        raise SpecError(
+            f"the spec is the series {series.name!r}: give the period to release with "
+            f"--period (for example --period {series.start}); its release id is "
+            f"{series.release_id(series.start)}"
+        )
+    period = release_id[len(prefix) :]
+    return period, position(period, series.start, series.period, series.horizon)
+
+
+def previous_period(series: SeriesSpec, t: int) -> str:
+    """The label of the period before the ``t``-th."""
+    return label(ordinal(series.start, series.period) + t - 2, series.period)
+
+
+def check_order(store: Store, spec: ReleaseSpec, t: int) -> None:
+    """BudgetError unless the period before the ``t``-th is published at the output."""
+    series = spec.series
+    if series is None or t == 1:
+        return
+    before = previous_period(series, t)
+    if writer.read_manifest(store, spec.output.path, series.release_id(before)) is None:
+        raise BudgetError(
+            f"series {series.name!r}: period {before} is not published at "
+            f"{spec.output.path!r}; release the periods in order (period {before} first)"
+        )
+
+
+class SeriesState:
+    """The series' private state on ``store`` (see the module docstring)."""
+
+    def __init__(self, spark: SparkSession, store: Store, spec: ReleaseSpec) -> None:
+        if spec.series is None:
+            raise SpecError("SeriesState of a spec without a series")
+        self.spark = spark
+        self.store = store
+        self.series = spec.series
+        self.root = join(writer.private_dir(store, spec.output.path), "series", spec.series.name)
+        store.mkdirs(self.root, private=True)
+
+    def key(self) -> bytes:
+        """The series' noise key, made at its first use and the same ever after."""
+        path = join(self.root, "key")
+        stored = self.store.read(path)
+        if stored is None:
+            with suppress(FileExistsError):  # another attempt made it first: use theirs
+                self.store.create_new(path, os.urandom(32).hex().encode("ascii"), private=True)
+            stored = self.store.read(path)
+        if stored is None:
+            raise SpecError(f"series state {self.root!r}: the key cannot be read back")
+        return bytes.fromhex(stored.decode("ascii"))
+
+    def once(self, path: str, compute: Callable[[], DataFrame]) -> DataFrame:
+        """The table at ``path`` (under the state's root), computed and written if it is not
+        there yet; read back from storage either way."""
+        full = join(self.root, path)
+        if not self.store.exists(join(full, "_SUCCESS")):
+            if self.store.exists(full):  # a crashed attempt's partial write: never read
+                self.store.delete(full)
+            compute().write.mode("error").parquet(full)
+            self.store.make_private(full)
+        return self.spark.read.parquet(full)
+
+    def read(self, path: str) -> DataFrame:
+        full = join(self.root, path)
+        if not self.store.exists(join(full, "_SUCCESS")):
+            raise BudgetError(
+                f"series {self.series.name!r}: its state lacks {path!r}; the series' private "
+                f"state under {self.root!r} must stay with its output"
+            )
+        return self.spark.read.parquet(full)
+
+    def admitted(self, df: DataFrame, unit: str, t: int) -> DataFrame:
+        """The rows of period ``t`` whose unit has used fewer than ``max_periods`` periods
+        before it (all rows when every unit may contribute to every period)."""
+        s = self.series
+        if s.max_periods >= s.horizon:
+            return df
+        digest = F.unhex(
+            F.sha2(F.concat(F.lit(self.key().hex() + "|"), F.col(unit).cast("string")), 256)
+        )
+        keyed = df.withColumn(UNIT_KEY, digest)
+
+        def compute() -> DataFrame:
+            current = keyed.select(UNIT_KEY).distinct()
+            if t == 1:
+                return current
+            earlier = [self.read(f"admitted/{p}") for p in range(1, t)]
+            used = earlier[0]
+            for e in earlier[1:]:
+                used = used.unionByName(e)
+            full = used.groupBy(UNIT_KEY).count().where(F.col("count") >= s.max_periods)
+            return current.join(full.select(UNIT_KEY), on=UNIT_KEY, how="left_anti")
+
+        allowed = self.once(f"admitted/{t}", compute)
+        return keyed.join(allowed, on=UNIT_KEY, how="left_semi").drop(UNIT_KEY)
+
+    def table_frame(
+        self,
+        tplan: TablePlan,
+        t: int,
+        df: DataFrame,
+        unit: str,
+        secrets: Secrets,
+        keys: PublicKeys | None,
+        nonnegative: bool,
+    ) -> DataFrame:
+        """The released table of period ``t``: its exact cells kept, the nodes it ends measured
+        (noise keyed by the series' key), the period's values and totals to date from them."""
+        name = tplan.table.name
+        horizon = self.series.horizon
+        key = self.key()
+        self.once(f"exact/{name}/{t}", lambda: period_cells(df, tplan, unit, secrets, keys))
+
+        def node_path(node: Node) -> str:
+            return f"nodes/{name}/{node.name}"
+
+        for node in ending_at(t, horizon):
+            periods = [self.read(f"exact/{name}/{p}") for p in node.periods]
+            self.once(node_path(node), lambda n=node, ps=periods: node_cells(ps, tplan, n, key))
+        leaf = self.read(node_path(Node(0, t - 1)))
+        to_date = [self.read(node_path(n)) for n in prefix_nodes(t, horizon)]
+        return released_period(leaf, to_date, tplan, nonnegative)

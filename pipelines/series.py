@@ -1,0 +1,188 @@
+"""A release series on Spark: each period's values and its totals to date, by the tree mechanism.
+
+:mod:`dp_ops.continual` has the mathematics. Here a period's table is computed in three steps,
+each a DataFrame -> DataFrame transformation; where their results are kept between periods is
+:mod:`jobs.series`' business:
+
+1. :func:`period_cells`: the exact bounded measures of one period over every public key
+   (never released);
+2. :func:`node_cells`: a node of the tree, the exact sum of its periods' cells plus noise of
+   the node plan (:func:`plan_series`), keyed by the series' key, the node and the cell, so a
+   recomputed task draws the same value;
+3. :func:`released_period`: the node of the period itself (the leaf) and the sum of the nodes
+   of the period's binary decomposition, finalized as the table's metrics and
+   ``<metric>_to_date``.
+
+Only public keys: the same cells every period, so a total to date is a sum over the same keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+
+from dp_ops.continual import (
+    Family,
+    Node,
+    ending_at,
+    levels,
+    node_sd_ratio,
+    prefix_nodes,
+    summed_sd,
+    to_date_sd,
+)
+from dp_ops.errors import InternalError
+from pipelines.noise import NoiseJob, add_noise
+from pipelines.partitions import PublicKeys, join_public
+from pipelines.plan import ReleaseCost, ReleasePlan, TablePlan, plan_release, series_factor
+from pipelines.postprocess import finalize
+from pipelines.release import Secrets, all_measures, bounded_aggregates, cell_key_frame
+from pipelines.report import declared_report, spent_report, table_report
+from pipelines.spec import TO_DATE, ReleaseSpec, SeriesSpec
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """How a series spends its budget: every node with the noise of ``nodes``."""
+
+    series: SeriesSpec
+    family: Family
+    factor: int
+    """``K`` (:func:`dp_ops.continual.budget_factor`): the node plan has the budget / K."""
+    nodes: ReleasePlan
+    """The plan of every node: a one-period release at the series' budget / ``factor``."""
+    cost: ReleaseCost
+    """What the whole series spends, charged once."""
+
+    @property
+    def levels(self) -> int:
+        return levels(self.series.horizon)
+
+
+def plan_series(spec: ReleaseSpec) -> SeriesPlan:
+    """The plan of a series spec (:func:`pipelines.spec.parse_spec` checked it)."""
+    if spec.series is None:
+        raise InternalError("plan_series of a spec without a series")
+    family, k = series_factor(spec)
+    nodes = plan_release(spec)
+    return SeriesPlan(spec.series, family, k, nodes, nodes.cost)
+
+
+def period_cells(
+    df: DataFrame, tplan: TablePlan, unit: str, secrets: Secrets, keys: PublicKeys | None
+) -> DataFrame:
+    """Exact bounded measures of one period, ``(dims..., measures...)``, one row per public key
+    (zero where the period has none): not private, never released."""
+    dims = list(tplan.table.dimensions)
+    cells = bounded_aggregates(df, tplan, unit, secrets)
+    frame = cell_key_frame(keys.frame, dims, secrets, tplan.table.name) if keys else None
+    return join_public(cells, frame, dims, all_measures(tplan))
+
+
+def node_jobs(tplan: TablePlan, node: Node) -> list[NoiseJob]:
+    """The noise of one node: each measurement of the node plan, streams labelled by table,
+    column and node (a node's noise is independent of every other node's)."""
+    name = tplan.table.name
+    return [NoiseJob(m, f"{name}/{m.column}@{node.name}") for m in tplan.measurements]
+
+
+def summed(frames: Sequence[DataFrame], dims: Sequence[str], measures: Sequence[str]) -> DataFrame:
+    """The cell-by-cell sum of tables ``(dims..., measures...)`` over the same keys."""
+    if not frames:
+        raise InternalError("a sum of no tables")
+    union = frames[0]
+    for f in frames[1:]:
+        union = union.unionByName(f)
+    totals = [F.sum(m).cast("long").alias(m) for m in measures]
+    if not dims:
+        return union.agg(*totals)
+    return union.groupBy(*dims).agg(*totals)
+
+
+def node_cells(periods: Sequence[DataFrame], tplan: TablePlan, node: Node, key: bytes) -> DataFrame:
+    """A node's released measurement: the exact cells of its ``periods`` summed, plus noise
+    keyed by ``key``, the node and each cell. Runs Spark now (:func:`pipelines.noise.add_noise`)."""
+    dims = list(tplan.table.dimensions)
+    exact = summed(periods, dims, all_measures(tplan))
+    return add_noise(exact, dims, node_jobs(tplan, node), key)
+
+
+def released_period(
+    leaf: DataFrame, to_date_nodes: Sequence[DataFrame], tplan: TablePlan, nonnegative: bool
+) -> DataFrame:
+    """The released table of a period: ``(dims..., metrics..., metrics_to_date...)`` from its
+    leaf node and the nodes of its binary decomposition (post-processing only)."""
+    dims = list(tplan.table.dimensions)
+    period = finalize(leaf, tplan, nonnegative)
+    total = finalize(summed(to_date_nodes, dims, all_measures(tplan)), tplan, nonnegative)
+    total = total.select(
+        *dims, *[F.col(m.output_name).alias(m.output_name + TO_DATE) for m in tplan.table.metrics]
+    )
+    if not dims:
+        return period.crossJoin(total)
+    return period.join(total, on=dims, how="inner")
+
+
+def series_report(splan: SeriesPlan, t: int, confidence: float) -> dict[str, Any]:
+    """The manifest's ``series`` entry for period ``t``: the mechanism, the nodes measured and
+    summed, and per table and metric the noise of the period's value and of the total to date,
+    beside the alternative of summing one release per period."""
+    s = splan.series
+    tables = []
+    ratio = node_sd_ratio(s.horizon, s.max_periods, splan.family)
+    for tplan in splan.nodes.tables:
+        metrics = []
+        for entry in table_report(tplan, confidence)["metrics"]:
+            sd = entry.get("standard_deviation")
+            row: dict[str, Any] = {"name": entry["name"], "kind": entry["kind"]}
+            if sd is None:
+                row["note"] = "a ratio of noisy totals: no closed-form standard deviation"
+            else:
+                row["period_sd"] = sd
+                row["to_date_sd"] = to_date_sd(t, s.horizon, sd)
+                row["summed_periods_sd"] = summed_sd(t, sd / ratio)
+            metrics.append(row)
+        tables.append({"name": tplan.table.name, "metrics": metrics})
+    return {
+        "name": s.name,
+        "period": s.period,
+        "start": s.start,
+        "position": t,
+        "horizon": s.horizon,
+        "max_periods_per_unit": s.max_periods,
+        "mechanism": (
+            "binary tree (continual counting): each node, 2^j periods ending at a period, "
+            f"measured once with {splan.family} noise at the series budget / {splan.factor}"
+        ),
+        "levels": splan.levels,
+        "nodes_measured": [n.name for n in ending_at(t, s.horizon)],
+        "to_date_nodes": [n.name for n in prefix_nodes(t, s.horizon)],
+        "tables": tables,
+        "note": (
+            "period_sd: noise of a period's value; to_date_sd: of the total to date; "
+            "summed_periods_sd: what summing one release per period, at the same series "
+            "budget, would have had. Totals to date are sums of released nodes: "
+            "post-processing, not spending."
+        ),
+    }
+
+
+def series_budget(spec: ReleaseSpec, splan: SeriesPlan) -> dict[str, Any]:
+    """The manifest's ``budget`` for a period of a series: the series' budget and guarantee."""
+    return {
+        "declared": declared_report(spec.budget),
+        "spent": spent_report(
+            splan.cost,
+            "the whole series' guarantee, over all its periods, charged to the ledger once at "
+            "its first period; a period spends nothing more",
+        ),
+        "composition": (
+            f"binary tree over {splan.series.horizon} periods: each of its {splan.levels} "
+            f"levels' nodes measured once at the series budget / {splan.factor} "
+            "(dp_ops.continual)"
+        ),
+    }

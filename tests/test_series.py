@@ -1,0 +1,220 @@
+"""Release series: six monthly periods through the command, the tree's error growth, the ledger's
+one charge, periods in order and once, nodes drawn once across a crash, max_periods enforced."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+
+from dp_ops.continual import prefix_nodes
+from dp_ops.errors import BudgetError, SpecError
+from jobs import runner, writer
+from jobs.cli import main
+from jobs.config import load_spec
+from jobs.ledger import Budget, Ledger
+
+G = [f"g{i:02d}" for i in range(25)]
+H = [f"h{i:02d}" for i in range(20)]
+MONTHS = [f"2027-{m:02d}" for m in range(1, 7)]
+PERSONS = 3000
+
+
+def month_rows(
+    month: int, persons: Sequence[int] = range(PERSONS), seed: int = 0
+) -> dict[str, list]:
+    """One month of microdata: each person one row, in a cell that depends on person and
+    month; values 0 .. 10."""
+    rng = np.random.default_rng(seed * 100 + month)
+    g = rng.integers(0, len(G), len(persons))
+    h = rng.integers(0, len(H), len(persons))
+    return {
+        "pid": list(persons),
+        "g": [G[i] for i in g],
+        "h": [H[i] for i in h],
+        "v": rng.integers(0, 11, len(persons)).astype(float).tolist(),
+    }
+
+
+def series_doc(tmp_path: Path, **series: Any) -> dict[str, Any]:
+    return {
+        "input": {
+            "path": str(tmp_path / "in" / "{period}"),
+            "format": "parquet",
+            "privacy_unit": "pid",
+            "validator": "spark",
+        },
+        "budget": {"rho": 0.5},
+        "output": {"path": str(tmp_path / "out"), "nonnegative_counts": False},
+        "domains": {"g": G, "h": H},
+        "ledger": {"dataset": "sales", "path": str(tmp_path / "ledger.sqlite")},
+        "series": {
+            "name": "monthly",
+            "period": "month",
+            "start": "2027-01",
+            "horizon": 6,
+            **series,
+        },
+        "tables": [
+            {
+                "name": "by_cell",
+                "dimensions": ["g", "h"],
+                "partitions": {"type": "public", "keys": "cross_product"},
+                "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                "metrics": ["count", {"sum": "v", "lower": 0, "upper": 10}],
+            }
+        ],
+    }
+
+
+def write_spec(tmp_path: Path, doc: dict[str, Any], name: str = "series.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def write_month(spark: Any, tmp_path: Path, month: int, rows: dict[str, list]) -> None:
+    import pandas as pd
+
+    frame = spark.createDataFrame(pd.DataFrame(rows))
+    frame.write.mode("overwrite").parquet(str(tmp_path / "in" / MONTHS[month - 1]))
+
+
+def released(spark: Any, out: Path, period: str) -> Any:
+    return spark.read.parquet(str(out / f"monthly-{period}" / "by_cell")).toPandas()
+
+
+def exact_counts(rows: dict[str, list]) -> Any:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows)
+    return frame.groupby(["g", "h"]).size()
+
+
+def test_six_months_release_totals_to_date_whose_error_grows_with_the_tree_not_the_months(
+    spark: Any, tmp_path: Path, capsys: Any
+) -> None:
+    Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(0), Fraction(0), Fraction(2)))
+    spec = write_spec(tmp_path, series_doc(tmp_path))
+    months = [month_rows(m) for m in range(1, 7)]
+    running = None
+    errors_to_date, errors_summed, sds = [], [], []
+    summed_periods = None
+    for m, rows in enumerate(months, start=1):
+        write_month(spark, tmp_path, m, rows)
+        assert main(["run", str(spec), "--period", MONTHS[m - 1]]) == 0
+        exact = exact_counts(rows)
+        running = exact if running is None else running.add(exact, fill_value=0)
+        table = released(spark, tmp_path / "out", MONTHS[m - 1]).set_index(["g", "h"])
+        table = table.reindex(running.index.union(table.index))
+        assert len(table) == len(G) * len(H)
+        truth = running.reindex(table.index, fill_value=0)
+        errors_to_date.append((table["count_to_date"] - truth).to_numpy(dtype=float))
+        period_values = table["count"].to_numpy(dtype=float)
+        summed_periods = period_values if summed_periods is None else summed_periods + period_values
+        errors_summed.append(summed_periods - truth.to_numpy(dtype=float))
+        manifest = json.loads(
+            (tmp_path / "out" / f"monthly-{MONTHS[m - 1]}" / "manifest.json").read_text()
+        )
+        entry = manifest["series"]
+        assert entry["position"] == m and entry["to_date_nodes"] == [
+            n.name for n in prefix_nodes(m, 6)
+        ]
+        count = next(x for x in entry["tables"][0]["metrics"] if x["name"] == "count")
+        sds.append((count["period_sd"], count["to_date_sd"], count["summed_periods_sd"]))
+        assert manifest["budget"]["spent"]["rho"] == pytest.approx(0.5)
+    capsys.readouterr()
+    node_sd = sds[0][0]
+    for t, (errors, (period_sd, to_date_sd, _)) in enumerate(
+        zip(errors_to_date, sds, strict=True), start=1
+    ):
+        assert period_sd == pytest.approx(node_sd)
+        assert to_date_sd == pytest.approx(node_sd * np.sqrt(len(prefix_nodes(t, 6))))
+        # 500 cells: the empirical variance is within about 3 x 6% of the stated one
+        assert np.var(errors) == pytest.approx(to_date_sd**2, rel=0.25), t
+    # the tree's error after six months is that of two nodes; summing the six released months
+    # has six nodes' worth: the growth is in the number of nodes, not of months
+    assert np.var(errors_to_date[5]) < 0.55 * np.var(errors_summed[5])
+    assert np.var(errors_summed[5]) == pytest.approx(6 * node_sd**2, rel=0.25)
+    # a month's value and its total to date are one node where the tree says so
+    first = released(spark, tmp_path / "out", MONTHS[0])
+    assert (first["count"] == first["count_to_date"]).all()
+    # the ledger: the series charged once, each month recorded at no further cost
+    account = Ledger(tmp_path / "ledger.sqlite").account("sales")
+    assert account.spent.rho == Fraction(1, 2)
+    ids = [r[0] for r in account.releases]
+    assert sorted(ids) == sorted(["series:monthly", *(f"monthly-{p}" for p in MONTHS)])
+    # a month released again is a no-op; one outside the series is refused
+    assert main(["run", str(spec), "--period", MONTHS[2]]) == 0
+    assert "already exists" in capsys.readouterr().out
+    assert Ledger(tmp_path / "ledger.sqlite").account("sales").spent.rho == Fraction(1, 2)
+    assert main(["run", str(spec), "--period", "2027-07"]) == 2
+    assert "outside the series" in capsys.readouterr().err
+
+
+def test_periods_run_in_order_and_the_series_spec_cannot_change(spark: Any, tmp_path: Path) -> None:
+    Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(0), Fraction(0), Fraction(2)))
+    doc = series_doc(tmp_path)
+    spec = load_spec(write_spec(tmp_path, doc))
+    with pytest.raises(BudgetError, match="release the periods in order"):
+        runner.preflight(spec, "monthly-2027-02")
+    with pytest.raises(SpecError, match="--period"):
+        runner.preflight(spec, "2027-02")
+    write_month(spark, tmp_path, 1, month_rows(1, range(200)))
+    runner.run_release(spark, spec, "monthly-2027-01")
+    changed = load_spec(write_spec(tmp_path, {**doc, "budget": {"rho": 0.4}}, "changed.yaml"))
+    with pytest.raises(BudgetError, match="another spec"):
+        runner.preflight(changed, "monthly-2027-02")
+    # another input location per month (--input) is the same series
+    moved = load_spec(write_spec(tmp_path, doc), input_path=str(tmp_path / "in" / "2027-01"))
+    runner.preflight(moved, "monthly-2027-02")
+
+
+def test_a_crashed_period_reuses_its_measured_nodes_whatever_the_input_says_on_the_retry(
+    spark: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(0), Fraction(0), Fraction(2)))
+    spec = load_spec(write_spec(tmp_path, series_doc(tmp_path)))
+    write_month(spark, tmp_path, 1, month_rows(1, range(500)))
+
+    def crash(*args: Any) -> None:
+        raise RuntimeError("crash before the commit")
+
+    monkeypatch.setattr(writer, "write_manifest", crash)
+    with pytest.raises(RuntimeError):
+        runner.run_release(spark, spec, "monthly-2027-01")
+    monkeypatch.undo()
+    node = tmp_path / "out" / ".private" / "series" / "monthly" / "nodes" / "by_cell" / "0-0"
+    drawn = spark.read.parquet(str(node)).toPandas().set_index(["g", "h"])["count"]
+    write_month(spark, tmp_path, 1, month_rows(1, range(1500), seed=7))  # the input changed
+    runner.run_release(spark, spec, "monthly-2027-01")
+    table = released(spark, tmp_path / "out", "2027-01").set_index(["g", "h"])
+    assert table["count"].equals(drawn.reindex(table.index))
+    # control: the changed input, measured afresh, would have released other values
+    assert abs(table["count"].sum() - 1500) > abs(table["count"].sum() - 500)
+
+
+def test_max_periods_drops_a_unit_from_the_periods_after_its_last(
+    spark: Any, tmp_path: Path
+) -> None:
+    Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(0), Fraction(0), Fraction(2)))
+    spec = load_spec(write_spec(tmp_path, series_doc(tmp_path, horizon=4, max_periods=2)))
+    old, new = range(2000), range(2000, 2600)
+    totals = []
+    for m, persons in ((1, old), (2, old), (3, [*old, *new])):
+        write_month(spark, tmp_path, m, month_rows(m, persons))
+        runner.run_release(spark, spec, f"monthly-{MONTHS[m - 1]}")
+        totals.append(released(spark, tmp_path / "out", MONTHS[m - 1])["count"].sum())
+    manifest = json.loads((tmp_path / "out" / "monthly-2027-03" / "manifest.json").read_text())
+    count = next(x for x in manifest["series"]["tables"][0]["metrics"] if x["name"] == "count")
+    slack = 5 * count["period_sd"] * np.sqrt(len(G) * len(H))
+    assert abs(totals[0] - 2000) < slack and abs(totals[1] - 2000) < slack
+    # the first 2000 used their two months: only the 600 new persons count in month 3
+    assert abs(totals[2] - 600) < slack
+    assert abs(totals[2] - 2600) > 3 * slack
