@@ -23,7 +23,7 @@ from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
 
-from dp_ops.errors import BudgetError
+from dp_ops.errors import BudgetError, SpecError
 from jobs import release_id as release_ids
 from jobs.config import load_spec, spec_hash
 from jobs.io import read_input
@@ -67,6 +67,12 @@ def release_dataframes(
     """
     if not isinstance(spec, ReleaseSpec):
         spec = load_spec(spec)
+    if spec.series is not None:
+        raise SpecError(
+            f"the spec is the series {spec.series.name!r}, whose tree is kept with its output "
+            "between periods: release a period with jobs.runner.run_release(spark, spec, "
+            f"{spec.series.release_id(spec.series.start)!r}) or dprelease run --period"
+        )
     if ledger is not None:
         if spec.ledger is None:
             raise BudgetError("ledger: the spec has no ledger section naming the dataset to charge")

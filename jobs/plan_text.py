@@ -37,6 +37,26 @@ def _change(c: dict[str, Any]) -> str:
     return f"{head} noise sd {', '.join(effects) or 'unchanged'}"
 
 
+def series_lines(s: dict[str, Any]) -> list[str]:
+    """What a series spends per node and how its totals to date grow."""
+    lines = [
+        f"series {s['name']}: {s['horizon']} {s['period']}s from {s['start']} to {s['end']}, "
+        f"each privacy unit in at most {s['max_periods_per_unit']} of them; charged once",
+        f"  {s['mechanism']}; the tables below show one node's noise",
+    ]
+    for t in s["tables"]:
+        for m in t["metrics"]:
+            if "period_sd" not in m:
+                continue
+            lines.append(
+                f"  {t['name']}.{m['name']}: a period's value sd {_num(m['period_sd'])}; total to "
+                f"date at {s['end']} ({len(s['to_date_nodes'])} nodes) sd "
+                f"{_num(m['to_date_sd'])}, where summing {s['horizon']} releases of one "
+                f"{s['period']} each would have sd {_num(m['summed_periods_sd'])}"
+            )
+    return lines
+
+
 def render(preview: dict[str, Any], spec_path: str) -> str:
     conf = preview["confidence"]
     lines = [
@@ -49,6 +69,8 @@ def render(preview: dict[str, Any], spec_path: str) -> str:
             f"randomized response: {column} (p_truth {d['p_truth']:g}, p_yes {d['p_yes']:g}): "
             f"each reported answer is {d['local_epsilon']:.4g}-DP locally, before any release"
         )
+    if "series" in preview:
+        lines += series_lines(preview["series"])
     for t in preview["tables"]:
         b = t["budget"]
         lines += ["", f"table {t['name']} ({_budget(b)}; noise {b['noise_family']})"]

@@ -25,6 +25,7 @@ from pipelines.plan import (
     squares,
 )
 from pipelines.report import noise_report, privacy_report
+from pipelines.series import plan_series, series_report
 from pipelines.spec import HISTOGRAM_KINDS, ReleaseSpec, TableSpec
 
 FACTORS = (2.0, 0.5)
@@ -259,6 +260,11 @@ def preview(spec: ReleaseSpec) -> dict[str, Any]:
         "tables": tables,
         "warnings": list(plan_warnings(plan)),
         "privacy": privacy,
+        **(
+            {"series": series_report(plan_series(spec), spec.series.horizon, conf)}
+            if spec.series is not None
+            else {}
+        ),
     }
 
 

@@ -38,6 +38,7 @@ from dp_ops.continual import (
 from dp_ops.errors import InternalError
 from pipelines.noise import NoiseJob, add_noise
 from pipelines.partitions import PublicKeys, join_public
+from pipelines.periods import label, ordinal
 from pipelines.plan import ReleaseCost, ReleasePlan, TablePlan, plan_release, series_factor
 from pipelines.postprocess import finalize
 from pipelines.release import Secrets, all_measures, bounded_aggregates, cell_key_frame
@@ -151,6 +152,7 @@ def series_report(splan: SeriesPlan, t: int, confidence: float) -> dict[str, Any
         "name": s.name,
         "period": s.period,
         "start": s.start,
+        "end": label(ordinal(s.start, s.period) + s.horizon - 1, s.period),
         "position": t,
         "horizon": s.horizon,
         "max_periods_per_unit": s.max_periods,
