@@ -491,10 +491,11 @@ def run_release(
             resolved.append(tplan)
             keys = public_keys(spark, spec, tplan.table, df)  # for the release and the checks
             with stage(f"table {name}: bound, aggregate, select, noise, write", spark):
-                if state is not None:
+                if state is not None and splan is not None:
                     frames = {
                         name: state.table_frame(
                             tplan,
+                            splan.depth,
                             checked_first.position,
                             df,
                             spec.input.privacy_unit,

@@ -5,6 +5,8 @@
 * ``key``: the series' noise key (32 random bytes, hex), made at the first period;
 * ``exact/<table>/<t>/``: the exact bounded cells of period ``t`` (never released);
 * ``nodes/<table>/<level>-<index>/``: every node of the tree, as measured (noisy);
+* ``estimates/<table>/<level>-<index>/``: each node's estimate from its measurement and its
+  children's estimates (post-processing; totals to date sum them);
 * ``admitted/<t>/``: keyed digests of the privacy units period ``t`` counted, when a unit may
   contribute to fewer periods than the series has (``max_periods``).
 
@@ -26,7 +28,7 @@ from contextlib import suppress
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from dp_ops.continual import Node, ending_at, prefix_nodes
+from dp_ops.continual import Node, ending_at, level_weights, prefix_nodes
 from dp_ops.errors import BudgetError, SpecError
 from jobs import writer
 from jobs.storage import Store, join
@@ -34,7 +36,7 @@ from pipelines.partitions import PublicKeys
 from pipelines.periods import label, ordinal, position
 from pipelines.plan import TablePlan
 from pipelines.release import Secrets
-from pipelines.series import node_cells, period_cells, released_period
+from pipelines.series import node_cells, node_estimate, period_cells, released_period
 from pipelines.spec import ReleaseSpec, SeriesSpec
 
 UNIT_KEY = "_unit_key"
@@ -147,6 +149,7 @@ class SeriesState:
     def table_frame(
         self,
         tplan: TablePlan,
+        depth: int,
         t: int,
         df: DataFrame,
         unit: str,
@@ -154,19 +157,31 @@ class SeriesState:
         keys: PublicKeys | None,
         nonnegative: bool,
     ) -> DataFrame:
-        """The released table of period ``t``: its exact cells kept, the nodes it ends measured
-        (noise keyed by the series' key), the period's values and totals to date from them."""
+        """The released table of period ``t`` in a tree of ``depth`` levels: its exact cells
+        kept, the nodes it ends measured (noise keyed by the series' key) and estimated, the
+        period's values and totals to date from them."""
         name = tplan.table.name
         horizon = self.series.horizon
         key = self.key()
+        weights = level_weights(depth)
         self.once(f"exact/{name}/{t}", lambda: period_cells(df, tplan, unit, secrets, keys))
 
-        def node_path(node: Node) -> str:
+        def measured(node: Node) -> str:
             return f"nodes/{name}/{node.name}"
 
-        for node in ending_at(t, horizon):
+        def estimate(node: Node) -> str:
+            return f"estimates/{name}/{node.name}"
+
+        for node in ending_at(t, horizon, depth):  # the leaf first: each node's children before it
             periods = [self.read(f"exact/{name}/{p}") for p in node.periods]
-            self.once(node_path(node), lambda n=node, ps=periods: node_cells(ps, tplan, n, key))
-        leaf = self.read(node_path(Node(0, t - 1)))
-        to_date = [self.read(node_path(n)) for n in prefix_nodes(t, horizon)]
+            self.once(measured(node), lambda n=node, ps=periods: node_cells(ps, tplan, n, key))
+            below = [self.read(estimate(c)) for c in node.children] if node.level else []
+            self.once(
+                estimate(node),
+                lambda n=node, b=below: node_estimate(
+                    self.read(measured(n)), b, tplan, weights[n.level][0]
+                ),
+            )
+        leaf = self.read(measured(Node(0, t - 1)))
+        to_date = [self.read(estimate(n)) for n in prefix_nodes(t, horizon, depth)]
         return released_period(leaf, to_date, tplan, nonnegative)

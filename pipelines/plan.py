@@ -854,14 +854,30 @@ def _plan_zcdp(spec: ReleaseSpec, rho: Fraction) -> ReleasePlan:
     return plan
 
 
+def series_family(spec: ReleaseSpec) -> Family:
+    """A series' noise family: Laplace for an epsilon budget, Gaussian for rho."""
+    return "gaussian" if spec.budget.rho is not None else "laplace"
+
+
+def series_depth(spec: ReleaseSpec) -> int:
+    """The levels of a series' tree: ``series.tree_levels``, or the most accurate
+    (:func:`dp_ops.continual.best_depth`)."""
+    s = spec.series
+    if s is None:
+        raise InternalError("series_depth of a spec without a series")
+    if s.tree_levels is not None:
+        return s.tree_levels
+    return continual.best_depth(s.horizon, s.max_periods, series_family(spec))
+
+
 def series_factor(spec: ReleaseSpec) -> tuple[Family, int]:
-    """A series' noise family (Laplace for an epsilon budget, Gaussian for rho) and ``K``: its
-    tree spends ``K`` times what one node spends (:func:`dp_ops.continual.budget_factor`)."""
+    """A series' noise family and ``K``: its tree spends ``K`` times what one node spends
+    (:func:`dp_ops.continual.budget_factor`)."""
     s = spec.series
     if s is None:
         raise InternalError("series_factor of a spec without a series")
-    family: Family = "gaussian" if spec.budget.rho is not None else "laplace"
-    return family, continual.budget_factor(s.horizon, s.max_periods, family)
+    family = series_family(spec)
+    return family, continual.budget_factor(s.horizon, s.max_periods, family, series_depth(spec))
 
 
 def node_spec(spec: ReleaseSpec) -> ReleaseSpec:

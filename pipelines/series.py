@@ -9,8 +9,10 @@ each a DataFrame -> DataFrame transformation; where their results are kept betwe
 2. :func:`node_cells`: a node of the tree, the exact sum of its periods' cells plus noise of
    the node plan (:func:`plan_series`), keyed by the series' key, the node and the cell, so a
    recomputed task draws the same value;
-3. :func:`released_period`: the node of the period itself (the leaf) and the sum of the nodes
-   of the period's binary decomposition, finalized as the table's metrics and
+3. :func:`node_estimate`: a node's estimate from its measurement and its children's estimates
+   (the bottom-up pass of :mod:`dp_ops.continual`);
+4. :func:`released_period`: the node of the period itself (the leaf) and the sum of the
+   estimates of the nodes of the period's decomposition, finalized as the table's metrics and
    ``<metric>_to_date``.
 
 Only public keys: the same cells every period, so a total to date is a sum over the same keys.
@@ -29,17 +31,22 @@ from dp_ops.continual import (
     Family,
     Node,
     ending_at,
-    levels,
     node_sd_ratio,
     prefix_nodes,
-    summed_sd,
     to_date_sd,
 )
 from dp_ops.errors import InternalError
 from pipelines.noise import NoiseJob, add_noise
 from pipelines.partitions import PublicKeys, join_public
 from pipelines.periods import label, ordinal
-from pipelines.plan import ReleaseCost, ReleasePlan, TablePlan, plan_release, series_factor
+from pipelines.plan import (
+    ReleaseCost,
+    ReleasePlan,
+    TablePlan,
+    plan_release,
+    series_depth,
+    series_factor,
+)
 from pipelines.postprocess import finalize
 from pipelines.release import Secrets, all_measures, bounded_aggregates, cell_key_frame
 from pipelines.report import declared_report, spent_report, table_report
@@ -59,9 +66,8 @@ class SeriesPlan:
     cost: ReleaseCost
     """What the whole series spends, charged once."""
 
-    @property
-    def levels(self) -> int:
-        return levels(self.series.horizon)
+    depth: int
+    """The tree's levels (:func:`pipelines.plan.series_depth`)."""
 
 
 def plan_series(spec: ReleaseSpec) -> SeriesPlan:
@@ -70,7 +76,7 @@ def plan_series(spec: ReleaseSpec) -> SeriesPlan:
         raise InternalError("plan_series of a spec without a series")
     family, k = series_factor(spec)
     nodes = plan_release(spec)
-    return SeriesPlan(spec.series, family, k, nodes, nodes.cost)
+    return SeriesPlan(spec.series, family, k, nodes, nodes.cost, series_depth(spec))
 
 
 def period_cells(
@@ -91,14 +97,31 @@ def node_jobs(tplan: TablePlan, node: Node) -> list[NoiseJob]:
     return [NoiseJob(m, f"{name}/{m.column}@{node.name}") for m in tplan.measurements]
 
 
-def summed(frames: Sequence[DataFrame], dims: Sequence[str], measures: Sequence[str]) -> DataFrame:
-    """The cell-by-cell sum of tables ``(dims..., measures...)`` over the same keys."""
+def summed(
+    frames: Sequence[DataFrame],
+    dims: Sequence[str],
+    measures: Sequence[str],
+    weights: Sequence[float] | None = None,
+    whole: bool = True,
+) -> DataFrame:
+    """The cell-by-cell sum of tables ``(dims..., measures...)`` over the same keys, each
+    times its weight (default 1); ``whole``: rounded to whole numbers (long), else double."""
     if not frames:
         raise InternalError("a sum of no tables")
-    union = frames[0]
-    for f in frames[1:]:
+    weights = weights if weights is not None else [1.0] * len(frames)
+    parts = [
+        f.select(*dims, *[(F.col(m).cast("double") * F.lit(w)).alias(m) for m in measures])
+        if w != 1.0 or not whole
+        else f
+        for f, w in zip(frames, weights, strict=True)
+    ]
+    union = parts[0]
+    for f in parts[1:]:
         union = union.unionByName(f)
-    totals = [F.sum(m).cast("long").alias(m) for m in measures]
+    if whole:
+        totals = [F.round(F.sum(m)).cast("long").alias(m) for m in measures]
+    else:
+        totals = [F.sum(m).cast("double").alias(m) for m in measures]
     if not dims:
         return union.agg(*totals)
     return union.groupBy(*dims).agg(*totals)
@@ -112,11 +135,23 @@ def node_cells(periods: Sequence[DataFrame], tplan: TablePlan, node: Node, key: 
     return add_noise(exact, dims, node_jobs(tplan, node), key)
 
 
+def node_estimate(
+    measured: DataFrame, children: Sequence[DataFrame], tplan: TablePlan, weight: float
+) -> DataFrame:
+    """A node's estimate (double): its measurement times ``weight`` plus its ``children``'s
+    estimates times ``1 - weight`` (:func:`dp_ops.continual.level_weights`); a leaf's is its
+    measurement. Post-processing of released nodes."""
+    dims = list(tplan.table.dimensions)
+    frames, weights = [measured, *children], [weight] + [1 - weight] * len(children)
+    return summed(frames, dims, all_measures(tplan), weights, whole=False)
+
+
 def released_period(
     leaf: DataFrame, to_date_nodes: Sequence[DataFrame], tplan: TablePlan, nonnegative: bool
 ) -> DataFrame:
     """The released table of a period: ``(dims..., metrics..., metrics_to_date...)`` from its
-    leaf node and the nodes of its binary decomposition (post-processing only)."""
+    leaf node and the estimates of the nodes of its decomposition, rounded to whole grid steps
+    (post-processing only)."""
     dims = list(tplan.table.dimensions)
     period = finalize(leaf, tplan, nonnegative)
     total = finalize(summed(to_date_nodes, dims, all_measures(tplan)), tplan, nonnegative)
@@ -134,7 +169,8 @@ def series_report(splan: SeriesPlan, t: int, confidence: float) -> dict[str, Any
     beside the alternative of summing one release per period."""
     s = splan.series
     tables = []
-    ratio = node_sd_ratio(s.horizon, s.max_periods, splan.family)
+    depth = splan.depth
+    ratio = node_sd_ratio(s.horizon, s.max_periods, splan.family, depth)
     for tplan in splan.nodes.tables:
         metrics = []
         for entry in table_report(tplan, confidence)["metrics"]:
@@ -144,8 +180,8 @@ def series_report(splan: SeriesPlan, t: int, confidence: float) -> dict[str, Any
                 row["note"] = "a ratio of noisy totals: no closed-form standard deviation"
             else:
                 row["period_sd"] = sd
-                row["to_date_sd"] = to_date_sd(t, s.horizon, sd)
-                row["summed_periods_sd"] = summed_sd(t, sd / ratio)
+                row["to_date_sd"] = to_date_sd(t, s.horizon, sd, depth)
+                row["summed_periods_sd"] = to_date_sd(t, s.horizon, sd / ratio, 1)
             metrics.append(row)
         tables.append({"name": tplan.table.name, "metrics": metrics})
     return {
@@ -157,17 +193,19 @@ def series_report(splan: SeriesPlan, t: int, confidence: float) -> dict[str, Any
         "horizon": s.horizon,
         "max_periods_per_unit": s.max_periods,
         "mechanism": (
-            "binary tree (continual counting): each node, 2^j periods ending at a period, "
-            f"measured once with {splan.family} noise at the series budget / {splan.factor}"
+            f"binary tree (continual counting) of {depth} level(s): each node, 2^j periods "
+            f"ending at a period, measured once with {splan.family} noise at the series budget "
+            f"/ {splan.factor}; totals to date from the nodes' bottom-up estimates"
         ),
-        "levels": splan.levels,
-        "nodes_measured": [n.name for n in ending_at(t, s.horizon)],
-        "to_date_nodes": [n.name for n in prefix_nodes(t, s.horizon)],
+        "levels": depth,
+        "nodes_measured": [n.name for n in ending_at(t, s.horizon, depth)],
+        "to_date_nodes": [n.name for n in prefix_nodes(t, s.horizon, depth)],
         "tables": tables,
         "note": (
             "period_sd: noise of a period's value; to_date_sd: of the total to date; "
             "summed_periods_sd: what summing one release per period, at the same series "
-            "budget, would have had. Totals to date are sums of released nodes: "
+            "budget, would have had. Totals to date are sums of the nodes' estimates (each "
+            "from the node and the estimates of its children, by inverse variance): "
             "post-processing, not spending."
         ),
     }
@@ -183,7 +221,7 @@ def series_budget(spec: ReleaseSpec, splan: SeriesPlan) -> dict[str, Any]:
             "its first period; a period spends nothing more",
         ),
         "composition": (
-            f"binary tree over {splan.series.horizon} periods: each of its {splan.levels} "
+            f"binary tree over {splan.series.horizon} periods: each of its {splan.depth} "
             f"levels' nodes measured once at the series budget / {splan.factor} "
             "(dp_ops.continual)"
         ),

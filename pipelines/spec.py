@@ -420,6 +420,12 @@ class SeriesSpec:
     """How many periods one privacy unit may contribute to (default: every one); the release
     drops a unit's rows from later periods once it has used them. Noise grows linearly with it
     (Laplace), or about linearly (Gaussian)."""
+    tree_levels: int | None = None
+    """Levels of the tree: 1 releases each period alone (totals to date are their sums), more
+    measure sums of 2, 4, ... periods too, so totals to date sum fewer nodes but each node has
+    more noise. None (``auto``): the depth whose worst total to date is the most accurate
+    (:func:`dp_ops.continual.best_depth`); state it to favour the periods' own values (1) or a
+    fixed design."""
 
     def release_id(self, period: str) -> str:
         return f"{self.name}-{period}"
@@ -1212,7 +1218,7 @@ def parse_spec(raw: Any) -> ReleaseSpec:
 
 def parse_series(raw: Any, where: str = "series") -> SeriesSpec:
     m = _mapping(raw, where)
-    _only(m, ("name", "period", "start", "horizon", "max_periods"), where)
+    _only(m, ("name", "period", "start", "horizon", "max_periods", "tree_levels"), where)
     name = _name(_required(m, "name", where), f"{where}.name")
     kind = _choice(_required(m, "period", where), KINDS, f"{where}.period")
     start = _required(m, "start", where)
@@ -1227,7 +1233,17 @@ def parse_series(raw: Any, where: str = "series") -> SeriesSpec:
             f"{where}.max_periods",
             f"must be at most the horizon ({horizon}), got {max_periods}",
         )
-    return SeriesSpec(name, kind, start, horizon, max_periods)
+    depth = m.get("tree_levels", "auto")
+    full = horizon.bit_length()
+    if depth == "auto":
+        depth = None
+    elif isinstance(depth, bool) or not isinstance(depth, int) or not 1 <= depth <= full:
+        raise _fail(
+            f"{where}.tree_levels",
+            f"must be auto or a whole number from 1 to {full} (a tree over {horizon} periods "
+            f"has nodes of 1 .. {1 << (full - 1)} periods), got {depth!r}",
+        )
+    return SeriesSpec(name, kind, start, horizon, max_periods, depth)
 
 
 MAX_HORIZON = 4096

@@ -11,20 +11,22 @@ import pytest
 
 from dp_ops.continual import (
     Node,
+    best_depth,
     budget_factor,
     ending_at,
-    leaves_factor,
+    level_weights,
     levels,
     node_sd_ratio,
     prefix_nodes,
     to_date_sd,
+    to_date_variance,
 )
 from dp_ops.errors import SpecError
 from pipelines.periods import label, ordinal, position
 
 
-def every_node(horizon: int) -> list[Node]:
-    return [n for t in range(1, horizon + 1) for n in ending_at(t, horizon)]
+def every_node(horizon: int, depth: int | None = None) -> list[Node]:
+    return [n for t in range(1, horizon + 1) for n in ending_at(t, horizon, depth)]
 
 
 def test_prefix_nodes_cover_periods_one_to_t_exactly_once() -> None:
@@ -37,25 +39,31 @@ def test_prefix_nodes_cover_periods_one_to_t_exactly_once() -> None:
             assert len(prefix_nodes(t, horizon)) == bin(t).count("1") <= levels(horizon)
             assert all(n.last <= t for n in prefix_nodes(t, horizon))  # measured by then
             assert all(n.last == t for n in ending_at(t, horizon))
+            for depth in range(1, levels(horizon) + 1):  # a shallower tree: more top nodes
+                nodes_d = prefix_nodes(t, horizon, depth)
+                assert sorted(p for n in nodes_d for p in n.periods) == list(range(1, t + 1))
+                measured = every_node(horizon, depth)
+                assert all(n.level < depth and n.last <= t and n in measured for n in nodes_d)
     assert levels(24) == 5 and [n.name for n in prefix_nodes(24, 24)] == ["4-0", "3-2"]
     with pytest.raises(ValueError):
         prefix_nodes(25, 24)
 
 
-def _tree_change(horizon: int, periods: tuple[int, ...]) -> np.ndarray:
+def _tree_change(horizon: int, periods: tuple[int, ...], depth: int | None) -> np.ndarray:
     """How every node changes when one unit adds 1 to each of ``periods`` (one cell)."""
     return np.array(
-        [sum(1 for p in periods if p in n.periods) for n in every_node(horizon)], dtype=float
+        [sum(1 for p in periods if p in n.periods) for n in every_node(horizon, depth)],
+        dtype=float,
     )
 
 
-def _worst(horizon: int, max_periods: int) -> tuple[float, float]:
+def _worst(horizon: int, max_periods: int, depth: int | None = None) -> tuple[float, float]:
     """The largest L1 and squared L2 change of the whole tree over every set of at most
     ``max_periods`` periods a unit may contribute to."""
     l1 = l2 = 0.0
     for size in range(1, max_periods + 1):
         for periods in itertools.combinations(range(1, horizon + 1), size):
-            change = _tree_change(horizon, periods)
+            change = _tree_change(horizon, periods, depth)
             l1, l2 = max(l1, float(change.sum())), max(l2, float((change**2).sum()))
     return l1, l2
 
@@ -69,6 +77,10 @@ def test_the_budget_factor_bounds_the_trees_sensitivity_by_brute_force(
     # of one period's) and Gaussian the squared L2 one
     assert l1 <= budget_factor(horizon, max_periods, "laplace")
     assert l2 <= budget_factor(horizon, max_periods, "gaussian")
+    for depth in range(1, levels(horizon)):  # shallower trees too
+        l1_d, l2_d = _worst(horizon, max_periods, depth)
+        assert l1_d <= budget_factor(horizon, max_periods, "laplace", depth)
+        assert l2_d <= budget_factor(horizon, max_periods, "gaussian", depth)
     # and without much slack: the bound is reached, or nearly, by some unit
     assert l1 == budget_factor(horizon, max_periods, "laplace") or horizon & (horizon - 1)
     assert l2 >= 0.5 * budget_factor(horizon, max_periods, "gaussian")
@@ -82,18 +94,50 @@ def test_control_a_factor_that_ignores_max_periods_under_covers_the_sensitivity(
     assert l1 > event_level_laplace and l2 > event_level_gaussian
 
 
-def test_tree_error_grows_with_the_nodes_summed_not_the_periods() -> None:
+def _estimates(horizon: int, measured: dict[Node, np.ndarray]) -> dict[Node, np.ndarray]:
+    """The bottom-up estimates of every node, as the release computes them."""
+    weights = level_weights(levels(horizon))
+    out: dict[Node, np.ndarray] = {}
+    for node in every_node(horizon):  # children end before or with their parent
+        if node.level == 0:
+            out[node] = measured[node]
+            continue
+        w = weights[node.level][0]
+        left, right = node.children
+        out[node] = w * measured[node] + (1 - w) * (out[left] + out[right])
+    return out
+
+
+def test_totals_to_date_are_unbiased_and_their_error_grows_with_the_nodes_not_the_periods() -> None:
     horizon = 24
     rng = np.random.default_rng(5)
     draws = 20_000
-    noise = {n: rng.normal(0.0, 1.0, draws) for n in every_node(horizon)}
-    for t in (1, 7, 16, 23, 24):
-        total = sum(noise[n] for n in prefix_nodes(t, horizon))
+    truth = rng.integers(0, 100, horizon + 1)  # per period; index 0 unused
+    measured = {
+        n: truth[n.first : n.last + 1].sum() + rng.normal(0.0, 1.0, draws)
+        for n in every_node(horizon)
+    }
+    estimates = _estimates(horizon, measured)
+    for t in (1, 2, 7, 16, 23, 24):
+        total = sum(estimates[n] for n in prefix_nodes(t, horizon))
+        raw = sum(measured[n] for n in prefix_nodes(t, horizon))
+        assert np.mean(total) == pytest.approx(truth[1 : t + 1].sum(), abs=0.05)
         assert np.std(total) == pytest.approx(to_date_sd(t, horizon, 1.0), rel=0.03)
+        assert to_date_variance(t, horizon) <= len(prefix_nodes(t, horizon))
+        if t in (16, 24):  # upper levels: the estimates nearly halve the raw nodes' variance
+            assert np.var(total) < 0.6 * np.var(raw)
     # event-level Gaussian: the tree at t = 24 beats summing 24 periods at the same budget
     ratio = node_sd_ratio(horizon, 1, "gaussian")
     assert to_date_sd(24, horizon, ratio) < math.sqrt(24) * 1.0
-    assert leaves_factor(3) == 3
+    assert [round(v, 6) for _, v in level_weights(3)] == [1.0, round(2 / 3, 6), round(4 / 7, 6)]
+
+
+def test_the_depth_is_the_most_accurate_for_how_often_a_unit_contributes() -> None:
+    assert best_depth(24, 24, "gaussian") == 1  # everyone every month: summing months wins
+    assert best_depth(24, 24, "laplace") == 1
+    assert best_depth(24, 1, "gaussian") > 1  # each unit once: the tree wins
+    assert best_depth(4096, 1, "gaussian") >= 8
+    assert best_depth(4096, 1, "laplace") > 1
 
 
 def test_period_labels_and_positions() -> None:

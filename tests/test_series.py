@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import yaml
 
-from dp_ops.continual import prefix_nodes
+from dp_ops.continual import level_weights, prefix_nodes, to_date_variance
 from dp_ops.errors import BudgetError, SpecError
 from jobs import runner, writer
 from jobs.cli import main
 from jobs.config import load_spec
 from jobs.ledger import Budget, Ledger
+from jobs.plan_text import series_lines
 
 G = [f"g{i:02d}" for i in range(25)]
 H = [f"h{i:02d}" for i in range(20)]
@@ -101,7 +102,7 @@ def test_six_months_release_totals_to_date_whose_error_grows_with_the_tree_not_t
     spark: Any, tmp_path: Path, capsys: Any
 ) -> None:
     Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(0), Fraction(0), Fraction(2)))
-    spec = write_spec(tmp_path, series_doc(tmp_path))
+    spec = write_spec(tmp_path, series_doc(tmp_path, tree_levels=3))  # the full tree
     months = [month_rows(m) for m in range(1, 7)]
     running = None
     errors_to_date, errors_summed, sds = [], [], []
@@ -135,7 +136,9 @@ def test_six_months_release_totals_to_date_whose_error_grows_with_the_tree_not_t
         zip(errors_to_date, sds, strict=True), start=1
     ):
         assert period_sd == pytest.approx(node_sd)
-        assert to_date_sd == pytest.approx(node_sd * np.sqrt(len(prefix_nodes(t, 6))))
+        assert to_date_sd == pytest.approx(node_sd * np.sqrt(to_date_variance(t, 6)))
+        if t > 1:  # the estimates beat the raw nodes: only month 1 is a leaf alone
+            assert to_date_sd < node_sd * np.sqrt(len(prefix_nodes(t, 6)))
         # 500 cells: the empirical variance is within about 3 x 6% of the stated one
         assert np.var(errors) == pytest.approx(to_date_sd**2, rel=0.25), t
     # the tree's error after six months is that of two nodes; summing the six released months
@@ -145,6 +148,14 @@ def test_six_months_release_totals_to_date_whose_error_grows_with_the_tree_not_t
     # a month's value and its total to date are one node where the tree says so
     first = released(spark, tmp_path / "out", MONTHS[0])
     assert (first["count"] == first["count_to_date"]).all()
+    # after month 2: the estimate of node 1-0 from its measurement and its two months' values
+    state = tmp_path / "out" / ".private" / "series" / "monthly" / "nodes" / "by_cell" / "1-0"
+    pair = spark.read.parquet(str(state)).toPandas().set_index(["g", "h"])["count"]
+    second = released(spark, tmp_path / "out", MONTHS[1]).set_index(["g", "h"])
+    first = first.set_index(["g", "h"])
+    weight = level_weights(3)[1][0]
+    combined = weight * pair + (1 - weight) * (first["count"] + second["count"])
+    assert (second["count_to_date"] - combined.reindex(second.index).round()).abs().max() == 0
     # the ledger: the series charged once, each month recorded at no further cost
     account = Ledger(tmp_path / "ledger.sqlite").account("sales")
     assert account.spent.rho == Fraction(1, 2)
@@ -218,3 +229,79 @@ def test_max_periods_drops_a_unit_from_the_periods_after_its_last(
     # the first 2000 used their two months: only the 600 new persons count in month 3
     assert abs(totals[2] - 600) < slack
     assert abs(totals[2] - 2600) > 3 * slack
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ledger": None}, "charged once for all its periods"),
+        ({"budget": {"epsilon": 1.0, "delta": 1e-6}}, "epsilon alone"),
+        ({"noise": "laplace"}, "adds Gaussian noise"),
+        ({"series": {"name": "m", "period": "week", "start": "2027-01", "horizon": 6}}, "period"),
+        ({"series": {"name": "m", "period": "month", "start": "2027-1", "horizon": 6}}, "2027-03"),
+        ({"series": {"name": "m", "period": "month", "start": "2027-01", "horizon": 0}}, ">= 1"),
+        (
+            {
+                "series": {
+                    "name": "m",
+                    "period": "month",
+                    "start": "2027-01",
+                    "horizon": 6,
+                    "max_periods": 7,
+                }
+            },
+            "at most the horizon",
+        ),
+        (
+            {
+                "series": {
+                    "name": "m",
+                    "period": "month",
+                    "start": "2027-01",
+                    "horizon": 6,
+                    "tree_levels": 4,
+                }
+            },
+            "from 1 to 3",
+        ),
+        (
+            {
+                "tables": [
+                    {
+                        "name": "t",
+                        "dimensions": ["g"],
+                        "partitions": {"type": "public", "keys": "cross_product"},
+                        "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+                        "metrics": [
+                            {"quantiles": "v", "lower": 0, "upper": 10, "probabilities": [0.5]}
+                        ],
+                    }
+                ]
+            },
+            "add up",
+        ),
+    ],
+)
+def test_series_specs_are_refused_with_what_to_change(
+    tmp_path: Path, change: dict[str, Any], message: str
+) -> None:
+    from pipelines.spec import parse_spec
+
+    doc = {**series_doc(tmp_path), **change}
+    doc = {k: v for k, v in doc.items() if v is not None}
+    with pytest.raises(SpecError, match=message):
+        parse_spec(doc)
+
+
+def test_the_plan_of_a_series_states_its_tree_and_its_depth(tmp_path: Path) -> None:
+    from pipelines.preview import preview
+    from pipelines.spec import parse_spec
+
+    everyone = preview(parse_spec(series_doc(tmp_path)))["series"]
+    once = preview(parse_spec(series_doc(tmp_path, max_periods=1)))["series"]
+    assert everyone["levels"] == 1  # each unit every month: summing months is more accurate
+    assert once["levels"] == 2  # each unit in one month: the tree's nodes of two months help
+    for s in (everyone, once):
+        count = s["tables"][0]["metrics"][0]
+        assert count["to_date_sd"] <= count["summed_periods_sd"] + 1e-9
+    assert "series monthly: 6 months from 2027-01 to 2027-06" in "\n".join(series_lines(once))
