@@ -17,7 +17,7 @@ export PYSPARK_PYTHON := $(abspath $(BIN)/python)
 # The Python files vermin checks against the oldest Python we support (3.10).
 SOURCES := dp_ops pipelines jobs tests benchmarks
 
-.PHONY: setup setup-oldest demo survey-demo test test-newest test-oldest test-debian lint bench clean check-tools browser
+.PHONY: setup setup-oldest demo survey-demo series-demo test test-newest test-oldest test-debian lint bench clean check-tools browser
 
 check-tools:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null || { \
@@ -54,6 +54,14 @@ demo: setup
 survey-demo: setup
 	$(BIN)/dprelease generate-demo --rows $(DEMO_ROWS) --randomized-response --output data/survey/microdata --spark-profile conf/spark/local.yaml
 	$(BIN)/dprelease run conf/survey_rr.yaml --spark-profile conf/spark/local.yaml
+
+SERIES_MONTHS ?= 2027-01 2027-02 2027-03
+series-demo: setup
+	@test -f out/series/ledger.sqlite || $(BIN)/dprelease budget init registrations --ledger out/series/ledger.sqlite --rho 2
+	@i=0; for m in $(SERIES_MONTHS); do i=$$((i+1)); \
+	  $(BIN)/dprelease generate-demo --rows $(DEMO_ROWS) --cohort $$i --output data/registrations/$$m --spark-profile conf/spark/local.yaml && \
+	  $(BIN)/dprelease run conf/series_monthly.yaml --period $$m --spark-profile conf/spark/local.yaml || exit 1; done
+	$(BIN)/dprelease budget show registrations --ledger out/series/ledger.sqlite
 
 lint: setup
 	$(BIN)/ruff check .

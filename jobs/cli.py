@@ -120,6 +120,13 @@ def _parser() -> argparse.ArgumentParser:
         help="add answered_yes: a survey question answered by randomized response "
         "(p_truth 0.5, p_yes 0.5; see conf/survey_rr.yaml)",
     )
+    gen.add_argument(
+        "--cohort",
+        type=int,
+        default=0,
+        help="the new persons of period N (1, 2, ...) of a series: ids no other cohort has "
+        "(see conf/series_monthly.yaml)",
+    )
     gen.add_argument("--master")
     gen.add_argument("--remote", help="Spark Connect server, e.g. sc://host:15002")
     gen.add_argument("--spark-profile")
@@ -288,7 +295,9 @@ def _generate(args: argparse.Namespace) -> int:
     )
     start = time.monotonic()
     try:
-        frame = demo_microdata(spark, args.rows, args.partitions, args.randomized_response)
+        frame = demo_microdata(
+            spark, args.rows, args.partitions, args.randomized_response, args.cohort
+        )
         frame.write.mode("overwrite").parquet(args.output)
     finally:
         close_session(spark)

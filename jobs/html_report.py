@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -184,6 +185,52 @@ def _budget_section(page: _Page, manifest: dict[str, Any]) -> None:
         title = "epsilon given to each table"
     figure.update_layout(title=title, yaxis_title="rho" if in_rho else "epsilon")
     page.chart(figure)
+
+
+def _series_section(page: _Page, series: dict[str, Any]) -> None:
+    """A period of a series: its place, the tree, and the noise of the totals to date over the
+    whole series beside summing one release per period."""
+    import plotly.graph_objects as go
+
+    from dp_ops.continual import to_date_sd
+
+    page.add(f"<h2>Series {html.escape(str(series['name']))}</h2>")
+    page.add(
+        _facts(
+            [
+                ("period", f"{series['position']} of {series['horizon']} {series['period']}s"),
+                ("runs", f"{series['start']} to {series['end']}"),
+                ("periods per privacy unit", series["max_periods_per_unit"]),
+                ("mechanism", series["mechanism"]),
+                ("nodes measured now", ", ".join(series["nodes_measured"])),
+                ("nodes in the total to date", ", ".join(series["to_date_nodes"])),
+            ]
+        )
+    )
+    horizon, depth = series["horizon"], series["levels"]
+    periods = list(range(1, horizon + 1))
+    for table in series["tables"]:
+        for m in table["metrics"]:
+            if "period_sd" not in m:
+                continue
+            alone = m["summed_periods_sd"] / math.sqrt(series["position"])
+            figure = go.Figure()
+            figure.add_scatter(
+                x=periods,
+                y=[to_date_sd(t, horizon, m["period_sd"], depth) for t in periods],
+                name="this series (tree)",
+            )
+            figure.add_scatter(
+                x=periods,
+                y=[alone * math.sqrt(t) for t in periods],
+                name="summing one release per period",
+            )
+            figure.update_layout(
+                title=f"{table['name']}.{m['name']}_to_date: noise sd by period",
+                xaxis_title="period",
+                yaxis_title="standard deviation",
+            )
+            page.chart(figure)
 
 
 def _main_metric(entry: dict[str, Any]) -> dict[str, Any] | None:
@@ -426,6 +473,8 @@ def build_report(release_dir: str | Path, spark: Any = None) -> str:
         )
     )
     _budget_section(page, manifest)
+    if "series" in manifest:
+        _series_section(page, manifest["series"])
     for entry in manifest["tables"]:
         _table_section(page, manifest, entry, files)
     _protection(page, manifest)

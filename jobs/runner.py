@@ -425,7 +425,7 @@ def run_release(
         return Outcome(rid, final, already_released=True)
     cost = plan.cost
     log.info(
-        "release %s: %s over %d table(s)",
+        "release %s: %s over %d table(s)%s",
         rid,
         ", ".join(
             f"{k} {float(v):.6g}"
@@ -433,6 +433,9 @@ def run_release(
             if v is not None
         ),
         len(plan.tables),
+        f" (period {checked_first.position} of series {spec.series.name}, whose whole cost this is)"
+        if spec.series is not None
+        else "",
     )
     with stage("read and validate input", spark):
         raw = input_df if input_df is not None else read_input(spark, period_input(spec, rid))
@@ -463,7 +466,9 @@ def run_release(
         log.info(
             "ledger: release %s %s",
             rid,
-            "was charged by an earlier attempt" if admission.charged else "charged",
+            "was recorded by an earlier attempt"
+            if admission.charged
+            else ("recorded, at no further cost" if splan is not None else "charged"),
         )
     ship_to_connect(spark)  # the workers of a Connect server run our code
     secrets = Secrets.new()

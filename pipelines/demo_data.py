@@ -8,6 +8,9 @@ same command always writes the same data. Shape:
 * ``state`` (20 codes, skewed), ``county`` (nested in state: 5-character code, 8 per state; a
   person's rows are mostly in one county), ``age_group`` (7 bands; a person's later rows move up),
   ``sex``, ``race`` (6 groups, skewed), ``income`` (lognormal, depends on age);
+* with ``cohort`` ``c`` (1, 2, ...): the persons of one period of a series of cohorts (new
+  registrations per month), ids disjoint from every other cohort's and their values drawn
+  afresh, so each person is in one period (``series.max_periods: 1``);
 * with ``randomized_response``: ``answered_yes`` (0 or 1, the same on all of a person's rows),
   a yes/no question asked by randomized response (``RR_P_TRUTH``, ``RR_P_YES``): a person whose
   true answer is yes (more likely with age: 10% in the youngest band to 40% in the oldest)
@@ -27,6 +30,8 @@ SEXES = ("F", "M")
 RACES = ("white", "black", "asian", "native", "pacific", "other")
 RR_P_TRUTH, RR_P_YES = 0.5, 0.5
 """The demo survey question's randomized-response design."""
+COHORT_IDS = 10**12
+"""Person ids of cohort ``c`` start at ``c * COHORT_IDS``."""
 HEAVY_EVERY = 250_000
 HEAVY_ROWS = 2_000
 
@@ -48,10 +53,14 @@ def demo_microdata(
     rows: int,
     partitions: int | None = None,
     randomized_response: bool = False,
+    cohort: int = 0,
 ) -> DataFrame:
-    """``rows`` rows of demo microdata (see module docstring)."""
+    """``rows`` rows of demo microdata (see module docstring); ``cohort`` > 0: one period's
+    new persons."""
     if rows < 1:
         raise ValueError("rows must be >= 1")
+    if cohort < 0:
+        raise ValueError("cohort must be >= 0")
     parts = partitions or max(2, rows // 2_000_000)
     heavy_persons = rows // HEAVY_EVERY
     heavy_rows = heavy_persons * HEAVY_ROWS
@@ -68,6 +77,7 @@ def demo_microdata(
     df = spark.range(0, rows, numPartitions=parts).select(
         person.cast("long").alias("person_id"), within.cast("long").alias("k")
     )
+    df = df.withColumn("person_id", F.col("person_id") + F.lit(cohort * COHORT_IDS))
     pid, k = F.col("person_id"), F.col("k")
     state_idx = F.floor(F.sqrt(F.pmod(_h(1, pid), F.lit(400)).cast("double")))
     home = F.floor(F.sqrt(F.pmod(_h(2, pid), F.lit(64)).cast("double")))

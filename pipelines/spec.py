@@ -8,6 +8,7 @@ fall back to a default that spends budget differently.
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import math
 import re
@@ -1222,7 +1223,10 @@ def parse_series(raw: Any, where: str = "series") -> SeriesSpec:
     name = _name(_required(m, "name", where), f"{where}.name")
     kind = _choice(_required(m, "period", where), KINDS, f"{where}.period")
     start = _required(m, "start", where)
-    start = str(start) if isinstance(start, int) and kind == "year" else start
+    if isinstance(start, int) and not isinstance(start, bool) and kind == "year":
+        start = str(start)  # YAML reads 2027 as a number ...
+    elif isinstance(start, dt.date) and kind == "day":
+        start = start.isoformat()  # ... and 2027-03-15 as a date
     ordinal(start, kind, f"{where}.start")
     horizon = _positive_int(_required(m, "horizon", where), f"{where}.horizon")
     if horizon > MAX_HORIZON:

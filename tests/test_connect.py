@@ -11,6 +11,7 @@ skipped on the Spark 3.5 environment.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -180,3 +181,53 @@ def test_chosen_bounds_and_modes_release_the_same_on_spark_connect(
     assert got == want
     (table,) = got["privacy"]["tables"]
     assert table["chosen_bounds"]["max_partitions"] >= 1
+
+
+@pytest.mark.integration
+def test_a_series_runs_its_months_through_connect_spark_submit_and_a_classic_session(
+    connect_url: str, spark: Any, tmp_path: Path, capsys: Any
+) -> None:
+    """One series, three months, each through another path: the console command on Connect,
+    spark-submit on Connect, this process's classic session. One tree, one ledger account."""
+    from fractions import Fraction
+
+    import yaml
+
+    from jobs.ledger import Budget, Ledger
+    from pipelines.demo_data import demo_microdata
+
+    doc = yaml.safe_load((ROOT / "conf" / "series_monthly.yaml").read_text())
+    doc["input"]["path"] = str(tmp_path / "in" / "{period}")
+    doc["output"]["path"] = str(tmp_path / "out")
+    doc["ledger"]["path"] = str(tmp_path / "ledger.sqlite")
+    spec = tmp_path / "series.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    Ledger(tmp_path / "ledger.sqlite").init(
+        "registrations", Budget(Fraction(0), Fraction(0), Fraction(2))
+    )
+    months = ["2027-01", "2027-02", "2027-03"]
+    for cohort, month in enumerate(months, start=1):
+        demo_microdata(spark, 3000, 1, cohort=cohort).write.parquet(str(tmp_path / "in" / month))
+    exe = str(BIN / "dprelease")
+    _client(exe, "run", str(spec), "--period", months[0], "--remote", connect_url)
+    submit = [str(BIN / "spark-submit"), "--remote", connect_url, str(ROOT / "jobs" / "release.py")]
+    _client(*submit, "--config", str(spec), "--period", months[1])
+    assert main(["run", str(spec), "--period", months[2]]) == 0
+    capsys.readouterr()
+    account = Ledger(tmp_path / "ledger.sqlite").account("registrations")
+    assert account.spent.rho == Fraction(1)
+    assert sorted(r[0] for r in account.releases) == sorted(
+        ["series:registrations", *(f"registrations-{m}" for m in months)]
+    )
+    tables = []
+    for position, month in enumerate(months, start=1):
+        release = tmp_path / "out" / f"registrations-{month}"
+        manifest = json.loads((release / "manifest.json").read_text())
+        assert manifest["series"]["position"] == position
+        table = pd.read_parquet(release / "registrations_by_state_sex")
+        assert len(table) == 40 and "count_to_date" in table.columns
+        tables.append(table.set_index(["state", "sex"]).sort_index())
+    assert (tables[0]["count"] == tables[0]["count_to_date"]).all()  # month 1: one leaf
+    # each month's cohort is new: the totals to date grow by about a month's count
+    for before, after in itertools.pairwise(tables):
+        assert after["count_to_date"].sum() > before["count_to_date"].sum()

@@ -22,11 +22,14 @@ class _Recorder:
     """Stands in for Airflow's DAG and SparkSubmitOperator: records what the DAG file builds."""
 
     operators: ClassVar[list[dict[str, Any]]] = []
+    dags: ClassVar[list[dict[str, Any]]] = []
 
     def __init__(self, **kwargs: Any) -> None:
         self.kwargs = kwargs
         if "task_id" in kwargs:
             _Recorder.operators.append(kwargs)
+        else:
+            _Recorder.dags.append(kwargs)
 
     def __enter__(self) -> _Recorder:
         return self
@@ -35,8 +38,10 @@ class _Recorder:
         return None
 
 
-def load_dag(monkeypatch: Any, env: dict[str, str]) -> list[dict[str, Any]]:
-    _Recorder.operators = []
+def load_dag(
+    monkeypatch: Any, env: dict[str, str], dag_file: Path = DAG_FILE
+) -> list[dict[str, Any]]:
+    _Recorder.operators, _Recorder.dags = [], []
     airflow = types.ModuleType("airflow")
     airflow.DAG = _Recorder  # type: ignore[attr-defined]
     operator_module = types.ModuleType("airflow.providers.apache.spark.operators.spark_submit")
@@ -45,7 +50,7 @@ def load_dag(monkeypatch: Any, env: dict[str, str]) -> list[dict[str, Any]]:
     monkeypatch.setitem(sys.modules, operator_module.__name__, operator_module)
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    runpy.run_path(str(DAG_FILE))
+    runpy.run_path(str(dag_file))
     return _Recorder.operators
 
 
@@ -55,7 +60,7 @@ def spark_submit_command(task: dict[str, Any], master: str, binary: str, ds: str
     ``{{ ds }}`` template rendered as Airflow does for the templated fields."""
 
     def render(value: str) -> str:
-        return value.replace("{{ ds }}", ds)
+        return value.replace("{{ ds }}", ds).replace("{{ ds[:7] }}", ds[:7])
 
     cmd = [binary, "--master", master]
     for key, value in task["conf"].items():
@@ -94,3 +99,48 @@ def test_the_dag_command_line_releases_once_and_a_retry_spends_nothing(
     capsys.readouterr()
     assert main(["budget", "show", "demo", "--ledger", str(tmp_path / "ledger.sqlite")]) == 0
     assert "remaining: epsilon 0.5" in capsys.readouterr().out  # charged once: 1.5 - 1
+
+
+@pytest.mark.integration
+def test_the_series_dag_releases_its_months_in_order_and_a_retry_spends_nothing(
+    spark: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
+) -> None:
+    from pipelines.demo_data import demo_microdata
+
+    zipped = tmp_path / "dprelease-pyfiles.zip"
+    assert main(["package", "--output", str(zipped)]) == 0
+    doc = yaml.safe_load((ROOT / "conf" / "series_monthly.yaml").read_text())
+    doc["input"]["path"] = str(tmp_path / "in" / "{period}")
+    doc["output"]["path"] = str(tmp_path / "out")
+    doc["ledger"]["path"] = str(tmp_path / "ledger.sqlite")
+    spec = tmp_path / "series.yaml"
+    spec.write_text(yaml.safe_dump(doc))
+    for cohort, month in enumerate(("2027-01", "2027-02"), start=1):
+        demo_microdata(spark, 2000, 1, cohort=cohort).write.parquet(str(tmp_path / "in" / month))
+    assert main(["budget", "init", "registrations", "--rho", "1.5",
+                 "--ledger", str(tmp_path / "ledger.sqlite")]) == 0  # fmt: skip
+    env = {
+        "DPRELEASE_HOME": str(ROOT),
+        "DPRELEASE_SERIES_SPEC": str(spec),
+        "DPRELEASE_PYFILES": str(zipped),
+        "DPRELEASE_PYTHON": sys.executable,
+    }
+    dag_file = ROOT / "jobs" / "examples" / "airflow_series_dag.py"
+    (task,) = load_dag(monkeypatch, env, dag_file)
+    (dag,) = _Recorder.dags
+    assert dag["max_active_runs"] == 1 and dag["default_args"]["depends_on_past"]
+    assert dag["start_date"].strftime("%Y-%m") == doc["series"]["start"]
+    submit = str(Path(sys.executable).parent / "spark-submit")
+    month = {ds: spark_submit_command(task, "local[2]", submit, ds) for ds in ("2027-01-01",
+             "2027-02-01")}  # fmt: skip
+    _run_ok(month["2027-01-01"], cwd=tmp_path)
+    _run_ok(month["2027-02-01"], cwd=tmp_path)
+    retry = _run_ok(month["2027-02-01"], cwd=tmp_path)  # Airflow retries: nothing drawn again
+    assert "already exists" in retry.stdout + retry.stderr
+    for m in ("2027-01", "2027-02"):
+        assert (tmp_path / "out" / f"registrations-{m}" / "manifest.json").exists()
+    capsys.readouterr()
+    assert (
+        main(["budget", "show", "registrations", "--ledger", str(tmp_path / "ledger.sqlite")]) == 0
+    )
+    assert "remaining: rho 0.5" in capsys.readouterr().out  # the series once: 1.5 - 1

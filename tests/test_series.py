@@ -18,6 +18,7 @@ from dp_ops.errors import BudgetError, SpecError
 from jobs import runner, writer
 from jobs.cli import main
 from jobs.config import load_spec
+from jobs.html_report import build_report
 from jobs.ledger import Budget, Ledger
 from jobs.plan_text import series_lines
 
@@ -167,6 +168,8 @@ def test_six_months_release_totals_to_date_whose_error_grows_with_the_tree_not_t
     assert Ledger(tmp_path / "ledger.sqlite").account("sales").spent.rho == Fraction(1, 2)
     assert main(["run", str(spec), "--period", "2027-07"]) == 2
     assert "outside the series" in capsys.readouterr().err
+    page = build_report(tmp_path / "out" / "monthly-2027-06")
+    assert "Series monthly" in page and "count_to_date: noise sd by period" in page
 
 
 def test_periods_run_in_order_and_the_series_spec_cannot_change(spark: Any, tmp_path: Path) -> None:
