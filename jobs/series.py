@@ -3,7 +3,8 @@
 ``<output>/.private/series/<name>/`` holds what a period needs from the periods before it:
 
 * ``key``: the series' noise key (32 random bytes, hex), made at the first period;
-* ``exact/<table>/<t>/``: the exact bounded cells of period ``t`` (never released);
+* ``exact/<table>/<level>-<index>/``: the exact bounded cells of every node (a leaf's: its
+  period's; above, the sum of its children's), never released;
 * ``nodes/<table>/<level>-<index>/``: every node of the tree, as measured (noisy);
 * ``estimates/<table>/<level>-<index>/``: each node's estimate from its measurement and its
   children's estimates (post-processing; totals to date sum them);
@@ -21,6 +22,7 @@ Periods run in order: period ``t`` needs period ``t - 1`` published at the same 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from contextlib import suppress
@@ -35,8 +37,8 @@ from jobs.storage import Store, join
 from pipelines.partitions import PublicKeys
 from pipelines.periods import label, ordinal, position
 from pipelines.plan import TablePlan
-from pipelines.release import Secrets
-from pipelines.series import node_cells, node_estimate, period_cells, released_period
+from pipelines.release import Secrets, all_measures
+from pipelines.series import node_cells, node_estimate, period_cells, released_period, summed
 from pipelines.spec import ReleaseSpec, SeriesSpec
 
 UNIT_KEY = "_unit_key"
@@ -127,9 +129,10 @@ class SeriesState:
         s = self.series
         if s.max_periods >= s.horizon:
             return df
-        digest = F.unhex(
-            F.sha2(F.concat(F.lit(self.key().hex() + "|"), F.col(unit).cast("string")), 256)
-        )
+        # keyed by a one-way derivative of the noise key: it sits in the Spark plan, the noise
+        # key never does
+        units_key = hashlib.sha256(b"dprelease series units|" + self.key()).hexdigest()
+        digest = F.unhex(F.sha2(F.concat(F.lit(units_key + "|"), F.col(unit).cast("string")), 256))
         keyed = df.withColumn(UNIT_KEY, digest)
 
         def compute() -> DataFrame:
@@ -164,7 +167,10 @@ class SeriesState:
         horizon = self.series.horizon
         key = self.key()
         weights = level_weights(depth)
-        self.once(f"exact/{name}/{t}", lambda: period_cells(df, tplan, unit, secrets, keys))
+        dims, measures = list(tplan.table.dimensions), all_measures(tplan)
+
+        def exact(node: Node) -> str:
+            return f"exact/{name}/{node.name}"
 
         def measured(node: Node) -> str:
             return f"nodes/{name}/{node.name}"
@@ -173,8 +179,13 @@ class SeriesState:
             return f"estimates/{name}/{node.name}"
 
         for node in ending_at(t, horizon, depth):  # the leaf first: each node's children before it
-            periods = [self.read(f"exact/{name}/{p}") for p in node.periods]
-            self.once(measured(node), lambda n=node, ps=periods: node_cells(ps, tplan, n, key))
+            if node.level == 0:
+                self.once(exact(node), lambda: period_cells(df, tplan, unit, secrets, keys))
+            else:  # two reads, however many periods the node spans
+                halves = [self.read(exact(c)) for c in node.children]
+                self.once(exact(node), lambda h=halves: summed(h, dims, measures))
+            cells = self.read(exact(node))
+            self.once(measured(node), lambda n=node, c=cells: node_cells(c, tplan, n, key))
             below = [self.read(estimate(c)) for c in node.children] if node.level else []
             self.once(
                 estimate(node),

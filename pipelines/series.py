@@ -1,14 +1,14 @@
 """A release series on Spark: each period's values and its totals to date, by the tree mechanism.
 
-:mod:`dp_ops.continual` has the mathematics. Here a period's table is computed in three steps,
+:mod:`dp_ops.continual` has the mathematics. Here a period's table is computed in four steps,
 each a DataFrame -> DataFrame transformation; where their results are kept between periods is
 :mod:`jobs.series`' business:
 
 1. :func:`period_cells`: the exact bounded measures of one period over every public key
    (never released);
-2. :func:`node_cells`: a node of the tree, the exact sum of its periods' cells plus noise of
-   the node plan (:func:`plan_series`), keyed by the series' key, the node and the cell, so a
-   recomputed task draws the same value;
+2. :func:`node_cells`: a node of the tree, the exact sum of its periods' cells (its children's
+   exact cells :func:`summed`) plus noise of the node plan (:func:`plan_series`), keyed by the
+   series' key, the node and the cell, so a recomputed task draws the same value;
 3. :func:`node_estimate`: a node's estimate from its measurement and its children's estimates
    (the bottom-up pass of :mod:`dp_ops.continual`);
 4. :func:`released_period`: the node of the period itself (the leaf) and the sum of the
@@ -127,12 +127,10 @@ def summed(
     return union.groupBy(*dims).agg(*totals)
 
 
-def node_cells(periods: Sequence[DataFrame], tplan: TablePlan, node: Node, key: bytes) -> DataFrame:
-    """A node's released measurement: the exact cells of its ``periods`` summed, plus noise
+def node_cells(exact: DataFrame, tplan: TablePlan, node: Node, key: bytes) -> DataFrame:
+    """A node's released measurement: its ``exact`` cells (the sum of its periods') plus noise
     keyed by ``key``, the node and each cell. Runs Spark now (:func:`pipelines.noise.add_noise`)."""
-    dims = list(tplan.table.dimensions)
-    exact = summed(periods, dims, all_measures(tplan))
-    return add_noise(exact, dims, node_jobs(tplan, node), key)
+    return add_noise(exact, list(tplan.table.dimensions), node_jobs(tplan, node), key)
 
 
 def node_estimate(

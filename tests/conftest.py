@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,11 @@ def base_spec(**overrides: Any) -> dict[str, Any]:
     }
     doc.update(overrides)
     return doc
+
+
+def without_temp_paths(text: str, tmp_path: Path) -> str:
+    """``text`` with the session's temporary root (``.../pytest-<n>``, whose number grows with
+    every run on a machine) written as ``<tmp>``: a leak check looking for an exact count must
+    not find it in a directory name."""
+    root = next((p for p in tmp_path.parents if re.fullmatch(r"pytest-\d+", p.name)), tmp_path)
+    return text.replace(str(root), "<tmp>")

@@ -9,6 +9,7 @@ import math
 import numpy as np
 import pytest
 
+from dp_ops.audit import cuts_between, epsilon_lower_bound
 from dp_ops.continual import (
     Node,
     best_depth,
@@ -155,3 +156,31 @@ def test_period_labels_and_positions() -> None:
     for bad in ("2027-13", "2027-3", "27-03", "2027-03-01"):
         with pytest.raises(SpecError, match="write it as 2027-03"):
             ordinal(bad, "month")
+
+
+def _audit_tree(factor: int, epsilon: float, draws: int = 400_000) -> float:
+    """An empirical epsilon lower bound of the Laplace tree (horizon 4) on neighbouring data: a
+    person absent, or present in periods 1 and 2, with each node's scale ``factor / epsilon``.
+    The test statistic is the privacy loss itself (post-processing of the output)."""
+    horizon = 4
+    change = _tree_change(horizon, (1, 2), None)
+    rng = np.random.default_rng(11)
+    scale = factor / epsilon
+    absent = rng.laplace(0.0, scale, (draws, len(change)))
+    present = change + rng.laplace(0.0, scale, (draws, len(change)))
+
+    def loss(x: np.ndarray) -> np.ndarray:
+        values: np.ndarray = (np.abs(x) - np.abs(x - change)).sum(axis=1)
+        return values
+
+    a, b = loss(present), loss(absent)
+    return epsilon_lower_bound(a, b, cuts_between(a, b))
+
+
+def test_an_audit_of_the_laplace_tree_stays_within_its_epsilon_and_catches_a_short_factor() -> None:
+    epsilon = 1.0
+    right = budget_factor(4, 2, "laplace")  # 3 levels x 2 periods
+    assert _audit_tree(right, epsilon) <= epsilon
+    # control: the factor of a person in one period, for a person in two: the audit exceeds it
+    short = budget_factor(4, 1, "laplace")
+    assert _audit_tree(short, epsilon) > 1.2 * epsilon

@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from jobs import spark_logs
+from tests.conftest import without_temp_paths
 from tests.test_jobs import _env
 
 MARK_DIM = "MARKERDIM_7f3a"
@@ -75,13 +76,14 @@ def _canary(spark: Any, tmp_path: Path, extra_env: dict[str, str]) -> dict[str, 
     quarantined = pd.read_parquet(tmp_path / "out" / ".private" / "quarantine" / "canary")
     assert list(quarantined["g"]) == [MARK_QUARANTINED]  # control: the row was read and set aside
     assert "DEBUG" in done.stderr  # the canary ran with debug logging on
-    return {
+    texts = {
         "stdout": done.stdout,
         "stderr": done.stderr,
         "manifest": manifest,
         "released": pd.read_parquet(release / "by_g").to_csv(),
         "report": (tmp_path / "out" / ".private" / "canary.json").read_text(),
     }
+    return {where: without_temp_paths(text, tmp_path) for where, text in texts.items()}
 
 
 def _leaks(everything: dict[str, str]) -> list[tuple[str, str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
@@ -82,8 +83,6 @@ def write_spec(tmp_path: Path, doc: dict[str, Any], name: str = "series.yaml") -
 
 
 def write_month(spark: Any, tmp_path: Path, month: int, rows: dict[str, list]) -> None:
-    import pandas as pd
-
     frame = spark.createDataFrame(pd.DataFrame(rows))
     frame.write.mode("overwrite").parquet(str(tmp_path / "in" / MONTHS[month - 1]))
 
@@ -93,8 +92,6 @@ def released(spark: Any, out: Path, period: str) -> Any:
 
 
 def exact_counts(rows: dict[str, list]) -> Any:
-    import pandas as pd
-
     frame = pd.DataFrame(rows)
     return frame.groupby(["g", "h"]).size()
 
@@ -308,3 +305,45 @@ def test_the_plan_of_a_series_states_its_tree_and_its_depth(tmp_path: Path) -> N
         count = s["tables"][0]["metrics"][0]
         assert count["to_date_sd"] <= count["summed_periods_sd"] + 1e-9
     assert "series monthly: 6 months from 2027-01 to 2027-06" in "\n".join(series_lines(once))
+
+
+def test_a_daily_series_of_a_total_written_as_csv(spark: Any, tmp_path: Path) -> None:
+    """Another period kind (days, start read by YAML as a date), a table without dimensions,
+    CSV output and an epsilon budget (Laplace): totals to date of three days."""
+    Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(3), Fraction(0)))
+    doc = series_doc(tmp_path, period="day", start="2027-02-27", horizon=3, tree_levels=2)
+    doc["budget"] = {"epsilon": 2.0}
+    doc["output"]["format"] = "csv"
+    doc["tables"] = [
+        {
+            "name": "total",
+            "partitions": {"type": "public", "keys": "cross_product"},
+            "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
+            "metrics": ["count"],
+        }
+    ]
+    path = tmp_path / "daily.yaml"
+    path.write_text(yaml.safe_dump(doc).replace("'2027-02-27'", "2027-02-27"))
+    spec = load_spec(path)
+    days = ["2027-02-27", "2027-02-28", "2027-03-01"]  # 2027 is not a leap year
+    counts = []
+    for i, day in enumerate(days):
+        rows = month_rows(i + 1, range(i * 1000, i * 1000 + 400 * (i + 1)))
+        spark.createDataFrame(pd.DataFrame(rows)).write.parquet(str(tmp_path / "in" / day))
+        runner.run_release(spark, spec, f"monthly-{day}")
+        table = pd.read_csv(next((tmp_path / "out" / f"monthly-{day}" / "total").glob("*.csv")))
+        assert list(table.columns) == ["count", "count_to_date"] and len(table) == 1
+        counts.append(table.iloc[0])
+    scale = 2 * 3 / 2.0  # Laplace: K = 2 levels x 3 periods a person may have, over epsilon 2
+    assert abs(counts[0]["count_to_date"] - 400) < 10 * scale
+    assert abs(counts[2]["count_to_date"] - 2400) < 10 * scale
+    account = Ledger(tmp_path / "ledger.sqlite").account("sales")
+    assert account.spent.epsilon == Fraction(2)
+
+
+def test_the_dataframe_api_sends_a_series_to_run_release(tmp_path: Path) -> None:
+    from jobs.api import release_dataframes
+    from pipelines.spec import parse_spec
+
+    with pytest.raises(SpecError, match="run_release"):
+        release_dataframes(parse_spec(series_doc(tmp_path)), spark=None)  # type: ignore[arg-type]
