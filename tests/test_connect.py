@@ -191,23 +191,14 @@ def test_a_series_runs_its_months_through_connect_spark_submit_and_a_classic_ses
     spark-submit on Connect, this process's classic session. One tree, one ledger account."""
     from fractions import Fraction
 
-    import yaml
-
     from jobs.ledger import Budget, Ledger
-    from pipelines.demo_data import demo_microdata
+    from tests.test_series import demo_series
 
-    doc = yaml.safe_load((ROOT / "conf" / "series_monthly.yaml").read_text())
-    doc["input"]["path"] = str(tmp_path / "in" / "{period}")
-    doc["output"]["path"] = str(tmp_path / "out")
-    doc["ledger"]["path"] = str(tmp_path / "ledger.sqlite")
-    spec = tmp_path / "series.yaml"
-    spec.write_text(yaml.safe_dump(doc))
+    months = ["2027-01", "2027-02", "2027-03"]
+    spec, _ = demo_series(spark, tmp_path, months)
     Ledger(tmp_path / "ledger.sqlite").init(
         "registrations", Budget(Fraction(0), Fraction(0), Fraction(2))
     )
-    months = ["2027-01", "2027-02", "2027-03"]
-    for cohort, month in enumerate(months, start=1):
-        demo_microdata(spark, 3000, 1, cohort=cohort).write.parquet(str(tmp_path / "in" / month))
     exe = str(BIN / "dprelease")
     _client(exe, "run", str(spec), "--period", months[0], "--remote", connect_url)
     submit = [str(BIN / "spark-submit"), "--remote", connect_url, str(ROOT / "jobs" / "release.py")]

@@ -105,18 +105,11 @@ def test_the_dag_command_line_releases_once_and_a_retry_spends_nothing(
 def test_the_series_dag_releases_its_months_in_order_and_a_retry_spends_nothing(
     spark: Any, tmp_path: Path, capsys: Any, monkeypatch: Any
 ) -> None:
-    from pipelines.demo_data import demo_microdata
+    from tests.test_series import demo_series
 
     zipped = tmp_path / "dprelease-pyfiles.zip"
     assert main(["package", "--output", str(zipped)]) == 0
-    doc = yaml.safe_load((ROOT / "conf" / "series_monthly.yaml").read_text())
-    doc["input"]["path"] = str(tmp_path / "in" / "{period}")
-    doc["output"]["path"] = str(tmp_path / "out")
-    doc["ledger"]["path"] = str(tmp_path / "ledger.sqlite")
-    spec = tmp_path / "series.yaml"
-    spec.write_text(yaml.safe_dump(doc))
-    for cohort, month in enumerate(("2027-01", "2027-02"), start=1):
-        demo_microdata(spark, 2000, 1, cohort=cohort).write.parquet(str(tmp_path / "in" / month))
+    spec, doc = demo_series(spark, tmp_path, ["2027-01", "2027-02"])
     assert main(["budget", "init", "registrations", "--rho", "1.5",
                  "--ledger", str(tmp_path / "ledger.sqlite")]) == 0  # fmt: skip
     env = {

@@ -22,6 +22,7 @@ from jobs.config import load_spec
 from jobs.html_report import build_report
 from jobs.ledger import Budget, Ledger
 from jobs.plan_text import series_lines
+from tests.conftest import ROOT
 
 G = [f"g{i:02d}" for i in range(25)]
 H = [f"h{i:02d}" for i in range(20)]
@@ -74,6 +75,20 @@ def series_doc(tmp_path: Path, **series: Any) -> dict[str, Any]:
             }
         ],
     }
+
+
+def demo_series(spark: Any, tmp_path: Path, months: Sequence[str]) -> tuple[Path, dict[str, Any]]:
+    """conf/series_monthly.yaml with its input, output and ledger under ``tmp_path`` (the spec
+    written there, and its document), and a cohort of demo persons for each of ``months``."""
+    from pipelines.demo_data import demo_microdata
+
+    doc = yaml.safe_load((ROOT / "conf" / "series_monthly.yaml").read_text())
+    doc["input"]["path"] = str(tmp_path / "in" / "{period}")
+    doc["output"]["path"] = str(tmp_path / "out")
+    doc["ledger"]["path"] = str(tmp_path / "ledger.sqlite")
+    for cohort, month in enumerate(months, start=1):
+        demo_microdata(spark, 2000, 1, cohort=cohort).write.parquet(str(tmp_path / "in" / month))
+    return write_spec(tmp_path, doc), doc
 
 
 def write_spec(tmp_path: Path, doc: dict[str, Any], name: str = "series.yaml") -> Path:
