@@ -339,11 +339,9 @@ def preflight(
     other than ``file://`` is checked when the release runs.
     """
     release_ids.check(release_id)
-    splan, t = None, 0
-    if spec.series is not None:
-        _, t = series_period(spec, release_id)
-        splan = plan_series(spec)
+    t = series_period(spec, release_id)[1] if spec.series is not None else 0
     plan = planned(spec, warn)
+    splan = plan_series(spec, plan) if spec.series is not None else None
     store = _store(spec, spark)
     final = writer.location_name(spec.output.path, release_id)
     attempt = Attempt(release_id, spec_hash(spec), final)

@@ -90,9 +90,15 @@ class SeriesState:
         self.series = spec.series
         self.root = join(writer.private_dir(store, spec.output.path), "series", spec.series.name)
         store.mkdirs(self.root, private=True)
+        self._key: bytes | None = None
 
     def key(self) -> bytes:
         """The series' noise key, made at its first use and the same ever after."""
+        if self._key is None:
+            self._key = self._stored_key()
+        return self._key
+
+    def _stored_key(self) -> bytes:
         path = join(self.root, "key")
         stored = self.store.read(path)
         if stored is None:
@@ -164,35 +170,43 @@ class SeriesState:
         kept, the nodes it ends measured (noise keyed by the series' key) and estimated, the
         period's values and totals to date from them."""
         name = tplan.table.name
-        horizon = self.series.horizon
-        key = self.key()
         weights = level_weights(depth)
-        dims, measures = list(tplan.table.dimensions), all_measures(tplan)
-
-        def exact(node: Node) -> str:
-            return f"exact/{name}/{node.name}"
-
-        def measured(node: Node) -> str:
-            return f"nodes/{name}/{node.name}"
-
-        def estimate(node: Node) -> str:
-            return f"estimates/{name}/{node.name}"
-
-        for node in ending_at(t, horizon, depth):  # the leaf first: each node's children before it
-            if node.level == 0:
-                self.once(exact(node), lambda: period_cells(df, tplan, unit, secrets, keys))
-            else:  # two reads, however many periods the node spans
-                halves = [self.read(exact(c)) for c in node.children]
-                self.once(exact(node), lambda h=halves: summed(h, dims, measures))
-            cells = self.read(exact(node))
-            self.once(measured(node), lambda n=node, c=cells: node_cells(c, tplan, n, key))
-            below = [self.read(estimate(c)) for c in node.children] if node.level else []
-            self.once(
-                estimate(node),
-                lambda n=node, b=below: node_estimate(
-                    self.read(measured(n)), b, tplan, weights[n.level][0]
-                ),
+        for node in ending_at(t, self.series.horizon, depth):  # the leaf first
+            self._measure(
+                tplan,
+                node,
+                weights[node.level][0],
+                lambda: period_cells(df, tplan, unit, secrets, keys),
             )
-        leaf = self.read(measured(Node(0, t - 1)))
-        to_date = [self.read(estimate(n)) for n in prefix_nodes(t, horizon, depth)]
+        leaf = self.read(_path("nodes", name, Node(0, t - 1)))
+        to_date = [
+            self.read(_path("estimates", name, n))
+            for n in prefix_nodes(t, self.series.horizon, depth)
+        ]
         return released_period(leaf, to_date, tplan, nonnegative)
+
+    def _measure(
+        self, tplan: TablePlan, node: Node, weight: float, period: Callable[[], DataFrame]
+    ) -> None:
+        """Keep a node's exact cells (a leaf's: ``period``; above, its children's summed: two
+        reads however many periods it spans), its measurement and its estimate, each once."""
+        name = tplan.table.name
+        below: list[DataFrame] = []
+        if node.level == 0:
+            cells = self.once(_path("exact", name, node), period)
+        else:
+            halves = [self.read(_path("exact", name, c)) for c in node.children]
+            measures = all_measures(tplan)
+            dims = list(tplan.table.dimensions)
+            cells = self.once(_path("exact", name, node), lambda: summed(halves, dims, measures))
+            below = [self.read(_path("estimates", name, c)) for c in node.children]
+        key = self.key()
+        noisy = self.once(_path("nodes", name, node), lambda: node_cells(cells, tplan, node, key))
+        self.once(
+            _path("estimates", name, node), lambda: node_estimate(noisy, below, tplan, weight)
+        )
+
+
+def _path(kind: str, table: str, node: Node) -> str:
+    """Where a node's ``exact`` cells, measurement (``nodes``) or ``estimates`` are kept."""
+    return f"{kind}/{table}/{node.name}"

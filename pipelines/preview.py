@@ -261,7 +261,7 @@ def preview(spec: ReleaseSpec) -> dict[str, Any]:
         "warnings": list(plan_warnings(plan)),
         "privacy": privacy,
         **(
-            {"series": series_report(plan_series(spec), spec.series.horizon, conf)}
+            {"series": series_report(plan_series(spec, plan), spec.series.horizon, conf)}
             if spec.series is not None
             else {}
         ),

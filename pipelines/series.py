@@ -63,20 +63,23 @@ class SeriesPlan:
     """``K`` (:func:`dp_ops.continual.budget_factor`): the node plan has the budget / K."""
     nodes: ReleasePlan
     """The plan of every node: a one-period release at the series' budget / ``factor``."""
-    cost: ReleaseCost
-    """What the whole series spends, charged once."""
-
     depth: int
     """The tree's levels (:func:`pipelines.plan.series_depth`)."""
 
+    @property
+    def cost(self) -> ReleaseCost:
+        """What the whole series spends, charged once (:attr:`ReleasePlan.cost` of a series)."""
+        return self.nodes.cost
 
-def plan_series(spec: ReleaseSpec) -> SeriesPlan:
-    """The plan of a series spec (:func:`pipelines.spec.parse_spec` checked it)."""
+
+def plan_series(spec: ReleaseSpec, nodes: ReleasePlan | None = None) -> SeriesPlan:
+    """The plan of a series spec (:func:`pipelines.spec.parse_spec` checked it); ``nodes``:
+    its :func:`plan_release`, when the caller has it already."""
     if spec.series is None:
         raise InternalError("plan_series of a spec without a series")
     family, k = series_factor(spec)
-    nodes = plan_release(spec)
-    return SeriesPlan(spec.series, family, k, nodes, nodes.cost, series_depth(spec))
+    nodes = nodes if nodes is not None else plan_release(spec)
+    return SeriesPlan(spec.series, family, k, nodes, series_depth(spec))
 
 
 def period_cells(

@@ -54,6 +54,19 @@ def load_dag(
     return _Recorder.operators
 
 
+def dag_env(tmp_path: Path, **spec: str) -> dict[str, str]:
+    """The environment a DAG example reads: this checkout, the code packaged into
+    ``tmp_path`` (so the command needs no project beside it), this Python, and ``spec``."""
+    zipped = tmp_path / "dprelease-pyfiles.zip"
+    assert main(["package", "--output", str(zipped)]) == 0
+    return {
+        "DPRELEASE_HOME": str(ROOT),
+        "DPRELEASE_PYFILES": str(zipped),
+        "DPRELEASE_PYTHON": sys.executable,
+        **spec,
+    }
+
+
 def spark_submit_command(task: dict[str, Any], master: str, binary: str, ds: str) -> list[str]:
     """The command Airflow's SparkSubmitHook runs for these operator arguments (same order:
     master, --conf pairs, --py-files, --name, application, application arguments), with the
@@ -73,8 +86,6 @@ def spark_submit_command(task: dict[str, Any], master: str, binary: str, ds: str
 def test_the_dag_command_line_releases_once_and_a_retry_spends_nothing(
     demo_path: str, tmp_path: Path, capsys: Any, monkeypatch: Any
 ) -> None:
-    zipped = tmp_path / "dprelease-pyfiles.zip"
-    assert main(["package", "--output", str(zipped)]) == 0
     doc = yaml.safe_load(DEMO.read_text())
     doc["input"]["path"], doc["output"]["path"] = demo_path, str(tmp_path / "out")
     doc["ledger"] = {"dataset": "demo", "path": str(tmp_path / "ledger.sqlite")}
@@ -82,13 +93,7 @@ def test_the_dag_command_line_releases_once_and_a_retry_spends_nothing(
     spec.write_text(yaml.safe_dump(doc))
     assert main(["budget", "init", "demo", "--epsilon", "1.5", "--delta", "1e-5",
                  "--ledger", str(tmp_path / "ledger.sqlite")]) == 0  # fmt: skip
-    env = {
-        "DPRELEASE_HOME": str(ROOT),
-        "DPRELEASE_SPEC": str(spec),
-        "DPRELEASE_PYFILES": str(zipped),
-        "DPRELEASE_PYTHON": sys.executable,
-    }
-    (task,) = load_dag(monkeypatch, env)
+    (task,) = load_dag(monkeypatch, dag_env(tmp_path, DPRELEASE_SPEC=str(spec)))
     assert task["conn_id"] == "spark_default" and "{{ ds }}" in task["application_args"]
     submit = str(Path(sys.executable).parent / "spark-submit")
     cmd = spark_submit_command(task, "local[2]", submit, ds="2026-11-01")
@@ -107,19 +112,11 @@ def test_the_series_dag_releases_its_months_in_order_and_a_retry_spends_nothing(
 ) -> None:
     from tests.test_series import demo_series
 
-    zipped = tmp_path / "dprelease-pyfiles.zip"
-    assert main(["package", "--output", str(zipped)]) == 0
     spec, doc = demo_series(spark, tmp_path, ["2027-01", "2027-02"])
     assert main(["budget", "init", "registrations", "--rho", "1.5",
                  "--ledger", str(tmp_path / "ledger.sqlite")]) == 0  # fmt: skip
-    env = {
-        "DPRELEASE_HOME": str(ROOT),
-        "DPRELEASE_SERIES_SPEC": str(spec),
-        "DPRELEASE_PYFILES": str(zipped),
-        "DPRELEASE_PYTHON": sys.executable,
-    }
-    dag_file = ROOT / "jobs" / "examples" / "airflow_series_dag.py"
-    (task,) = load_dag(monkeypatch, env, dag_file)
+    env = dag_env(tmp_path, DPRELEASE_SERIES_SPEC=str(spec))
+    (task,) = load_dag(monkeypatch, env, ROOT / "jobs" / "examples" / "airflow_series_dag.py")
     (dag,) = _Recorder.dags
     assert dag["max_active_runs"] == 1 and dag["default_args"]["depends_on_past"]
     assert dag["start_date"].strftime("%Y-%m") == doc["series"]["start"]

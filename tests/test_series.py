@@ -3,6 +3,7 @@ one charge, periods in order and once, nodes drawn once across a crash, max_peri
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from fractions import Fraction
@@ -22,6 +23,8 @@ from jobs.config import load_spec
 from jobs.html_report import build_report
 from jobs.ledger import Budget, Ledger
 from jobs.plan_text import series_lines
+from jobs.series import SeriesState
+from jobs.storage import open_store
 from tests.conftest import ROOT
 
 G = [f"g{i:02d}" for i in range(25)]
@@ -244,6 +247,12 @@ def test_max_periods_drops_a_unit_from_the_periods_after_its_last(
     # the first 2000 used their two months: only the 600 new persons count in month 3
     assert abs(totals[2] - 600) < slack
     assert abs(totals[2] - 2600) > 3 * slack
+    # the persons' digests are keyed in the Spark plan, by a key other than the noise key
+    state = SeriesState(spark, open_store(str(tmp_path / "out"), spark), spec)
+    admitted = state.admitted(spark.createDataFrame([(1,)], "pid long"), "pid", 3)  # kept: read
+    plan_text = admitted._jdf.queryExecution().toString()
+    assert state.key().hex() not in plan_text
+    assert hashlib.sha256(b"dprelease series units|" + state.key()).hexdigest() in plan_text
 
 
 @pytest.mark.parametrize(
