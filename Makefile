@@ -1,7 +1,7 @@
 # Two entry points: `make demo` (set up, generate demo data, run the demo release) and
 # `make test` (set up, lint, type-check, run the whole test suite on the newest supported set,
-# then the suite again on Spark 3.5 with the oldest supported numpy, pandas and pyarrow, and
-# again on Python 3.13 and Java 21 in a Debian 13 root).
+# then the core of the suite on Spark 3.5 with the oldest supported numpy, pandas and pyarrow,
+# and again on Python 3.13 and Java 21 in a Debian 13 root).
 # Environments: .venv from constraints/newest.txt, .venv-oldest from constraints/oldest.txt,
 # .debian-trixie (built by .ci/debian-root: needs root) with constraints/newest.txt.
 PYTHON ?= python3
@@ -14,6 +14,11 @@ DEBIAN_ROOT := .debian-trixie
 DEMO_ROWS ?= 200000
 export SPARK_LOCAL_IP ?= 127.0.0.1
 export PYSPARK_PYTHON := $(abspath $(BIN)/python)
+# The core of the suite, run on the other environments: every test but the standalone cluster,
+# the killed jobs, the large-sample statistical audits and the browser (those run on the newest
+# set; they test Spark's scheduling, the operating system and the mathematics, which the other
+# environments do not change). The README lists what the core covers.
+CORE := not browser and not cluster and not crash and not slow
 # The Python files vermin checks against the oldest Python we support (3.10).
 SOURCES := dp_ops pipelines jobs tests benchmarks
 
@@ -83,11 +88,11 @@ test-newest: lint browser
 # Connect tests skip themselves there (Connect releases need pyspark 4).
 test-oldest: setup-oldest
 	PYSPARK_PYTHON=$(abspath $(OLDEST)/bin/python) PATH=$(abspath $(OLDEST)/bin):$$PATH \
-	  $(OLDEST)/bin/pytest -m "not browser"
+	  $(OLDEST)/bin/pytest -m "$(CORE)"
 
 # Python 3.13 (the python3 of Debian 13, Ubuntu 25.04 and Fedora 41) with Java 21, the newest set.
 test-debian:
-	.ci/debian-root $(DEBIAN_ROOT) pytest -p no:cacheprovider -m "not browser"
+	.ci/debian-root $(DEBIAN_ROOT) pytest -p no:cacheprovider -m "$(CORE)"
 
 test: test-newest test-oldest test-debian
 
