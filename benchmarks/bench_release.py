@@ -1,6 +1,10 @@
 """Release speed against plain Spark on the same data, in one process (not a test).
 
-For each N it generates N rows of demo microdata (Parquet, written by Spark), then times:
+For each workload and N it writes N rows of microdata as Parquet, then times the kinds below.
+Workloads: ``demo``, the project's generator (``pipelines.demo_data``: persons of one to a few
+rows, cells inside declared domains); ``shared``, the generator the peers' benchmarks share
+(``benchmarks/shared_workload.py``: heavy persons of 1,000 rows, about 10^5 cells at 10^7 rows,
+no declared domains, income bounded at 200,000). Kinds:
 
 * plain:    ``groupBy(cell).agg(count, sum(clamped income))``;
 * floor:    the same after ``repartition(person_id)``: the least any per-person bounding costs;
@@ -12,9 +16,10 @@ For each N it generates N rows of demo microdata (Parquet, written by Spark), th
             scan for the cell keys and no threshold; the keys stay on the driver (their
             identities computed by a small job alongside; no join or shuffle of the keys in
             Spark) and every key is released;
-* domains:  the same release (private selection) with every dimension's domain declared, as
-            the demo data's codes are: selection chooses among the declared cells on the driver,
-            so no scan for the cell keys (validation keeps every row inside the domains);
+* domains:  (demo only) the same release (private selection) with every dimension's domain
+            declared, as the demo data's codes are: selection chooses among the declared cells on
+            the driver, so no scan for the cell keys (validation keeps every row inside the
+            domains);
 * no_noise: the same release in the test mode without noise: the release minus this is what
             drawing the noise costs;
 * bounding: the release's per-person work alone: bounding and the per-cell aggregation, cells
@@ -29,6 +34,10 @@ kind's best time is kept. A plan can run slower right after some other plans, so
 starts one kind later than the one before: no kind always follows the same one.
 
 Every plan ends in Spark's ``noop`` sink, so all of them compute everything and write nothing.
+Every run draws new secrets (salt and noise key) and Spark's cache is cleared after it, untimed: a
+release keeps computed frames, and a run with the same secrets would otherwise find the frames of
+the run before in the cache (the figures printed before 2026-12-07 had that flaw: release and
+bounding below the floor).
 Prints a table with the ratios and writes JSON to ``benchmarks/results/``.
 
 One process's ratios also depend on the process: the same code in a new JVM can run one plan
@@ -44,6 +53,7 @@ the difference between the release and the floor at 10^6 rows (the ``rel-floor``
 
     python benchmarks/bench_release.py --rows 1000 1000000 10000000
     python benchmarks/bench_release.py --rows 1000000 --processes 5
+    python benchmarks/bench_release.py --workloads shared --rows 1000000 10000000
 """
 
 from __future__ import annotations
@@ -68,6 +78,8 @@ from pyspark.sql import DataFrame, SparkSession  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
 from benchmarks.results_file import print_table, save_results  # noqa: E402
+from benchmarks.shared_workload import write_shared  # noqa: E402
+from pipelines import noise  # noqa: E402
 from pipelines.cells import cell_keys  # noqa: E402
 from pipelines.demo_data import AGE_GROUPS, COUNTIES, SEXES, STATES, demo_microdata  # noqa: E402
 from pipelines.partitions import declared_cells, inline_keys  # noqa: E402
@@ -78,10 +90,11 @@ from pipelines.validation import validate_input  # noqa: E402
 
 CELL = ["state", "county", "age_group", "sex"]
 DOMAINS = {"state": STATES, "county": COUNTIES, "age_group": AGE_GROUPS, "sex": SEXES}
-UPPER = 250_000.0
+UPPER = {"demo": 250_000.0, "shared": 200_000.0}
+"""The income bound of each workload's sum (the shared workload's is the peers' benchmarks')."""
 
 
-def spec_doc(partitions: dict[str, object] | None = None) -> dict[str, object]:
+def spec_doc(upper: float, partitions: dict[str, object] | None = None) -> dict[str, object]:
     """The benchmark's release: private selection by default, else ``partitions``."""
     return {
         "input": {"path": "bench", "privacy_unit": "person_id"},
@@ -94,7 +107,7 @@ def spec_doc(partitions: dict[str, object] | None = None) -> dict[str, object]:
                 "dimensions": CELL,
                 "partitions": partitions or {"type": "private", "strategy": "laplace"},
                 "bounds": {"max_partitions": 1, "max_rows_per_partition": 1},
-                "metrics": ["count", {"sum": "income", "lower": 0, "upper": UPPER}],
+                "metrics": ["count", {"sum": "income", "lower": 0, "upper": upper}],
             }
         ],
     }
@@ -105,13 +118,18 @@ def sink(df: DataFrame) -> None:
 
 
 def best_in_turns(
-    kinds: dict[str, Callable[[], None]], warmup: int, repeats: int
+    kinds: dict[str, Callable[[], None]],
+    warmup: int,
+    repeats: int,
+    reset: Callable[[], None] = lambda: None,
 ) -> dict[str, float]:
     """Each kind's best time over ``repeats`` rounds that run every kind once, in turn, after
-    ``warmup`` untimed rounds; round ``r`` starts at kind ``r`` (see the module docstring)."""
+    ``warmup`` untimed rounds; round ``r`` starts at kind ``r`` (see the module docstring).
+    ``reset`` runs, untimed, after every run: no run may find what another one kept."""
     for _ in range(warmup):
         for fn in kinds.values():
             fn()
+            reset()
     best = {name: float("inf") for name in kinds}
     order = list(kinds.items())
     for r in range(repeats):
@@ -120,17 +138,25 @@ def best_in_turns(
             start = time.perf_counter()
             fn()
             best[name] = min(best[name], time.perf_counter() - start)
+            reset()
     return best
 
 
-def plain(df: DataFrame) -> DataFrame:
-    clamped = F.least(F.greatest(F.col("income"), F.lit(0.0)), F.lit(UPPER))
+def plain(df: DataFrame, upper: float) -> DataFrame:
+    clamped = F.least(F.greatest(F.col("income"), F.lit(0.0)), F.lit(upper))
     return df.groupBy(*CELL).agg(F.count(F.lit(1)).alias("n"), F.sum(clamped).alias("s"))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rows", type=int, nargs="+", default=[1_000, 1_000_000, 10_000_000])
+    ap.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=["demo", "shared"],
+        default=["demo", "shared"],
+        help="demo: the project's generator; shared: the peers' (benchmarks/shared_workload.py)",
+    )
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--master", default="local[2]")
@@ -139,7 +165,14 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, default=1, help="run in this many fresh processes; print medians"
     )
+    ap.add_argument(
+        "--driver-max-cells",
+        type=int,
+        default=noise.DRIVER_MAX_CELLS,
+        help="the release's driver limit (pipelines.noise.DRIVER_MAX_CELLS), to compare limits",
+    )
     args = ap.parse_args()
+    noise.DRIVER_MAX_CELLS = args.driver_max_cells
     if args.processes > 1:
         across_processes(args)
         return
@@ -158,72 +191,20 @@ def main() -> None:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
-    spec = parse_spec(spec_doc())
-    tplan = plan_release(spec).tables[0]
     results = []
     with tempfile.TemporaryDirectory(prefix="dprelease-bench-") as tmp:
-        for n in args.rows:
-            path = str(Path(tmp) / f"rows{n}")
-            start = time.perf_counter()
-            demo_microdata(spark, n).write.parquet(path)
-            gen = time.perf_counter() - start
-            df = spark.read.parquet(path)
-            secrets = Secrets.new()
-            # public keys for the "public" kind: the data's cells, read untimed (a key file's role)
-            cells = [list(r) for r in df.select(*CELL).distinct().collect()]
-            public_plan = plan_release(
-                parse_spec(spec_doc({"type": "public", "keys": cells}))
-            ).tables[0]
-            public_keys = inline_keys(spark, CELL, cells, df.schema)
-            declared = declared_cells(list(DOMAINS.items()), df.schema)
-
-            def release(df: DataFrame = df, s: Secrets = secrets, noise: bool = True) -> None:
-                sink(release_table(df, tplan, "person_id", s, None, add_noise_=noise))
-
-            t = best_in_turns(
-                {
-                    "plain": lambda df=df: sink(plain(df)),
-                    "floor": lambda df=df: sink(plain(df.repartition("person_id"))),
-                    "release": release,
-                    "public": lambda df=df, s=secrets, p=public_plan, k=public_keys: sink(
-                        release_table(df, p, "person_id", s, k)
-                    ),
-                    "domains": lambda df=df, s=secrets, d=declared: sink(
-                        release_table(df, tplan, "person_id", s, None, candidates=d)
-                    ),
-                    "no_noise": lambda: release(noise=False),
-                    "bounding": lambda df=df, s=secrets: sink(
-                        bounded_aggregates(df, tplan, "person_id", s)
-                    ),
-                    "keys": lambda df=df, s=secrets: sink(cell_keys(df, CELL, s.cell_salt)),
-                    "checks": lambda df=df: validate_input(df, spec),
-                },
-                args.warmup,
-                args.repeats,
-            )
-            row = {
-                "rows": n,
-                "generate_s": round(gen, 2),
-                **{f"{name}_s": round(seconds, 2) for name, seconds in t.items()},
-                "release_over_floor": round(t["release"] / t["floor"], 2),
-                "release_over_plain": round(t["release"] / t["plain"], 2),
-                "public_over_floor": round(t["public"] / t["floor"], 2),
-                "domains_over_floor": round(t["domains"] / t["floor"], 2),
-                "floor_over_plain": round(t["floor"] / t["plain"], 2),
-                # what the release costs beyond the floor; near-constant in N = a fixed cost
-                "release_minus_floor_s": round(t["release"] - t["floor"], 2),
-                "bounding_over_floor": round(t["bounding"] / t["floor"], 2),
-                "release_with_checks_over_floor": round(
-                    (t["release"] + t["checks"]) / t["floor"], 2
-                ),
-            }
-            results.append(row)
-            print(json.dumps(row), flush=True)
+        for workload in args.workloads:
+            for n in args.rows:
+                row = measure(spark, workload, n, str(Path(tmp) / f"{workload}{n}"), args)
+                results.append(row)
+                print(json.dumps(row), flush=True)
     print()
     print_table(
         results,
         [
+            ("workload", "workload", "<8"),
             ("rows", "rows", ">12,"),
+            ("cells", "cells", ">8,"),
             ("plain s", "plain_s", ">8"),
             ("floor s", "floor_s", ">8"),
             ("release s", "release_s", ">10"),
@@ -247,6 +228,76 @@ def main() -> None:
     spark.stop()
 
 
+def generate(spark: SparkSession, workload: str, n: int, path: str) -> float:
+    """Write ``n`` rows of ``workload`` to ``path``; the seconds it took."""
+    start = time.perf_counter()
+    if workload == "demo":
+        demo_microdata(spark, n).write.parquet(path)
+    else:
+        write_shared(n, path)
+    return time.perf_counter() - start
+
+
+def measure(
+    spark: SparkSession, workload: str, n: int, path: str, args: argparse.Namespace
+) -> dict[str, object]:
+    """One row of the printed table: every kind on ``n`` rows of ``workload``."""
+    gen = generate(spark, workload, n, path)
+    upper = UPPER[workload]
+    spec = parse_spec(spec_doc(upper))
+    tplan = plan_release(spec).tables[0]
+    df = spark.read.parquet(path)
+    # public keys for the "public" kind: the data's cells, read untimed (a key file's role)
+    cells = [list(r) for r in df.select(*CELL).distinct().collect()]
+    public_plan = plan_release(
+        parse_spec(spec_doc(upper, {"type": "public", "keys": cells}))
+    ).tables[0]
+    public_keys = inline_keys(spark, CELL, cells, df.schema)
+
+    # Every run draws new secrets, as every release does: a release keeps computed frames
+    # (pipelines.persistence), and a run with the same salt and key would find them in Spark's
+    # cache and skip the work; the cache is also cleared after every run (best_in_turns' reset).
+    def release(df: DataFrame = df, noise: bool = True) -> None:
+        sink(release_table(df, tplan, "person_id", Secrets.new(), None, add_noise_=noise))
+
+    kinds: dict[str, Callable[[], None]] = {
+        "plain": lambda df=df: sink(plain(df, upper)),
+        "floor": lambda df=df: sink(plain(df.repartition("person_id"), upper)),
+        "release": release,
+        "public": lambda df=df, p=public_plan, k=public_keys: sink(
+            release_table(df, p, "person_id", Secrets.new(), k)
+        ),
+        "no_noise": lambda: release(noise=False),
+        "bounding": lambda df=df: sink(bounded_aggregates(df, tplan, "person_id", Secrets.new())),
+        "keys": lambda df=df: sink(cell_keys(df, CELL, Secrets.new().cell_salt)),
+        "checks": lambda df=df: validate_input(df, spec),
+    }
+    if workload == "demo":  # the demo data's codes are its declared domains
+        declared = declared_cells(list(DOMAINS.items()), df.schema)
+        kinds["domains"] = lambda df=df, d=declared: sink(
+            release_table(df, tplan, "person_id", Secrets.new(), None, candidates=d)
+        )
+    t = best_in_turns(kinds, args.warmup, args.repeats, spark.catalog.clearCache)
+    row: dict[str, object] = {
+        "workload": workload,
+        "rows": n,
+        "cells": len(cells),
+        "generate_s": round(gen, 2),
+        **{f"{name}_s": round(seconds, 2) for name, seconds in t.items()},
+        "release_over_floor": round(t["release"] / t["floor"], 2),
+        "release_over_plain": round(t["release"] / t["plain"], 2),
+        "public_over_floor": round(t["public"] / t["floor"], 2),
+        "floor_over_plain": round(t["floor"] / t["plain"], 2),
+        # what the release costs beyond the floor; near-constant in N = a fixed cost
+        "release_minus_floor_s": round(t["release"] - t["floor"], 2),
+        "bounding_over_floor": round(t["bounding"] / t["floor"], 2),
+        "release_with_checks_over_floor": round((t["release"] + t["checks"]) / t["floor"], 2),
+    }
+    if "domains" in t:
+        row["domains_over_floor"] = round(t["domains"] / t["floor"], 2)
+    return row
+
+
 RATIOS = [
     "release_over_floor",
     "public_over_floor",
@@ -258,34 +309,33 @@ RATIOS = [
 
 def across_processes(args: argparse.Namespace) -> None:
     """The benchmark in ``args.processes`` fresh processes in turn: each ratio's median and
-    range over them, per row count."""
+    range over them, per workload and row count."""
     command = [sys.executable, __file__, "--rows", *map(str, args.rows)]
-    for flag in ("repeats", "warmup", "master", "shuffle_partitions", "driver_memory"):
+    command += ["--workloads", *args.workloads]
+    flags = ["repeats", "warmup", "master", "shuffle_partitions", "driver_memory"]
+    for flag in [*flags, "driver_max_cells"]:
         command += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
-    runs: list[list[dict[str, float]]] = []
+    runs: list[list[dict[str, object]]] = []
     for i in range(args.processes):
         out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
         rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        print(
-            f"process {i + 1}: " + json.dumps([{k: r[k] for k in ["rows", *RATIOS]} for r in rows])
-        )
+        shown = [{k: r.get(k) for k in ["workload", "rows", *RATIOS]} for r in rows]
+        print(f"process {i + 1}: " + json.dumps(shown))
         runs.append(rows)
     summary = []
-    for j, n in enumerate(args.rows):
-        row: dict[str, object] = {"rows": n}
+    for j, first in enumerate(runs[0]):
+        row: dict[str, object] = {"workload": first["workload"], "rows": first["rows"]}
         for key in RATIOS:
-            values = [run[j][key] for run in runs]
-            row[key] = round(statistics.median(values), 2)
-            row[f"{key}_range"] = f"{min(values)}-{max(values)}"
+            values = [float(run[j][key]) for run in runs if run[j].get(key) is not None]
+            if values:
+                row[key] = f"{statistics.median(values):.2f} ({min(values)}-{max(values)})"
         summary.append(row)
     print()
     print(f"medians over {args.processes} processes (range in brackets)")
     print_table(
+        summary,
         [
-            {"rows": r["rows"], **{k: f"{r[k]} ({r[k + '_range']})" for k in RATIOS}}
-            for r in summary
-        ],
-        [
+            ("workload", "workload", "<8"),
             ("rows", "rows", ">12,"),
             ("rel/floor", "release_over_floor", ">18"),
             ("pub/floor", "public_over_floor", ">18"),
