@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -239,17 +240,35 @@ def _json_value(value: Any) -> str:
 def cell_digests(table: pa.Table, key_columns: Sequence[str]) -> pa.Array:
     """The identity of each row's cell, as ``add_noise`` computes it in Spark:
     ``unhex(sha2(to_json(struct(key_columns...)), 256))``, for keys that are strings, integers,
-    booleans or dates (the types of declared keys) and never null."""
+    booleans or dates (the types of declared keys) and never null.
+
+    The JSON text is built column by column with Arrow's kernels (Python only for dates and for
+    strings that need escaping); only the SHA-256 of each row runs in Python."""
     if not key_columns:  # one total cell: add_noise's identity is the empty object
         return pa.array([hashlib.sha256(b"{}").digest()] * table.num_rows, type=pa.binary())
-    names = [_json_string(c) + ":" for c in key_columns]
-    columns = [table.column(c).to_pylist() for c in key_columns]
-    digests = [
-        hashlib.sha256(
-            (
-                "{" + ",".join(n + _json_value(v) for n, v in zip(names, row, strict=True)) + "}"
-            ).encode("utf-8")
-        ).digest()
-        for row in zip(*columns, strict=True)
-    ]
+    parts: list[Any] = []
+    for i, c in enumerate(key_columns):
+        parts.append(("{" if i == 0 else ",") + _json_string(c) + ":")
+        parts.append(_json_texts(table.column(c)))
+    parts.append("}")
+    text = pc.binary_join_element_wise(*parts, "")
+    digests = [hashlib.sha256(t).digest() for t in text.cast(pa.binary()).to_pylist()]
     return pa.array(digests, type=pa.binary())
+
+
+def _json_texts(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Each value of ``column`` as the JSON text ``to_json`` writes for it (see
+    :func:`_json_value`), as strings."""
+    if pa.types.is_dictionary(column.type):
+        column = pa.chunked_array(
+            [chunk.dictionary_decode() for chunk in column.chunks], type=column.type.value_type
+        )
+    kind = column.type
+    if pa.types.is_boolean(kind):
+        return pc.if_else(column, "true", "false")
+    if pa.types.is_integer(kind):
+        return column.cast(pa.string())
+    text = pa.types.is_string(kind) or pa.types.is_large_string(kind)
+    if text and not pc.any(pc.match_substring_regex(column, _ESCAPED.pattern)).as_py():
+        return pc.binary_join_element_wise('"', column.cast(pa.string()), '"', "")
+    return pa.chunked_array([pa.array([_json_value(v) for v in column.to_pylist()], pa.string())])
