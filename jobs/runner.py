@@ -435,6 +435,9 @@ def run_release(
         if spec.series is not None
         else "",
     )
+    state = SeriesState(spark, store, spec) if splan is not None else None
+    if state is not None and splan is not None:
+        state.check_tree(splan)  # before anything is read or charged
     with stage("read and validate input", spark):
         raw = input_df if input_df is not None else read_input(spark, period_input(spec, rid))
         checked = validate_input(raw, spec)
@@ -474,7 +477,6 @@ def run_release(
     outcome = Outcome(rid, final)
     released_cells: dict[str, int] = {}
     timings: dict[str, float] = {}
-    state = SeriesState(spark, store, spec) if splan is not None else None
     if state is not None:
         df = state.admitted(df, spec.input.privacy_unit, checked_first.position)
     with writer.release_attempt(store, spec.output.path, rid) as written, release_scope():

@@ -3,6 +3,8 @@
 ``<output>/.private/series/<name>/`` holds what a period needs from the periods before it:
 
 * ``key``: the series' noise key (32 random bytes, hex), made at the first period;
+* ``tree.json``: the tree the series was charged for (depth, ``K``, noise family, cost, each
+  node's noise), recorded at the first period; a period planned otherwise is refused;
 * ``exact/<table>/<level>-<index>/``: the exact bounded cells of every node (a leaf's: its
   period's; above, the sum of its children's), never released;
 * ``nodes/<table>/<level>-<index>/``: every node of the tree, as measured (noisy);
@@ -23,6 +25,7 @@ Periods run in order: period ``t`` needs period ``t - 1`` published at the same 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from collections.abc import Callable
 from contextlib import suppress
@@ -38,7 +41,14 @@ from pipelines.partitions import PublicKeys
 from pipelines.periods import label, ordinal, position
 from pipelines.plan import TablePlan
 from pipelines.release import Secrets, all_measures
-from pipelines.series import node_cells, node_estimate, period_cells, released_period, summed
+from pipelines.series import (
+    SeriesPlan,
+    node_cells,
+    node_estimate,
+    period_cells,
+    released_period,
+    summed,
+)
 from pipelines.spec import ReleaseSpec, SeriesSpec
 
 UNIT_KEY = "_unit_key"
@@ -108,6 +118,32 @@ class SeriesState:
         if stored is None:
             raise SpecError(f"series state {self.root!r}: the key cannot be read back")
         return bytes.fromhex(stored.decode("ascii"))
+
+    def check_tree(self, splan: SeriesPlan) -> None:
+        """Record the series' tree (:meth:`SeriesPlan.tree`) at its first run, and refuse
+        (BudgetError) a later run that plans another: its nodes would spend what the series was
+        not charged for."""
+        path = join(self.root, "tree.json")
+        planned = splan.tree()
+        stored = self.store.read(path)
+        if stored is None:
+            with suppress(FileExistsError):  # another attempt recorded it first: compare
+                text = json.dumps(planned, indent=2, sort_keys=True)
+                self.store.create_new(path, text.encode("utf-8"), private=True)
+            stored = self.store.read(path)
+        if stored is None:
+            raise SpecError(f"series state {self.root!r}: its tree cannot be read back")
+        recorded = json.loads(stored.decode("utf-8"))
+        if recorded != planned:
+            changed = sorted(
+                k for k in planned.keys() | recorded.keys() if recorded.get(k) != planned.get(k)
+            )
+            raise BudgetError(
+                f"series {self.series.name!r}: this run plans its tree otherwise than the series' "
+                f"first period recorded ({', '.join(changed)} differ; recorded in "
+                f"{path!r}), and the series was charged for that tree. Finish the series with "
+                "the dprelease version that started it, or start a new series under a new name"
+            )
 
     def once(self, path: str, compute: Callable[[], DataFrame]) -> DataFrame:
         """The table at ``path`` (under the state's root), computed and written if it is not

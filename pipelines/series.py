@@ -71,6 +71,34 @@ class SeriesPlan:
         """What the whole series spends, charged once (:attr:`ReleasePlan.cost` of a series)."""
         return self.nodes.cost
 
+    def tree(self) -> dict[str, Any]:
+        """What every period of the series must plan alike, as JSON values: the tree (depth,
+        horizon, ``max_periods``), ``K``, the noise family and the whole cost. The series was
+        charged for this tree; a period planned with another would spend what was not charged
+        (a new version of dprelease could choose another depth for the same spec)."""
+        cost = self.cost
+        return {
+            "depth": self.depth,
+            "horizon": self.series.horizon,
+            "max_periods": self.series.max_periods,
+            "factor": self.factor,
+            "family": self.family,
+            "cost": {
+                "epsilon": None if cost.epsilon is None else str(cost.epsilon),
+                "delta": str(cost.delta),
+                "rho": None if cost.rho is None else str(cost.rho),
+            },
+            "tables": [
+                {
+                    "name": t.table.name,
+                    "measurements": [
+                        [m.column, m.mechanism, str(m.parameter)] for m in t.measurements
+                    ],
+                }
+                for t in self.nodes.tables
+            ],
+        }
+
 
 def plan_series(spec: ReleaseSpec, nodes: ReleasePlan | None = None) -> SeriesPlan:
     """The plan of a series spec (:func:`pipelines.spec.parse_spec` checked it); ``nodes``:

@@ -205,6 +205,35 @@ def test_periods_run_in_order_and_the_series_spec_cannot_change(spark: Any, tmp_
     runner.preflight(moved, "monthly-2027-02")
 
 
+def test_a_period_planned_with_another_tree_is_refused_before_it_reads_or_charges(
+    spark: Any, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from pipelines import plan as plan_module
+    from pipelines import series as series_module
+
+    Ledger(tmp_path / "ledger.sqlite").init("sales", Budget(Fraction(0), Fraction(0), Fraction(2)))
+    spec = load_spec(write_spec(tmp_path, series_doc(tmp_path)))
+    write_month(spark, tmp_path, 1, month_rows(1, range(200)))
+    runner.run_release(spark, spec, "monthly-2027-01")
+    root = tmp_path / "out" / ".private" / "series" / "monthly"
+    recorded = json.loads((root / "tree.json").read_text())
+    assert recorded == series_module.plan_series(spec).tree()
+    assert (root / "tree.json").stat().st_mode & 0o077 == 0
+    # a later dprelease choosing another depth for the same spec (the spec hash cannot see it)
+    real = plan_module.series_depth
+    other = 1 if real(spec) != 1 else 2
+    for module in (plan_module, series_module):
+        monkeypatch.setattr(module, "series_depth", lambda s: other)
+    write_month(spark, tmp_path, 2, month_rows(2, range(200)))
+    with pytest.raises(BudgetError, match=r"plans its tree otherwise.*depth"):
+        runner.run_release(spark, spec, "monthly-2027-02")
+    assert not (tmp_path / "out" / "monthly-2027-02").exists()
+    assert not (root / "exact" / "by_cell" / "0-1").exists()  # nothing of the period was kept
+    monkeypatch.undo()  # control: the tree the series was charged for runs the period
+    runner.run_release(spark, spec, "monthly-2027-02")
+    assert (tmp_path / "out" / "monthly-2027-02" / "manifest.json").exists()
+
+
 def test_a_crashed_period_reuses_its_measured_nodes_whatever_the_input_says_on_the_retry(
     spark: Any, tmp_path: Path, monkeypatch: Any
 ) -> None:
